@@ -1,0 +1,324 @@
+"""Hugging Face checkpoint import and export for the NNX decoders.
+
+`load_hf` reads a local folder (`config.json` plus `model.safetensors` or
+sharded `model-*.safetensors` with `model.safetensors.index.json`, bf16 or
+fp32) tensor by tensor; with a mesh each device receives only its own
+slice, so the full model never sits on one device. `save_hf` writes the
+folder `transformers.AutoModelForCausalLM.from_pretrained` (and vLLM) load:
+`config.json`, `generation_config.json`, sharded safetensors with an index,
+and optionally the tokenizer files.
+
+Layout conversions (HF Linear weights are [out, in]):
+  q/k/v   [N*E, D]  <->  [D, N, E]       o     [D, H*E]  <->  [H, E, D]
+  gate/up [F, D]    <->  [D, F]          down  [D, F]    <->  [F, D]
+  lm_head [V, D]    <->  [D, V]          embed, norms, 1-d biases unchanged
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import Mesh
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from orchestra.models.config import DecoderConfig
+from orchestra.models.decoder import CausalLM, ValueModel
+from orchestra.sharding.rules import Rules, state_shardings
+
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
+)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_NUMPY_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+class CheckpointError(ValueError):
+  """A Hugging Face folder that cannot be read or written; names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMap:
+  """One parameter: its path in the NNX state, its HF name and layout converters."""
+  path: tuple
+  hf_name: str
+  from_hf: Callable[[np.ndarray], np.ndarray]
+  to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(x):
+  return x
+
+
+def _transpose(x):
+  return x.T
+
+
+def _heads_in(n: int, e: int):
+  """[N*E, D] -> [D, N, E] and back."""
+  return (lambda w: w.T.reshape(w.shape[1], n, e),
+          lambda w: w.reshape(w.shape[0], n * e).T)
+
+
+def _heads_out(h: int, e: int):
+  """[D, H*E] -> [H, E, D] and back."""
+  return (lambda w: w.T.reshape(h, e, w.shape[0]),
+          lambda w: w.reshape(h * e, w.shape[2]).T)
+
+
+def _bias_heads(n: int, e: int):
+  """[N*E] -> [N, E] and back."""
+  return (lambda b: b.reshape(n, e), lambda b: b.reshape(n * e))
+
+
+def tensor_map(cfg: DecoderConfig, with_lm_head: bool = True) -> list[TensorMap]:
+  """Every parameter of the decoder with its Hugging Face name and layout."""
+  h, k, e = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  entries = [TensorMap(("model", "embed"), "model.embed_tokens.weight", _identity, _identity),
+             TensorMap(("model", "final_norm", "scale"), "model.norm.weight", _identity, _identity)]
+  if with_lm_head and not cfg.tie_word_embeddings:
+    entries.append(TensorMap(("lm_head",), "lm_head.weight", _transpose, _transpose))
+  for i in range(cfg.num_layers):
+    ours, hf = ("model", "layers", i), f"model.layers.{i}"
+    add = lambda path, name, conv: entries.append(TensorMap(ours + path, f"{hf}.{name}", *conv))
+    plain = (_identity, _identity)
+    add(("input_norm", "scale"), "input_layernorm.weight", plain)
+    add(("post_attn_norm", "scale"), "post_attention_layernorm.weight", plain)
+    for proj, n in (("q", h), ("k", k), ("v", k)):
+      add(("attn", f"{proj}_proj"), f"self_attn.{proj}_proj.weight", _heads_in(n, e))
+      if cfg.qkv_bias:
+        add(("attn", f"{proj}_bias"), f"self_attn.{proj}_proj.bias", _bias_heads(n, e))
+    add(("attn", "o_proj"), "self_attn.o_proj.weight", _heads_out(h, e))
+    if cfg.o_bias:
+      add(("attn", "o_bias"), "self_attn.o_proj.bias", plain)
+    if cfg.qk_norm:
+      add(("attn", "q_norm", "scale"), "self_attn.q_norm.weight", plain)
+      add(("attn", "k_norm", "scale"), "self_attn.k_norm.weight", plain)
+    for proj in ("gate", "up", "down"):
+      add(("mlp", f"{proj}_proj"), f"mlp.{proj}_proj.weight", (_transpose, _transpose))
+      if cfg.mlp_bias:
+        add(("mlp", f"{proj}_bias"), f"mlp.{proj}_proj.bias", plain)
+  return entries
+
+
+# ---------------------------------------------------------------------- import
+class _SafetensorsFolder:
+  """Lazy access to the tensors of a (possibly sharded) safetensors folder."""
+
+  def __init__(self, path: str):
+    index_path = os.path.join(path, SAFETENSORS_INDEX)
+    single_path = os.path.join(path, SAFETENSORS_FILE)
+    if os.path.isfile(index_path):
+      try:
+        with open(index_path) as f:
+          weight_map = json.load(f)["weight_map"]
+      except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{index_path}: not a safetensors index ({e!r})") from None
+    elif os.path.isfile(single_path):
+      weight_map = None
+    else:
+      raise CheckpointError(f"{path}: no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX} "
+                            "(only safetensors checkpoints are supported)")
+    self._handles = {}
+    self.weight_map = {}
+    files = sorted(set(weight_map.values())) if weight_map else [SAFETENSORS_FILE]
+    for name in files:
+      file_path = os.path.join(path, name)
+      if not os.path.isfile(file_path):
+        raise CheckpointError(f"{file_path} is listed in {SAFETENSORS_INDEX} but missing")
+      handle = safe_open(file_path, framework="numpy")
+      self._handles[name] = handle
+      for key in handle.keys():
+        self.weight_map[key] = name
+
+  def __contains__(self, name: str) -> bool:
+    return name in self.weight_map
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._handles[self.weight_map[name]].get_slice(name).get_shape())
+
+  def get(self, name: str) -> np.ndarray:
+    return self._handles[self.weight_map[name]].get_tensor(name)
+
+
+def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: str | None = None,
+            mesh: Mesh | None = None, rules: Rules | None = None, value_model: bool = False,
+            remat: bool = False) -> CausalLM | ValueModel:
+  """Loads a Hugging Face Qwen3 / Qwen2 / Llama folder into an NNX model.
+
+  Args:
+    path: local folder with `config.json` and safetensors weights.
+    dtype: parameter dtype ("float32" or "bfloat16"; "float16" also accepted).
+    compute_dtype: activation dtype (defaults to `dtype`).
+    mesh: if given, every parameter is placed on its shards of this mesh
+      (see `orchestra.sharding`); otherwise on the default device.
+    rules: logical-axis rules for `mesh` (default `default_rules()`).
+    value_model: build a `ValueModel` (backbone from the checkpoint, zero
+      value head) instead of a `CausalLM`.
+    remat: recompute block activations in the backward pass.
+  """
+  path = os.fspath(path)
+  param_dtype = _dtype(dtype, "dtype")
+  act_dtype = _dtype(compute_dtype or dtype, "compute_dtype")
+  cfg = DecoderConfig.from_hf_dir(path)
+  cls = ValueModel if value_model else CausalLM
+  make = lambda: cls(cfg, param_dtype=param_dtype, dtype=act_dtype, remat=remat, rngs=nnx.Rngs(0))
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(make))
+  if mesh is not None:
+    shardings = state_shardings(abstract_state, mesh, rules)
+  else:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract_state,
+                             is_leaf=lambda x: isinstance(x, nnx.Variable))
+  flat_vars = dict(nnx.to_flat_state(abstract_state))
+  flat_shardings = dict(nnx.to_flat_state(shardings))
+  folder = _SafetensorsFolder(path)
+
+  entries = tensor_map(cfg, with_lm_head=not value_model)
+  missing = [t.hf_name for t in entries if t.hf_name not in folder]
+  if missing:
+    raise CheckpointError(f"{path}: checkpoint lacks {len(missing)} tensors the config needs, "
+                          f"e.g. {missing[:3]}")
+  known = {t.hf_name for t in entries} | {"lm_head.weight"}
+  unexpected = sorted(set(folder.weight_map) - known)
+  if unexpected:
+    logging.warning("%s: ignoring %d unexpected tensors, e.g. %s", path, len(unexpected),
+                    unexpected[:3])
+
+  values = {}
+  for t in entries:
+    variable = flat_vars.pop(t.path)
+    array = t.from_hf(folder.get(t.hf_name))
+    if array.shape != variable.shape:
+      raise CheckpointError(f"{path}: {t.hf_name} has shape {folder.shape(t.hf_name)}, "
+                            f"the config implies {variable.shape} in our layout")
+    values[t.path] = _place(array, flat_shardings[t.path], variable.dtype)
+  for rest_path, variable in flat_vars.items():   # the value head: not in HF checkpoints
+    if not value_model:
+      raise CheckpointError(f"internal: parameter {rest_path} has no Hugging Face mapping")
+    values[rest_path] = _place(np.zeros(variable.shape, np.float32),
+                               flat_shardings[rest_path], variable.dtype)
+
+  state = nnx.from_flat_state([(p, v.replace(values[p])) for p, v in
+                               nnx.to_flat_state(abstract_state)])
+  return nnx.merge(graphdef, state)
+
+
+def _dtype(name: str, field: str):
+  if name not in DTYPES:
+    raise ValueError(f"{field}={name!r}: expected one of {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
+def _place(host: np.ndarray, sharding, dtype) -> jax.Array:
+  """Puts a host array on its devices; each device converts only its slice."""
+  def shard(index):
+    return np.ascontiguousarray(host[index]).astype(dtype)
+  return jax.make_array_from_callback(host.shape, sharding, shard)
+
+
+# ---------------------------------------------------------------------- export
+def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str | None = None,
+            dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> str:
+  """Writes `model` as a Hugging Face folder and returns its path.
+
+  Args:
+    model: a `CausalLM` (sharded or not; each tensor is gathered in turn).
+    out_dir: destination folder, replaced as a whole: files are written to
+      a temporary sibling folder which is renamed into place at the end, so a
+      crash never leaves a half-written checkpoint under `out_dir`.
+    tokenizer_dir: folder whose tokenizer files are copied alongside.
+    dtype: "float32" or "bfloat16" for the weights (default: the params' dtype).
+    max_shard_bytes: split the weights into files of at most this size.
+  """
+  if not isinstance(model, CausalLM):
+    raise TypeError(f"save_hf exports CausalLM models, got {type(model).__name__}")
+  import transformers  # heavy import, only needed for export
+
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  cfg = model.config
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  if dtype is None:
+    dtype = str(jnp.dtype(flat[("model", "embed")].dtype))
+  np_dtype = _NUMPY_DTYPES.get(dtype)
+  if np_dtype is None:
+    raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_NUMPY_DTYPES)}")
+  if tokenizer_dir is not None and not any(
+      os.path.isfile(os.path.join(tokenizer_dir, f)) for f in TOKENIZER_FILES):
+    raise CheckpointError(f"tokenizer_dir={tokenizer_dir}: no tokenizer files found "
+                          f"(looked for {', '.join(TOKENIZER_FILES[:2])}, ...)")
+
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+  try:
+    _write_weights(flat, tensor_map(cfg), np_dtype, tmp_dir, max_shard_bytes)
+    hf_config = transformers.AutoConfig.for_model(cfg.model_type, **cfg.to_hf_kwargs())
+    hf_config.architectures = [type(hf_config).__name__.replace("Config", "ForCausalLM")]
+    hf_config.dtype = dtype
+    hf_config.save_pretrained(tmp_dir)
+    transformers.GenerationConfig.from_model_config(hf_config).save_pretrained(tmp_dir)
+    if tokenizer_dir is not None:
+      for name in TOKENIZER_FILES:
+        src = os.path.join(tokenizer_dir, name)
+        if os.path.isfile(src):
+          shutil.copy2(src, os.path.join(tmp_dir, name))
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp_dir, out_dir)
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+  return out_dir
+
+
+def _write_weights(flat, entries: list[TensorMap], np_dtype, out_dir: str, max_shard_bytes: int):
+  """Writes safetensors files of at most `max_shard_bytes` (plus an index if > 1).
+
+  Only one file's worth of tensors is held on the host at a time.
+  """
+  written: list[tuple[str, list[str]]] = []   # (temporary file name, tensor names)
+  pending: dict[str, np.ndarray] = {}
+  pending_bytes = total_bytes = 0
+
+  def flush():
+    name = f"part-{len(written):05d}.safetensors"
+    save_file(pending, os.path.join(out_dir, name), metadata={"format": "pt"})
+    written.append((name, list(pending)))
+    pending.clear()
+
+  for t in entries:
+    host = np.asarray(jax.device_get(flat[t.path][...]))
+    array = np.ascontiguousarray(t.to_hf(host).astype(np_dtype))
+    if pending and pending_bytes + array.nbytes > max_shard_bytes:
+      flush()
+      pending_bytes = 0
+    pending[t.hf_name] = array
+    pending_bytes += array.nbytes
+    total_bytes += array.nbytes
+  flush()
+
+  if len(written) == 1:
+    os.rename(os.path.join(out_dir, written[0][0]), os.path.join(out_dir, SAFETENSORS_FILE))
+    return
+  weight_map = {}
+  for i, (tmp_name, names) in enumerate(written):
+    final = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
+    os.rename(os.path.join(out_dir, tmp_name), os.path.join(out_dir, final))
+    weight_map.update({name: final for name in names})
+  with open(os.path.join(out_dir, SAFETENSORS_INDEX), "w") as f:
+    json.dump({"metadata": {"total_size": total_bytes}, "weight_map": dict(sorted(weight_map.items()))},
+              f, indent=2)

@@ -1,0 +1,275 @@
+"""Flax NNX causal decoders for the Qwen3, Qwen2 and Llama 3 families.
+
+Shape suffixes: B batch, T new tokens, S key slots, D model dim, H query
+heads, K key/value heads, G = H / K query heads per kv head, E head dim,
+F MLP hidden dim, V vocabulary.
+
+Every parameter carries `logical_axes` metadata (one name per dimension);
+`orchestra.sharding` maps those names to mesh axes. Weights are stored in
+JAX layout ([in, ..., out]); `orchestra.checkpoint.hf` converts to and from
+the Hugging Face layout.
+
+Dtype policy: `param_dtype` is the storage dtype of the parameters,
+`dtype` the compute dtype of activations and matmuls. RMSNorm statistics,
+attention softmax and the output logits are always float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from orchestra.models.config import DecoderConfig
+from orchestra.models.kv_cache import KVCache
+from orchestra.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
+
+_INIT_STD = 0.02  # matches transformers' initializer_range
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, init: str = "normal") -> nnx.Param:
+  if init == "normal":
+    value = _INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)
+  elif init == "ones":
+    value = jnp.ones(shape, jnp.float32)
+  else:
+    value = jnp.zeros(shape, jnp.float32)
+  return nnx.Param(value.astype(dtype), logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+  """y = scale * x / sqrt(mean(x^2) + eps), statistics in float32."""
+
+  def __init__(self, dim: int, eps: float, *, param_dtype, rngs: nnx.Rngs):
+    self.eps = eps
+    self.scale = _param(rngs, (dim,), ("norm",), param_dtype, init="ones")
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
+  """Grouped-query softmax attention: softmax(q k^T / sqrt(E) + mask) v.
+
+  Query head h reads kv head h // G. Masked logits are set to the most
+  negative float32, so a row with no visible key (a padding query) gives a
+  finite uniform average instead of NaN.
+  """
+  b, t, h, e = q_BTHE.shape
+  k = k_BSKE.shape[2]
+  q_BTKGE = q_BTHE.reshape(b, t, k, h // k, e)
+  logits_BKGTS = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_BSKE,
+                            preferred_element_type=jnp.float32) * (e ** -0.5)
+  logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, jnp.finfo(jnp.float32).min)
+  probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BSKE.dtype)
+  out_BTKGE = jnp.einsum("bkgts,bske->btkge", probs_BKGTS, v_BSKE)
+  return out_BTKGE.reshape(b, t, h, e)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with GQA, RoPE, optional q/k RMSNorm and biases."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs):
+    d, h, k, e = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    self.dtype = dtype
+    self.q_proj = _param(rngs, (d, h, e), ("embed", "heads", "head_dim"), param_dtype)
+    self.k_proj = _param(rngs, (d, k, e), ("embed", "kv_heads", "head_dim"), param_dtype)
+    self.v_proj = _param(rngs, (d, k, e), ("embed", "kv_heads", "head_dim"), param_dtype)
+    self.o_proj = _param(rngs, (h, e, d), ("heads", "head_dim", "embed"), param_dtype)
+    if cfg.qkv_bias:
+      self.q_bias = _param(rngs, (h, e), ("heads", "head_dim"), param_dtype, init="zeros")
+      self.k_bias = _param(rngs, (k, e), ("kv_heads", "head_dim"), param_dtype, init="zeros")
+      self.v_bias = _param(rngs, (k, e), ("kv_heads", "head_dim"), param_dtype, init="zeros")
+    if cfg.o_bias:
+      self.o_bias = _param(rngs, (d,), ("embed",), param_dtype, init="zeros")
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(e, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+      self.k_norm = RMSNorm(e, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+
+  def _project(self, x_BTD, name: str):
+    w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
+    y = jnp.einsum("btd,dne->btne", x_BTD, w)
+    bias = getattr(self, f"{name}_bias", None)
+    return y if bias is None else y + bias[...].astype(self.dtype)
+
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv=None, index=None):
+    """Returns the attention output [B, T, D] and the (keys, values) attended to.
+
+    With `cached_kv=(k_BSKE, v_BSKE)` the new keys/values are written at slot
+    `index` and attention runs over all S slots; otherwise over the T new tokens.
+    """
+    q_BTHE = self._project(x_BTD, "q")
+    k_BTKE = self._project(x_BTD, "k")
+    v_BTKE = self._project(x_BTD, "v")
+    if hasattr(self, "q_norm"):
+      q_BTHE, k_BTKE = self.q_norm(q_BTHE), self.k_norm(k_BTKE)
+    q_BTHE = apply_rope(q_BTHE, cos_BTE, sin_BTE)
+    k_BTKE = apply_rope(k_BTKE, cos_BTE, sin_BTE)
+    if cached_kv is None:
+      keys, values = k_BTKE, v_BTKE
+    else:
+      cache_k, cache_v = cached_kv
+      start = (0, index, 0, 0)
+      keys = jax.lax.dynamic_update_slice(cache_k, k_BTKE.astype(cache_k.dtype), start)
+      values = jax.lax.dynamic_update_slice(cache_v, v_BTKE.astype(cache_v.dtype), start)
+    out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask_BTS)
+    out_BTD = jnp.einsum("bthe,hed->btd", out_BTHE, self.o_proj[...].astype(self.dtype))
+    if hasattr(self, "o_bias"):
+      out_BTD = out_BTD + self.o_bias[...].astype(self.dtype)
+    return out_BTD, (keys, values)
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(x W_gate) * (x W_up))."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs):
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    self.dtype = dtype
+    self.gate_proj = _param(rngs, (d, f), ("embed", "mlp"), param_dtype)
+    self.up_proj = _param(rngs, (d, f), ("embed", "mlp"), param_dtype)
+    self.down_proj = _param(rngs, (f, d), ("mlp", "embed"), param_dtype)
+    if cfg.mlp_bias:
+      self.gate_bias = _param(rngs, (f,), ("mlp",), param_dtype, init="zeros")
+      self.up_bias = _param(rngs, (f,), ("mlp",), param_dtype, init="zeros")
+      self.down_bias = _param(rngs, (d,), ("embed",), param_dtype, init="zeros")
+
+  def _dense(self, x, name: str):
+    y = x @ getattr(self, f"{name}_proj")[...].astype(self.dtype)
+    bias = getattr(self, f"{name}_bias", None)
+    return y if bias is None else y + bias[...].astype(self.dtype)
+
+  def __call__(self, x_BTD):
+    h_BTF = jax.nn.silu(self._dense(x_BTD, "gate")) * self._dense(x_BTD, "up")
+    return self._dense(h_BTF, "down")
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs):
+    kw = dict(param_dtype=param_dtype, rngs=rngs)
+    self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
+    self.attn = Attention(cfg, dtype=dtype, **kw)
+    self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
+    self.mlp = MLP(cfg, dtype=dtype, **kw)
+
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv=None, index=None):
+    attn_BTD, kv = self.attn(self.input_norm(x_BTD), cos_BTE, sin_BTE, mask_BTS, cached_kv, index)
+    x_BTD = x_BTD + attn_BTD
+    x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
+    return x_BTD, kv
+
+
+def _run_block(block, *args):
+  return block(*args)
+
+
+# Gradient checkpointing: recompute each block's activations in the backward pass.
+_run_block_remat = nnx.remat(_run_block)
+
+
+class Transformer(nnx.Module):
+  """Token embedding, the blocks and the final norm: ids -> hidden states."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
+               remat: bool = False, rngs: nnx.Rngs):
+    self.config = cfg
+    self.dtype = dtype
+    self.remat = remat
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype)
+    self.layers = nnx.List([Block(cfg, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+                            for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None,
+               cache: KVCache | None = None):
+    """Hidden states [B, T, D] (and the updated cache when one is given).
+
+    Without a cache, attention is causal over the T tokens and restricted to
+    `attention_mask_BT` (1 = real token; left or right padding); positions
+    default to the running count of real tokens, so padding never shifts them.
+    With a cache, the T tokens are appended at `cache.index` and attend to
+    every real token before them.
+    """
+    b, t = input_ids_BT.shape
+    if attention_mask_BT is None:
+      attention_mask_BT = jnp.ones((b, t), jnp.bool_)
+    attention_mask_BT = attention_mask_BT.astype(jnp.bool_)
+    if cache is None:
+      if positions_BT is None:
+        positions_BT = jnp.maximum(jnp.cumsum(attention_mask_BT, axis=1) - 1, 0)
+      key_mask_BS = attention_mask_BT
+      query_slot_T = jnp.arange(t)
+    else:
+      if positions_BT is None:
+        positions_BT = cache.positions_for(attention_mask_BT)
+      key_mask_BS = cache.key_mask(attention_mask_BT)
+      query_slot_T = cache.index + jnp.arange(t)
+    key_slot_S = jnp.arange(key_mask_BS.shape[1])
+    causal_TS = key_slot_S[None, :] <= query_slot_T[:, None]
+    mask_BTS = key_mask_BS[:, None, :] & causal_TS[None]
+
+    x_BTD = jnp.take(self.embed[...], input_ids_BT, axis=0).astype(self.dtype)
+    inv_freq = inverse_frequencies(self.config.rope, self.config.head_dim)
+    cos_BTE, sin_BTE = rope_cos_sin(positions_BT, inv_freq, self.dtype)
+    run_block = _run_block_remat if self.remat else _run_block
+    new_keys, new_values = [], []
+    for i, layer in enumerate(self.layers):
+      cached_kv = None if cache is None else (cache.keys[i], cache.values[i])
+      index = None if cache is None else cache.index
+      x_BTD, (k, v) = run_block(layer, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv, index)
+      new_keys.append(k)
+      new_values.append(v)
+    hidden_BTD = self.final_norm(x_BTD)
+    if cache is None:
+      return hidden_BTD, None
+    return hidden_BTD, cache.advance(new_keys, new_values, attention_mask_BT)
+
+
+class CausalLM(nnx.Module):
+  """Decoder with a language-model head: ids -> float32 logits [B, T, V]."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
+               remat: bool = False, rngs: nnx.Rngs):
+    self.config = cfg
+    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, remat=remat, rngs=rngs)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), param_dtype)
+
+  def logits(self, hidden_BTD):
+    """hidden @ W_out in the compute dtype, accumulated and returned in float32."""
+    dtype = hidden_BTD.dtype
+    if self.config.tie_word_embeddings:
+      return jnp.einsum("btd,vd->btv", hidden_BTD, self.model.embed[...].astype(dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", hidden_BTD, self.lm_head[...].astype(dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None):
+    """Logits [B, T, V] of a full (left- or right-padded) batch."""
+    hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
+    return self.logits(hidden_BTD)
+
+  def forward_with_cache(self, input_ids_BT, cache: KVCache, attention_mask_BT=None):
+    """(logits [B, T, V], cache) for T new tokens appended to the cache."""
+    hidden_BTD, cache = self.model(input_ids_BT, attention_mask_BT, cache=cache)
+    return self.logits(hidden_BTD), cache
+
+
+class ValueModel(nnx.Module):
+  """Same backbone with a scalar head, for PPO: ids -> values [B, T] (float32)."""
+
+  def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
+               remat: bool = False, rngs: nnx.Rngs):
+    self.config = cfg
+    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, remat=remat, rngs=rngs)
+    self.value_head = _param(rngs, (cfg.hidden_size,), ("embed",), param_dtype, init="zeros")
+    self.value_bias = _param(rngs, (), (), param_dtype, init="zeros")
+
+  def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None):
+    hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
+    values_BT = jnp.einsum("btd,d->bt", hidden_BTD, self.value_head[...].astype(hidden_BTD.dtype),
+                           preferred_element_type=jnp.float32)
+    return values_BT + self.value_bias[...].astype(jnp.float32)
