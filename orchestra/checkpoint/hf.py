@@ -227,7 +227,7 @@ def _dtype(name: str, field: str):
 def _place(host: np.ndarray, sharding, dtype) -> jax.Array:
   """Puts a host array on its devices; each device converts only its slice."""
   def shard(index):
-    return np.ascontiguousarray(host[index]).astype(dtype)
+    return np.array(host[index], dtype=dtype, order="C")
   return jax.make_array_from_callback(host.shape, sharding, shard)
 
 

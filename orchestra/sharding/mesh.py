@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 from jax.sharding import AxisType, Mesh
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -48,8 +47,6 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices: Sequence[jax.Device] |
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(shape, len(devices))
-  try:
-    device_array = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
-  except (ValueError, NotImplementedError, AssertionError):
-    device_array = np.asarray(devices).reshape(shape)
-  return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+  # jax.make_mesh orders devices by physical topology (rings on TPU, NVLink on GPU).
+  return jax.make_mesh(shape, MESH_AXES, devices=devices,
+                       axis_types=(AxisType.Auto,) * len(MESH_AXES))

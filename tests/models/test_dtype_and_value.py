@@ -1,0 +1,109 @@
+"""bf16 compute path, the value model, and config validation."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hf_fixtures import make_hf_model, padded_batch
+
+from orchestra.models import CausalLM, ConfigError, DecoderConfig, ValueModel, load_hf
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("qwen3")
+  make_hf_model("qwen3", path)
+  return path
+
+
+def test_bf16_compute_is_close_to_fp32(qwen3_dir):
+  ids, mask, _ = padded_batch(128)
+  f32 = np.asarray(load_hf(qwen3_dir)(jnp.asarray(ids), jnp.asarray(mask)))
+  for dtype, compute in (("float32", "bfloat16"), ("bfloat16", "bfloat16")):
+    model = load_hf(qwen3_dir, dtype=dtype, compute_dtype=compute)
+    assert model.model.embed[...].dtype == jnp.dtype(dtype)
+    logits = model(jnp.asarray(ids), jnp.asarray(mask))
+    assert logits.dtype == jnp.float32     # logits are always accumulated in fp32
+    real = mask.astype(bool)
+    err = np.abs(np.asarray(logits)[real] - f32[real]).max()
+    assert 0 < err < 0.05 * np.abs(f32).max(), err
+
+
+def test_bf16_gradient_is_finite(qwen3_dir):
+  model = load_hf(qwen3_dir, dtype="bfloat16")
+  ids, mask, _ = padded_batch(128)
+
+  def loss(m):
+    return jnp.mean(m(jnp.asarray(ids), jnp.asarray(mask)) ** 2)
+
+  grads = nnx.grad(loss)(model)
+  leaves = jax.tree.leaves(grads)
+  assert all(g.dtype == jnp.bfloat16 and bool(jnp.isfinite(g).all()) for g in leaves)
+
+
+def test_value_model_shares_the_policy_backbone(qwen3_dir):
+  policy = load_hf(qwen3_dir)
+  critic = load_hf(qwen3_dir, value_model=True)
+  assert isinstance(critic, ValueModel)
+  ids, mask, _ = padded_batch(128)
+  values = critic(jnp.asarray(ids), jnp.asarray(mask))
+  assert values.shape == ids.shape and values.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(values), 0.0)   # zero-initialised head
+  critic.value_head[...] = jnp.ones_like(critic.value_head[...])
+  hidden, _ = policy.model(jnp.asarray(ids), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(critic(jnp.asarray(ids), jnp.asarray(mask))),
+                             np.asarray(hidden.sum(-1)), atol=1e-4)
+
+
+def test_random_init_model_runs_with_remat():
+  cfg = DecoderConfig("qwen3", vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
+  plain = CausalLM(cfg, rngs=nnx.Rngs(0))
+  remat = CausalLM(cfg, remat=True, rngs=nnx.Rngs(0))
+  ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
+  grad = lambda m: nnx.grad(lambda m: m(ids).mean())(m)
+  for a, b in zip(jax.tree.leaves(grad(plain)), jax.tree.leaves(grad(remat))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  n = sum(x.size for x in jax.tree.leaves(nnx.state(plain, nnx.Param)))
+  assert n == cfg.num_params
+
+
+def _write_config(tmp_path, **fields):
+  base = dict(model_type="qwen3", vocab_size=32, hidden_size=16, intermediate_size=24,
+              num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+  base.update(fields)
+  (tmp_path / "config.json").write_text(json.dumps(base))
+  return tmp_path
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(model_type="gpt2"), "model_type='gpt2' is not supported"),
+    (dict(use_sliding_window=True), "use_sliding_window"),
+    (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_type='yarn'"),
+    (dict(hidden_act="gelu"), "hidden_act"),
+    (dict(num_key_value_heads=3), "multiple of"),
+])
+def test_unsupported_configs_fail_with_the_field_named(tmp_path, fields, message):
+  with pytest.raises(ConfigError, match=message):
+    DecoderConfig.from_hf_dir(_write_config(tmp_path, **fields))
+
+
+def test_transformers4_style_rope_fields_are_read(tmp_path):
+  path = _write_config(tmp_path, model_type="llama", rope_theta=500000.0, head_dim=None,
+                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 8192})
+  cfg = DecoderConfig.from_hf_dir(path)
+  assert cfg.rope.theta == 500000.0 and cfg.rope.rope_type == "llama3"
+  assert cfg.head_dim == 4 and not cfg.qk_norm
+
+
+def test_missing_folder_and_weights_are_clear_errors(tmp_path):
+  from orchestra.checkpoint import CheckpointError
+  with pytest.raises(ConfigError, match="config.json not found"):
+    load_hf(tmp_path / "nope")
+  with pytest.raises(CheckpointError, match="no model.safetensors"):
+    load_hf(_write_config(tmp_path))
