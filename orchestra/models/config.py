@@ -107,6 +107,10 @@ class DecoderConfig:
     if hf.get("use_sliding_window", False):
       raise ConfigError("config.json: use_sliding_window=true is not supported; "
                         "set it to false (full attention in every layer)")
+    sliding = [t for t in hf.get("layer_types") or () if t != "full_attention"]
+    if sliding:
+      raise ConfigError(f"config.json: layer_types has {len(sliding)} {sliding[0]!r} layers; "
+                        "only full_attention is supported")
     for field in ("vocab_size", "hidden_size", "intermediate_size",
                   "num_hidden_layers", "num_attention_heads"):
       if field not in hf:

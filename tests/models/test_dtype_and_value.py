@@ -82,6 +82,7 @@ def _write_config(tmp_path, **fields):
 @pytest.mark.parametrize("fields, message", [
     (dict(model_type="gpt2"), "model_type='gpt2' is not supported"),
     (dict(use_sliding_window=True), "use_sliding_window"),
+    (dict(layer_types=["sliding_attention"]), "layer_types"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_type='yarn'"),
     (dict(hidden_act="gelu"), "hidden_act"),
     (dict(num_key_value_heads=3), "multiple of"),
