@@ -1,0 +1,112 @@
+"""Policy-gradient, KL, entropy and value losses as pure per-token functions.
+
+Convention: arrays are [B, T] over the tokens of packed trajectories, and
+`mask_BT` is 1 only on tokens the policy generated (prompts and tool
+observations are 0). `token_logprobs` aligns log p(token_t | tokens_<t) with
+token t, so the same mask applies to every per-token quantity.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def token_logprobs(logits_BTV, tokens_BT, temperature: float = 1.0):
+  """logp_BT[:, t] = log softmax(logits[:, t-1] / temperature)[tokens[:, t]], 0 at t = 0.
+
+  Logits at position t-1 predict token t; `temperature` must equal the
+  sampler's so that learner and behaviour log-probs are comparable.
+  """
+  logp_BTV = jax.nn.log_softmax(logits_BTV[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+  picked = jnp.take_along_axis(logp_BTV, tokens_BT[:, 1:, None], axis=-1)[..., 0]
+  return jnp.pad(picked, ((0, 0), (1, 0)))
+
+
+def token_entropy(logits_BTV, temperature: float = 1.0):
+  """H_BT[:, t] = -sum_v p log p of the distribution that produced token t (0 at t = 0)."""
+  logp_BTV = jax.nn.log_softmax(logits_BTV[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+  entropy = -(jnp.exp(logp_BTV) * logp_BTV).sum(-1)
+  return jnp.pad(entropy, ((0, 0), (1, 0)))
+
+
+def clipped_policy_loss(logp_BT, old_logp_BT, advantages_BT, *, clip_low: float = 0.2,
+                        clip_high: float = 0.28, dual_clip: float | None = None,
+                        behaviour_logp_BT=None, tis_cap: float | None = None):
+  """PPO-clip surrogate with clip-higher, optional dual clip and truncated IS.
+
+      r_t     = exp(logp_t - old_logp_t)
+      L_t     = max(-A_t r_t, -A_t clip(r_t, 1 - clip_low, 1 + clip_high))     (Schulman 2017;
+                                                                                 DAPO clip-higher)
+      L_t     = min(L_t, -A_t * dual_clip)      where A_t < 0                   (dual clip, Ye 2020)
+      L_t    *= min(exp(old_logp_t - behaviour_logp_t), tis_cap)                (truncated IS, Yao 2025)
+
+  `old_logp` is the learner's log-prob before the update; `behaviour_logp`
+  the sampler's (e.g. vLLM's), which can differ numerically from the learner.
+
+  Returns (loss_BT, clipped_BT): the per-token loss and where the clip is active
+  (the gradient through r is zero there).
+  """
+  ratio = jnp.exp(logp_BT - old_logp_BT)
+  unclipped = -advantages_BT * ratio
+  clipped = -advantages_BT * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
+  loss = jnp.maximum(unclipped, clipped)
+  is_clipped = clipped > unclipped
+  if dual_clip is not None:
+    lower_bound = -advantages_BT * dual_clip
+    dual = (advantages_BT < 0) & (loss > lower_bound)
+    loss = jnp.where(dual, lower_bound, loss)
+    is_clipped = is_clipped | dual
+  if behaviour_logp_BT is not None:
+    weight = jnp.exp(old_logp_BT - behaviour_logp_BT)
+    if tis_cap is not None:
+      weight = jnp.minimum(weight, tis_cap)
+    loss = loss * jax.lax.stop_gradient(weight)
+  return loss, is_clipped
+
+
+def kl_penalty(logp_BT, ref_logp_BT, estimator: str = "mse"):
+  """Per-token KL(pi || pi_ref) estimates from sampled tokens (Schulman 2020), d = logp - ref_logp:
+
+      k1  = d
+      k3  = exp(-d) + d - 1         ("low_var_kl": unbiased, >= 0)
+      mse = d^2 / 2                 (k2)
+  """
+  d = logp_BT - ref_logp_BT
+  if estimator == "k1":
+    return d
+  if estimator in ("k3", "low_var_kl"):
+    return jnp.exp(-d) + d - 1.0
+  if estimator in ("mse", "k2"):
+    return 0.5 * d * d
+  raise ValueError(f"kl estimator {estimator!r}: expected 'k1', 'k3'/'low_var_kl' or 'mse'/'k2'")
+
+
+def clipped_value_loss(values_BT, old_values_BT, returns_BT, clip: float = 0.2):
+  """PPO value loss: 0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)."""
+  clipped = old_values_BT + jnp.clip(values_BT - old_values_BT, -clip, clip)
+  return 0.5 * jnp.maximum((values_BT - returns_BT) ** 2, (clipped - returns_BT) ** 2)
+
+
+def aggregate(loss_BT, mask_BT, mode: str = "token_mean", norm_constant: float | None = None):
+  """Reduces a per-token loss to a scalar over policy tokens.
+
+      token_mean            sum(L m) / sum(m)                       (DAPO)
+      seq_mean_token_mean   mean_b [ sum_t(L m) / sum_t(m) ]         (GRPO), over rows with tokens
+      seq_sum_norm          sum(L m) / (B * norm_constant)          (Dr.GRPO; constant = max tokens)
+  """
+  mask = mask_BT.astype(jnp.float32)
+  total = (loss_BT * mask).sum()
+  if mode == "token_mean":
+    return total / jnp.maximum(mask.sum(), 1.0)
+  if mode == "seq_mean_token_mean":
+    per_row = mask.sum(axis=1)
+    row_mean = (loss_BT * mask).sum(axis=1) / jnp.maximum(per_row, 1.0)
+    rows = (per_row > 0).astype(jnp.float32)
+    return (row_mean * rows).sum() / jnp.maximum(rows.sum(), 1.0)
+  if mode == "seq_sum_norm":
+    if not norm_constant:
+      raise ValueError("seq_sum_norm needs norm_constant (e.g. the maximum response length)")
+    return total / (loss_BT.shape[0] * norm_constant)
+  raise ValueError(f"aggregation {mode!r}: expected 'token_mean', 'seq_mean_token_mean' "
+                   "or 'seq_sum_norm'")
