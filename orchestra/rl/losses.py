@@ -88,25 +88,32 @@ def clipped_value_loss(values_BT, old_values_BT, returns_BT, clip: float = 0.2):
   return 0.5 * jnp.maximum((values_BT - returns_BT) ** 2, (clipped - returns_BT) ** 2)
 
 
-def aggregate(loss_BT, mask_BT, mode: str = "token_mean", norm_constant: float | None = None):
-  """Reduces a per-token loss to a scalar over policy tokens.
+def aggregation_weights(mask_BT, mode: str = "token_mean", norm_constant: float | None = None):
+  """Per-token weights w with  aggregate(L) = sum(L * w)  over policy tokens:
 
-      token_mean            sum(L m) / sum(m)                       (DAPO)
-      seq_mean_token_mean   mean_b [ sum_t(L m) / sum_t(m) ]         (GRPO), over rows with tokens
-      seq_sum_norm          sum(L m) / (B * norm_constant)          (Dr.GRPO; constant = max tokens)
+      token_mean            w = m / sum(m)                                  (DAPO)
+      seq_mean_token_mean   w = m / (sum_t m_b * #rows with tokens)         (GRPO)
+      seq_sum_norm          w = m / (B * norm_constant)                     (Dr.GRPO; constant =
+                                                                             max response tokens)
+
+  Computing w once on the whole batch makes gradient accumulation exact: the
+  sum of micro-batch gradients of sum(L * w) equals the full-batch gradient.
   """
-  mask = mask_BT.astype(jnp.float32)
-  total = (loss_BT * mask).sum()
+  mask = jnp.asarray(mask_BT).astype(jnp.float32)
   if mode == "token_mean":
-    return total / jnp.maximum(mask.sum(), 1.0)
+    return mask / jnp.maximum(mask.sum(), 1.0)
   if mode == "seq_mean_token_mean":
-    per_row = mask.sum(axis=1)
-    row_mean = (loss_BT * mask).sum(axis=1) / jnp.maximum(per_row, 1.0)
-    rows = (per_row > 0).astype(jnp.float32)
-    return (row_mean * rows).sum() / jnp.maximum(rows.sum(), 1.0)
+    per_row = mask.sum(axis=1, keepdims=True)
+    rows = jnp.maximum((per_row > 0).sum(), 1.0)
+    return mask / jnp.maximum(per_row, 1.0) / rows
   if mode == "seq_sum_norm":
     if not norm_constant:
       raise ValueError("seq_sum_norm needs norm_constant (e.g. the maximum response length)")
-    return total / (loss_BT.shape[0] * norm_constant)
+    return mask / (mask.shape[0] * norm_constant)
   raise ValueError(f"aggregation {mode!r}: expected 'token_mean', 'seq_mean_token_mean' "
                    "or 'seq_sum_norm'")
+
+
+def aggregate(loss_BT, mask_BT, mode: str = "token_mean", norm_constant: float | None = None):
+  """Reduces a per-token loss to a scalar over policy tokens (see `aggregation_weights`)."""
+  return (loss_BT * aggregation_weights(mask_BT, mode, norm_constant)).sum()

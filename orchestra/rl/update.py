@@ -1,0 +1,234 @@
+"""The jitted, sharded update step for the policy (GRPO/PPO) and the value model.
+
+A packed batch is a dict of [B, T] arrays:
+
+  tokens          int32   prompt + generated + tool-observation tokens
+  attention_mask  bool    real tokens (padding is 0)
+  loss_mask       bool    tokens the policy generated (the only ones in the loss)
+  advantages      float   per token (GRPO: the episode's advantage on each of its tokens)
+  behaviour_logp  float   the sampler's log-probs of the tokens
+  old_logp        float   optional: learner log-probs before this round of updates
+                          (default: the current ones, i.e. ratio 1 -- one on-policy step)
+  ref_logp        float   reference-policy log-probs, needed only when kl_coef > 0
+  returns, old_values     value-model batches (PPO)
+
+One `Learner.update` call applies one optimizer step: the batch is split
+into `num_micro_batches` whose gradients are summed in a `lax.scan`. Token
+weights for the loss are computed on the whole batch first, so the result
+equals the full-batch gradient exactly, whatever the aggregation mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from orchestra.rl.losses import (aggregation_weights, clipped_policy_loss, clipped_value_loss,
+                                 kl_penalty, token_entropy, token_logprobs)
+from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
+
+Batch = dict[str, jax.Array]
+LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  learning_rate: float = 1e-6
+  schedule: str = "constant"      # "constant" or "cosine" (both after linear warmup)
+  warmup_steps: int = 0
+  total_steps: int = 1000         # cosine decay length, warmup included
+  end_lr_ratio: float = 0.0       # cosine floor as a fraction of learning_rate
+  weight_decay: float = 0.0       # decoupled (AdamW), matrices only
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  max_grad_norm: float | None = 1.0
+
+
+def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+  if cfg.schedule == "constant":
+    if cfg.warmup_steps == 0:
+      return optax.constant_schedule(cfg.learning_rate)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+         optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
+  if cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.total_steps, cfg.warmup_steps + 1),
+        cfg.learning_rate * cfg.end_lr_ratio)
+  raise ValueError(f"optimizer schedule {cfg.schedule!r}: expected 'constant' or 'cosine'")
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW with the configured schedule."""
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  adamw = optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                      weight_decay=cfg.weight_decay, mask=decay_mask)
+  if cfg.max_grad_norm is None:
+    return adamw
+  return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adamw)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLossConfig:
+  clip_low: float = 0.2
+  clip_high: float = 0.28
+  dual_clip: float | None = None
+  tis_cap: float | None = None      # truncated importance weight old/behaviour; None = off
+  kl_coef: float = 0.0              # 0: no reference model at all
+  kl_estimator: str = "mse"
+  entropy_coef: float = 0.0
+  temperature: float = 1.0          # the sampler's temperature
+
+
+def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
+  """loss = sum_t w_t [PG_t + kl_coef KL_t - entropy_coef H_t] over policy tokens."""
+
+  required = ("tokens", "attention_mask", "advantages", "behaviour_logp")
+  required += ("ref_logp",) if cfg.kl_coef else ()
+
+  def loss_fn(model, batch):
+    _require(batch, required, "policy")
+    logits = model(batch["tokens"], batch["attention_mask"])
+    logp = token_logprobs(logits, batch["tokens"], cfg.temperature)
+    old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
+    pg, clipped = clipped_policy_loss(
+        logp, old_logp, batch["advantages"], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+        dual_clip=cfg.dual_clip,
+        behaviour_logp_BT=batch["behaviour_logp"] if cfg.tis_cap is not None else None,
+        tis_cap=cfg.tis_cap)
+    entropy = token_entropy(logits, cfg.temperature)
+    loss_BT = pg - cfg.entropy_coef * entropy
+    token_w = batch["token_weight"]
+    metrics = {
+        "pg_loss": (pg * batch["loss_weight"]).sum(),
+        "entropy": (entropy * token_w).sum(),
+        "clip_frac": (clipped * token_w).sum(),
+        # KL(sampler || learner) estimate: how far the sampler drifted from the learner.
+        "approx_kl_sampler": (kl_penalty(logp, batch["behaviour_logp"], "k3") * token_w).sum(),
+    }
+    if cfg.kl_coef:
+      kl = kl_penalty(logp, batch["ref_logp"], cfg.kl_estimator)
+      loss_BT = loss_BT + cfg.kl_coef * kl
+      metrics["kl"] = (kl * token_w).sum()
+    return (loss_BT * batch["loss_weight"]).sum(), metrics
+
+  return loss_fn
+
+
+def value_loss_fn(clip: float = 0.2) -> LossFn:
+  """Clipped value loss of a `ValueModel` against GAE returns, over policy tokens."""
+
+  def loss_fn(model, batch):
+    _require(batch, ("tokens", "attention_mask", "returns", "old_values"), "value")
+    values = model(batch["tokens"], batch["attention_mask"])
+    loss_BT = clipped_value_loss(values, batch["old_values"], batch["returns"], clip)
+    return (loss_BT * batch["loss_weight"]).sum(), {
+        "value_mean": (values * batch["token_weight"]).sum()}
+
+  return loss_fn
+
+
+def _require(batch: Batch, keys, what: str):
+  missing = [k for k in keys if k not in batch]
+  if missing:
+    raise KeyError(f"{what} batch lacks {missing} (has {sorted(batch)})")
+
+
+class Learner:
+  """A model's parameters, optimizer state and its jitted update step.
+
+  Args:
+    model: `CausalLM` (policy) or `ValueModel`.
+    optimizer: an optax transformation (see `make_optimizer`).
+    loss_fn: `policy_loss_fn(...)` or `value_loss_fn(...)`.
+    mesh, rules: place parameters, optimizer state and batches on this mesh.
+    num_micro_batches: gradient accumulation steps per update (must divide B).
+    aggregation, norm_constant: how per-token losses are reduced (see
+      `orchestra.rl.losses.aggregation_weights`).
+  """
+
+  def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation, loss_fn: LossFn,
+               *, mesh: Mesh | None = None, rules: Rules | None = None,
+               num_micro_batches: int = 1, aggregation: str = "token_mean",
+               norm_constant: float | None = None):
+    aggregation_weights(jnp.ones((1, 1)), aggregation, norm_constant)   # validate early
+    self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+    self.num_micro_batches = num_micro_batches
+    if mesh is not None:
+      param_shardings = state_shardings(params, mesh, rules)
+      params = jax.device_put(params, param_shardings)
+      self.rest = jax.device_put(self.rest, state_shardings(self.rest, mesh, rules))
+      data = batch_sharding(mesh)
+    else:
+      param_shardings = data = None
+    self.params = params
+    self._data_sharding = data
+    # Optimizer moments are created under jit from the sharded params, so they
+    # inherit the parameters' shardings.
+    self.opt_state = jax.jit(optimizer.init)(params)
+
+    graphdef, m = self.graphdef, num_micro_batches
+
+    def step(params, opt_state, rest, batch):
+      batch = dict(batch)
+      mask = batch["loss_mask"]
+      batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant)
+      batch["token_weight"] = aggregation_weights(mask, "token_mean")
+      # Micro-batch i takes rows i, i+M, i+2M, ...: every device keeps its own rows.
+      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1),
+                           batch)
+
+      def micro_step(grads, mb):
+        def loss(p):
+          return loss_fn(nnx.merge(graphdef, p, rest), mb)
+        (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
+        return jax.tree.map(jnp.add, grads, g), (value, metrics)
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      grads, (losses, metrics) = jax.lax.scan(micro_step, zeros, micro)
+      metrics = jax.tree.map(lambda x: x.sum(0), metrics)
+      metrics["loss"] = losses.sum()
+      metrics["grad_norm"] = optax.tree.norm(grads)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, metrics
+
+    self._step = jax.jit(step, donate_argnums=(0, 1),
+                         in_shardings=(param_shardings, None, None, data),
+                         out_shardings=(param_shardings, None, None))
+
+    def logprobs(params, rest, tokens, attention_mask, temperature):
+      logits = nnx.merge(graphdef, params, rest)(tokens, attention_mask)
+      return token_logprobs(logits, tokens, temperature)
+
+    self._logprobs = jax.jit(logprobs, static_argnums=(4,),
+                             in_shardings=(param_shardings, None, data, data),
+                             out_shardings=data)
+
+  def update(self, batch: Batch) -> dict[str, jax.Array]:
+    """One optimizer step on `batch`; returns device-side metrics (fetch them late)."""
+    b = batch["tokens"].shape[0]
+    if b % self.num_micro_batches:
+      raise ValueError(f"batch of {b} rows does not split into "
+                       f"{self.num_micro_batches} micro-batches")
+    if self._data_sharding is not None:   # no-op for arrays already split over (data, fsdp)
+      batch = jax.device_put(dict(batch), self._data_sharding)
+    self.params, self.opt_state, metrics = self._step(self.params, self.opt_state, self.rest,
+                                                      batch)
+    return metrics
+
+  def logprobs(self, tokens, attention_mask, temperature: float = 1.0) -> jax.Array:
+    """Current policy log-probs [B, T] (for `old_logp`, or `ref_logp` of a frozen copy)."""
+    if self._data_sharding is not None:
+      tokens, attention_mask = jax.device_put((tokens, attention_mask), self._data_sharding)
+    return self._logprobs(self.params, self.rest, tokens, attention_mask, float(temperature))
+
+  @property
+  def model(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.params, self.rest)
