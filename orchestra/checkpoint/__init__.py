@@ -1,5 +1,7 @@
-"""Checkpoints: Hugging Face import/export (and, later, orbax save/restore)."""
+"""Checkpoints: orbax save/restore/resume of training state, Hugging Face import/export."""
 
-from orchestra.checkpoint.hf import CheckpointError, load_hf, save_hf, tensor_map
+from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.hf import load_hf, save_hf, tensor_map
+from orchestra.checkpoint.manager import CheckpointManager
 
-__all__ = ["CheckpointError", "load_hf", "save_hf", "tensor_map"]
+__all__ = ["CheckpointError", "CheckpointManager", "load_hf", "save_hf", "tensor_map"]

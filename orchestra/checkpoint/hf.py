@@ -33,6 +33,7 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from orchestra.checkpoint.errors import CheckpointError
 from orchestra.models.config import DecoderConfig
 from orchestra.models.decoder import CausalLM, ValueModel
 from orchestra.sharding.rules import Rules, state_shardings
@@ -45,10 +46,6 @@ TOKENIZER_FILES = (
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _NUMPY_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
-
-
-class CheckpointError(ValueError):
-  """A Hugging Face folder that cannot be read or written; names the file."""
 
 
 @dataclasses.dataclass(frozen=True)

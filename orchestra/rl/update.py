@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from orchestra.rl.losses import (aggregation_weights, clipped_policy_loss, clipped_value_loss,
                                  kl_penalty, token_entropy, token_logprobs)
@@ -170,9 +170,18 @@ class Learner:
       param_shardings = data = None
     self.params = params
     self._data_sharding = data
-    # Optimizer moments are created under jit from the sharded params, so they
-    # inherit the parameters' shardings.
-    self.opt_state = jax.jit(optimizer.init)(params)
+    # Optimizer state: every params-shaped subtree (Adam's mu, nu) is sharded like
+    # the parameters, everything else (step counts) replicated over the mesh.
+    if mesh is not None:
+      replicated = NamedSharding(mesh, PartitionSpec())
+      like_params = jax.tree.map(lambda x: x.sharding, params)
+      opt_shardings = optax.tree_utils.tree_map_params(
+          optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
+          like_params, transform_non_params=lambda _: replicated)
+    else:
+      opt_shardings = None
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+    self.opt_state = opt_state
 
     graphdef, m = self.graphdef, num_micro_batches
 
@@ -200,8 +209,8 @@ class Learner:
       return optax.apply_updates(params, updates), opt_state, metrics
 
     self._step = jax.jit(step, donate_argnums=(0, 1),
-                         in_shardings=(param_shardings, None, None, data),
-                         out_shardings=(param_shardings, None, None))
+                         in_shardings=(param_shardings, opt_shardings, None, data),
+                         out_shardings=(param_shardings, opt_shardings, None))
 
     def logprobs(params, rest, tokens, attention_mask, temperature):
       logits = nnx.merge(graphdef, params, rest)(tokens, attention_mask)
