@@ -93,6 +93,17 @@ class DecoderConfig:
     head = 0 if self.tie_word_embeddings else d * self.vocab_size
     return self.vocab_size * d + self.num_layers * per_layer + d + head
 
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-ready dict (stored in checkpoint metadata); inverse of `from_dict`."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "DecoderConfig":
+    d = dict(d)
+    d["rope"] = RopeConfig(**d.get("rope", {}))
+    d["eos_token_id"] = _as_hashable(d.get("eos_token_id"))
+    return cls(**d)
+
   # ----------------------------------------------------------------- HF I/O
   @classmethod
   def from_hf_dict(cls, hf: dict[str, Any]) -> "DecoderConfig":

@@ -12,15 +12,17 @@ import jax
 import jax.numpy as jnp
 
 
-def token_logprobs(logits_BTV, tokens_BT, temperature: float = 1.0):
+def token_logprobs(logits_BTV, tokens_BT, temperature: float = 1.0, mask_BT=None):
   """logp_BT[:, t] = log softmax(logits[:, t-1] / temperature)[tokens[:, t]], 0 at t = 0.
 
   Logits at position t-1 predict token t; `temperature` must equal the
-  sampler's so that learner and behaviour log-probs are comparable.
+  sampler's so that learner and behaviour log-probs are comparable. With
+  `mask_BT`, positions where the mask is 0 are set to 0.
   """
   logp_BTV = jax.nn.log_softmax(logits_BTV[:, :-1].astype(jnp.float32) / temperature, axis=-1)
   picked = jnp.take_along_axis(logp_BTV, tokens_BT[:, 1:, None], axis=-1)[..., 0]
-  return jnp.pad(picked, ((0, 0), (1, 0)))
+  logp_BT = jnp.pad(picked, ((0, 0), (1, 0)))
+  return logp_BT if mask_BT is None else jnp.where(mask_BT, logp_BT, 0.0)
 
 
 def token_entropy(logits_BTV, temperature: float = 1.0):

@@ -55,6 +55,19 @@ def test_group_of_one_has_no_nan():
   np.testing.assert_array_equal(r, [0.0])
 
 
+def test_ragged_group_after_dropping_invalid_episodes():
+  """Drop mode removes ep1 before normalisation; the group of two still scores without NaN."""
+  from orchestra.rl import group_advantages
+  keep, _ = format_filter([True, False, True], mode="drop")
+  calls, correct = np.asarray(CALLS)[keep], np.asarray(CORRECT)[keep]
+  # Remaining: ep0 [1, 0, 1, -.1, -5], ep2 [2, 1, 0, -.2, -5]; P = outcome + cost -> R0 = 1 + 1.
+  r = preference_rewards(calls, correct, np.asarray(COST)[keep], np.asarray(LATENCY)[keep],
+                         [0, 0, 1, 1, 0])
+  np.testing.assert_allclose(r, [2.0, 0.0])
+  # Two rewards [2, 0]: mean 1, sample std sqrt(2) -> +-1/sqrt(2).
+  np.testing.assert_allclose(group_advantages(r), [1 / np.sqrt(2), -1 / np.sqrt(2)], rtol=1e-5)
+
+
 def test_shape_errors_name_the_argument():
   with pytest.raises(ValueError, match="preference must have n_tools \\+ 3 = 5"):
     preference_rewards(CALLS, CORRECT, COST, LATENCY, [1, 1, 1])

@@ -105,6 +105,8 @@ def test_token_logprobs_and_entropy():
   np.testing.assert_allclose(token_logprobs(logits, tokens), [[0.0, np.log(0.75)]], rtol=1e-6)
   np.testing.assert_allclose(token_entropy(logits),
                              [[0.0, -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))]], rtol=1e-6)
+  np.testing.assert_array_equal(token_logprobs(logits, tokens, mask_BT=jnp.array([[1, 0]])),
+                                [[0.0, 0.0]])
   # Temperature 2 halves the logits: p = softmax([0, log(3)/2]) = [1/(1+sqrt3), sqrt3/(1+sqrt3)].
   np.testing.assert_allclose(token_logprobs(logits, tokens, temperature=2.0)[0, 1],
                              np.log(np.sqrt(3) / (1 + np.sqrt(3))), rtol=1e-6)

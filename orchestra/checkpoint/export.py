@@ -1,0 +1,52 @@
+"""Training checkpoint (orbax) -> Hugging Face folder.
+
+Contract with the training loop: the policy's `nnx.Param` state is saved as
+the item `params`, and `DecoderConfig.to_dict()` as metadata `model_config`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from flax import nnx
+
+from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.hf import save_hf
+from orchestra.checkpoint.manager import CheckpointManager
+from orchestra.models.config import DecoderConfig
+from orchestra.models.decoder import CausalLM
+
+PARAMS_ITEM = "params"
+MODEL_CONFIG_KEY = "model_config"
+
+
+def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple[CausalLM, int]:
+  """The `CausalLM` saved at `step` (default newest) of a run, on the default device."""
+  manager = CheckpointManager(workdir, async_save=False)
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no complete checkpoint in {manager.directory}")
+    meta = manager.restore_metadata(step)
+    if MODEL_CONFIG_KEY not in meta:
+      raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "
+                            "was it written by an Orchestra training run?")
+    cfg = DecoderConfig.from_dict(meta[MODEL_CONFIG_KEY])
+    abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract_params)
+    items, _ = manager.restore({PARAMS_ITEM: like}, step)
+  finally:
+    manager.close()
+  return nnx.merge(graphdef, items[PARAMS_ITEM], rest), step
+
+
+def export_checkpoint(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                      step: int | None = None, dtype: str = "bfloat16",
+                      tokenizer_dir: str | None = None) -> str:
+  """Writes the policy of `step` (default newest) as a Hugging Face folder."""
+  model, _ = restore_policy(workdir, step)
+  return save_hf(model, out_dir, tokenizer_dir=tokenizer_dir, dtype=dtype)
