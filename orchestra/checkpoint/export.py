@@ -23,7 +23,7 @@ MODEL_CONFIG_KEY = "model_config"
 
 def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple[CausalLM, int]:
   """The `CausalLM` saved at `step` (default newest) of a run, on the default device."""
-  manager = CheckpointManager(workdir, async_save=False)
+  manager = CheckpointManager(workdir, async_save=False, read_only=True)
   try:
     step = manager.latest_step() if step is None else step
     if step is None:

@@ -89,10 +89,10 @@ def tensor_map(cfg: DecoderConfig, with_lm_head: bool = True) -> list[TensorMap]
              TensorMap(("model", "final_norm", "scale"), "model.norm.weight", _identity, _identity)]
   if with_lm_head and not cfg.tie_word_embeddings:
     entries.append(TensorMap(("lm_head",), "lm_head.weight", _transpose, _transpose))
+  plain = (_identity, _identity)
   for i in range(cfg.num_layers):
-    ours, hf = ("model", "layers", i), f"model.layers.{i}"
-    add = lambda path, name, conv: entries.append(TensorMap(ours + path, f"{hf}.{name}", *conv))
-    plain = (_identity, _identity)
+    def add(path, name, conv, i=i):
+      entries.append(TensorMap(("model", "layers", i) + path, f"model.layers.{i}.{name}", *conv))
     add(("input_norm", "scale"), "input_layernorm.weight", plain)
     add(("post_attn_norm", "scale"), "post_attention_layernorm.weight", plain)
     for proj, n in (("q", h), ("k", k), ("v", k)):

@@ -58,14 +58,19 @@ class CheckpointManager:
     async_save: write in a background thread; `save` returns once the
       arrays are copied off the devices, so training may continue (and donate
       its buffers) at once.
+    read_only: only read (export, evaluation): nothing is created, cleaned or
+      written, and a missing checkpoint folder is an error at once.
   """
 
   def __init__(self, workdir: str | os.PathLike, *, keep_last: int = 3,
-               keep_every: int | None = None, async_save: bool = True):
+               keep_every: int | None = None, async_save: bool = True, read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), CHECKPOINT_SUBDIR)
+    if read_only and not os.path.isdir(self.directory):
+      raise CheckpointError(f"no complete checkpoint in {self.directory} (folder missing)")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep_last, keep_period=keep_every,
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+        max_to_keep=keep_last, keep_period=keep_every, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only,
+        save_root_metadata=not read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:

@@ -65,7 +65,7 @@ def test_random_init_model_runs_with_remat():
   remat = CausalLM(cfg, remat=True, rngs=nnx.Rngs(0))
   ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
   grad = lambda m: nnx.grad(lambda m: m(ids).mean())(m)
-  for a, b in zip(jax.tree.leaves(grad(plain)), jax.tree.leaves(grad(remat))):
+  for a, b in zip(jax.tree.leaves(grad(plain)), jax.tree.leaves(grad(remat)), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   n = sum(x.size for x in jax.tree.leaves(nnx.state(plain, nnx.Param)))
   assert n == cfg.num_params

@@ -31,10 +31,10 @@ def make_batch(b=8, t=12, seed=0):
           "loss_mask": jnp.asarray(loss_mask), "advantages": jnp.asarray(adv, jnp.float32)}
 
 
-def policy_learner(lr=1e-2, micro=1, mesh=None, loss_cfg=PolicyLossConfig(), opt=None, **kw):
+def policy_learner(lr=1e-2, micro=1, mesh=None, loss_cfg=None, opt=None, **kw):
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   opt = opt or make_optimizer(OptimizerConfig(learning_rate=lr, max_grad_norm=1.0))
-  return Learner(model, opt, policy_loss_fn(loss_cfg), mesh=mesh, num_micro_batches=micro, **kw)
+  return Learner(model, opt, policy_loss_fn(loss_cfg or PolicyLossConfig()), mesh=mesh, num_micro_batches=micro, **kw)
 
 
 def with_logprobs(learner, batch):
@@ -62,7 +62,7 @@ def test_masked_tokens_get_no_gradient_signal():
   noisy["advantages"] = jnp.where(batch["loss_mask"], batch["advantages"], 123.0)
   a.update(batch)
   b.update(noisy)
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -78,7 +78,7 @@ def test_gradient_accumulation_equals_full_batch(aggregation, const):
   m_full, m_accum = full.update(batch), accum.update(batch)
   np.testing.assert_allclose(float(m_full["loss"]), float(m_accum["loss"]), rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(float(m_full["grad_norm"]), float(m_accum["grad_norm"]), rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(full.params), jax.tree.leaves(accum.params)):
+  for x, y in zip(jax.tree.leaves(full.params), jax.tree.leaves(accum.params), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
 
@@ -117,7 +117,7 @@ def test_sharded_update_equals_single_device():
   batch = with_logprobs(single, make_batch())
   single.update(batch)
   sharded.update(batch)
-  for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params)):
+  for x, y in zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
   q = sharded.params["model"]["layers"][0]["attn"]["q_proj"][...]
   assert q.sharding.shard_shape(q.shape) == (8, 2, 8)       # D/4 over (data, fsdp), H/2 over tensor
