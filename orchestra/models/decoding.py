@@ -1,15 +1,18 @@
 """Incremental decoding with the KV cache: one prefill, then one-token steps.
 
-The whole loop (prefill + `lax.scan` over steps) is one jitted call, so no
-token crosses back to the host until the batch is done. Token selection is
-a function `select(logits_BV, rng) -> tokens_B`; `greedy` is argmax. Rows
-that emitted a stop token keep emitting `pad_id`, and the cache ignores them.
+The whole loop (prefill + a `lax.while_loop` over steps) is one jitted call:
+no token crosses back to the host until the batch is done, and the loop
+exits as soon as every row has emitted a stop token. Token choice is a
+`Sampler(logits_BV, keys_B) -> (tokens_B, logprobs_B)`; each row has its own
+PRNG key, folded with the step index, so a row's samples do not depend on
+which other rows share its batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,56 +22,109 @@ from flax import nnx
 from orchestra.models.decoder import CausalLM
 from orchestra.models.kv_cache import KVCache
 
-Select = Callable[[jax.Array, jax.Array], jax.Array]
+def processed_logprobs(logits_BV, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+  """log p of the distribution actually sampled from:
+
+      z = logits / temperature;  keep the top_k largest z (top_k > 0);
+      keep the smallest set of tokens, by decreasing p, whose mass reaches top_p;
+      log p = log_softmax(z) over the kept tokens (-inf elsewhere).
+  """
+  z = logits_BV.astype(jnp.float32) / temperature
+  if top_k > 0:
+    kth_B1 = jax.lax.top_k(z, top_k)[0][:, -1:]
+    z = jnp.where(z < kth_B1, -jnp.inf, z)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(z, axis=-1)[:, ::-1]
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+    kept_BV = mass_before_BV < top_p                      # always keeps the most likely token
+    threshold_B1 = jnp.min(jnp.where(kept_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+    z = jnp.where(z < threshold_B1, -jnp.inf, z)
+  return jax.nn.log_softmax(z, axis=-1)
 
 
-def greedy(logits_BV: jax.Array, rng: jax.Array) -> jax.Array:
-  del rng
-  return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """Token choice: ancestral sampling from `processed_logprobs`; temperature 0 is greedy.
+
+  Frozen (hashable by value) because it is a static argument of the jitted
+  loop: equal settings share one compilation.
+  """
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __call__(self, logits_BV, keys_B) -> tuple[jax.Array, jax.Array]:
+    """(tokens [B], their log-probs [B]); greedy reports log p under softmax(logits)."""
+    if self.temperature == 0:
+      tokens_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+      logp_BV = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
+    else:
+      logp_BV = processed_logprobs(logits_BV, self.temperature, self.top_k, self.top_p)
+      tokens_B = jax.vmap(jax.random.categorical)(keys_B, logp_BV).astype(jnp.int32)
+    return tokens_B, jnp.take_along_axis(logp_BV, tokens_B[:, None], axis=-1)[:, 0]
+
+
+GREEDY = Sampler(temperature=0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
                                              "pad_id", "cache_dtype"))
-def _generate(graphdef, state, prompt_ids_BP, prompt_mask_BP, rng, *, max_new_tokens: int,
-              select: Select, stop_ids: tuple[int, ...], pad_id: int, cache_dtype):
+def _generate(graphdef, state, prompt_ids_BP, prompt_mask_BP, keys_B, *, max_new_tokens: int,
+              select: Sampler, stop_ids: tuple[int, ...], pad_id: int, cache_dtype):
   model = nnx.merge(graphdef, state)
   b, p = prompt_ids_BP.shape
-  cache = KVCache.init(model.config, b, p + max_new_tokens, cache_dtype)
+  n = max_new_tokens
+  cache = KVCache.init(model.config, b, p + n, cache_dtype)
   logits_BPV, cache = model.forward_with_cache(prompt_ids_BP, cache, prompt_mask_BP)
-  rng, first_rng = jax.random.split(rng)
-  first_B = select(logits_BPV[:, -1], first_rng)
   stop = jnp.asarray(stop_ids, jnp.int32)
+  step_keys = lambda t: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, t)
+  first_B, first_logp_B = select(logits_BPV[:, -1], step_keys(0))
 
-  def step(carry, step_rng):
-    token_B, done_B, cache = carry
-    logits_B1V, cache = model.forward_with_cache(token_B[:, None], cache, ~done_B[:, None])
-    next_B = select(logits_B1V[:, 0], step_rng)
-    done_B = done_B | jnp.isin(token_B, stop)
+  tokens_BN = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(first_B)
+  logps_BN = jnp.zeros((b, n), jnp.float32).at[:, 0].set(first_logp_B)
+  done_B = jnp.isin(first_B, stop)
+
+  def cond(carry):
+    t, _, _, done_B, _ = carry
+    return (t < n) & ~done_B.all()
+
+  def body(carry):
+    t, tokens_BN, logps_BN, done_B, cache = carry
+    last_B = tokens_BN[:, t - 1]
+    logits_B1V, cache = model.forward_with_cache(last_B[:, None], cache, ~done_B[:, None])
+    next_B, logp_B = select(logits_B1V[:, 0], step_keys(t))
     next_B = jnp.where(done_B, pad_id, next_B)
-    return (next_B, done_B, cache), token_B
+    tokens_BN = tokens_BN.at[:, t].set(next_B)
+    logps_BN = logps_BN.at[:, t].set(jnp.where(done_B, 0.0, logp_B))
+    done_B = done_B | jnp.isin(next_B, stop)
+    return t + 1, tokens_BN, logps_BN, done_B, cache
 
-  done_B = jnp.zeros((b,), jnp.bool_)
-  step_rngs = jax.random.split(rng, max_new_tokens)
-  (last_B, _, _), tokens_NB = jax.lax.scan(step, (first_B, done_B, cache), step_rngs[:-1])
-  return jnp.concatenate([tokens_NB.T, last_B[:, None]], axis=1)
+  _, tokens_BN, logps_BN, _, _ = jax.lax.while_loop(
+      cond, body, (jnp.int32(1), tokens_BN, logps_BN, done_B, cache))
+  return tokens_BN, logps_BN
 
 
 def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tokens: int,
-             select: Select = greedy, rng: jax.Array | None = None,
-             stop_ids: Sequence[int] = (), pad_id: int = 0, cache_dtype=None) -> jax.Array:
-  """New tokens [B, max_new_tokens] for a batch of left-padded prompts.
+             select: Sampler = GREEDY, seeds: Sequence[int] | None = None,
+             stop_ids: Sequence[int] = (), pad_id: int = 0,
+             cache_dtype=None) -> tuple[jax.Array, jax.Array]:
+  """(tokens [B, N], logprobs [B, N]) for a batch of left-padded prompts.
+
+  After a row emits a stop id it emits `pad_id` with log-prob 0.
 
   Args:
     model: the causal LM.
     prompt_ids_BP: int32 prompts; shorter prompts padded on the left.
     prompt_mask_BP: 1 for real prompt tokens (default: all real).
-    max_new_tokens: tokens generated per row.
-    select: token choice from last-position logits (default greedy).
-    rng: PRNG key passed to `select` (default key 0).
-    stop_ids: a row that emits one of these ids emits `pad_id` afterwards.
+    max_new_tokens: N, the most tokens generated per row.
+    select: token choice (default greedy).
+    seeds: one integer seed per row (default 0, 1, ...).
+    stop_ids: token ids that end a row (they are kept in the output).
     cache_dtype: KV cache dtype (default: the model's compute dtype).
   """
   prompt_ids_BP = jnp.asarray(prompt_ids_BP, jnp.int32)
+  b = prompt_ids_BP.shape[0]
   if prompt_mask_BP is None:
     prompt_mask_BP = jnp.ones_like(prompt_ids_BP, jnp.bool_)
   mask = np.asarray(prompt_mask_BP).astype(bool)
@@ -76,9 +132,10 @@ def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tok
     raise ValueError("prompts must be left-padded: the last position of every row must be real")
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+  seeds = range(b) if seeds is None else seeds
+  keys_B = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds, np.uint32)))
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, prompt_ids_BP, jnp.asarray(mask),
-                   jax.random.key(0) if rng is None else rng,
+  return _generate(graphdef, state, prompt_ids_BP, jnp.asarray(mask), keys_B,
                    max_new_tokens=max_new_tokens, select=select,
                    stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id),
                    cache_dtype=cache_dtype or model.model.dtype)

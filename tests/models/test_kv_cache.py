@@ -6,7 +6,7 @@ import pytest
 from hf_fixtures import make_hf_model, padded_batch
 
 from orchestra.models import KVCache, load_hf
-from orchestra.models.decoding import generate
+from orchestra.models.decoding import GREEDY, Sampler, generate, processed_logprobs
 
 
 @pytest.fixture(scope="module", params=["qwen3", "llama3"])
@@ -39,7 +39,7 @@ def test_greedy_decode_matches_transformers_generate(pair):
   import torch
   model, hf_model = pair
   ids, mask, _ = padded_batch(model.config.vocab_size, batch=2, length=10, pad_left=3, seed=3)
-  ours = np.asarray(generate(model, ids, mask, max_new_tokens=32))
+  ours = np.asarray(generate(model, ids, mask, max_new_tokens=32)[0])
   with torch.no_grad():
     ref = hf_model.generate(torch.tensor(ids, dtype=torch.long),
                             attention_mask=torch.tensor(mask), max_new_tokens=32,
@@ -52,12 +52,39 @@ def test_greedy_decode_matches_transformers_generate(pair):
 def test_stop_ids_pad_the_rest_of_the_row(pair):
   model, _ = pair
   ids, mask, _ = padded_batch(model.config.vocab_size, batch=2, length=6, pad_left=2, seed=4)
-  free = np.asarray(generate(model, ids, mask, max_new_tokens=12))
+  free = np.asarray(generate(model, ids, mask, max_new_tokens=12)[0])
   stop = int(free[0, 3])
-  stopped = np.asarray(generate(model, ids, mask, max_new_tokens=12, stop_ids=[stop], pad_id=-1))
+  stopped = np.asarray(generate(model, ids, mask, max_new_tokens=12, stop_ids=[stop], pad_id=-1)[0])
   first = list(free[0]).index(stop)
   np.testing.assert_array_equal(stopped[0, :first + 1], free[0, :first + 1])
   assert (stopped[0, first + 1:] == -1).all()
+
+
+@pytest.mark.parametrize("sampler", [Sampler(1.0), Sampler(0.7, top_k=5), Sampler(1.0, top_p=0.8),
+                                     GREEDY])
+def test_sampled_logprobs_equal_a_forward_pass(pair, sampler):
+  """Sampled tokens re-scored by a full forward give the reported log-probs."""
+  model, _ = pair
+  ids, mask, _ = padded_batch(model.config.vocab_size, batch=3, length=7, pad_left=2, seed=5)
+  tokens, logps = generate(model, ids, mask, max_new_tokens=10, select=sampler, seeds=[1, 2, 3])
+  full_ids = np.concatenate([ids, np.asarray(tokens)], axis=1)
+  full_mask = np.concatenate([mask, np.ones_like(tokens)], axis=1)
+  logits = model(jnp.asarray(full_ids), jnp.asarray(full_mask))[:, ids.shape[1] - 1:-1]
+  t = sampler.temperature or 1.0          # greedy reports log p under softmax(logits)
+  ref = processed_logprobs(logits.reshape(-1, logits.shape[-1]), t, sampler.top_k, sampler.top_p)
+  ref = np.take_along_axis(np.asarray(ref), np.asarray(tokens).reshape(-1, 1), axis=1)
+  np.testing.assert_allclose(np.asarray(logps).reshape(-1), ref[:, 0], atol=1e-4)
+  assert np.isfinite(np.asarray(logps)).all()
+
+
+def test_seeds_make_rows_independent_of_their_batch(pair):
+  model, _ = pair
+  ids, mask, _ = padded_batch(model.config.vocab_size, batch=3, length=6, pad_left=0, seed=6)
+  both, _ = generate(model, ids, mask, max_new_tokens=8, select=Sampler(1.0), seeds=[11, 12, 13])
+  alone, _ = generate(model, ids[2:], mask[2:], max_new_tokens=8, select=Sampler(1.0), seeds=[13])
+  np.testing.assert_array_equal(np.asarray(both)[2], np.asarray(alone)[0])
+  again, _ = generate(model, ids, mask, max_new_tokens=8, select=Sampler(1.0), seeds=[11, 12, 14])
+  assert not np.array_equal(np.asarray(again)[2], np.asarray(both)[2])
 
 
 def test_generate_rejects_right_padded_prompts(pair):
