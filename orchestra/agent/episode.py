@@ -1,0 +1,147 @@
+"""One multi-turn episode: generate -> parse -> run tools -> append observation -> ...
+
+The sequence is built as tokens and only ever appended to: the prompt is
+rendered once, each policy turn is the engine's own tokens (ending in
+`<|im_end|>`), and each observation is tokenised on its own and appended.
+Earlier turns are never re-tokenised, so the behaviour log-probs stay aligned
+with the tokens the learner scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from orchestra.agent.chat_format import IM_END, observation_text, render_prompt
+from orchestra.agent.parser import parse_turn
+from orchestra.engines.base import EngineError, SamplingParams
+from orchestra.tools.base import Tool, ToolResult
+
+
+@dataclasses.dataclass
+class Turn:
+  """One policy turn and what its tool calls returned."""
+  text: str                                   # the policy's decoded turn
+  calls: list[dict[str, Any]]                 # [{"name", "arguments"}] that were run
+  observation: str                            # what the policy saw next ("" after answer)
+  cost_usd: float                             # tools' cost + the orchestrator's own tokens
+  latency_s: float                            # generation wall time + slowest tool
+  format_errors: list[str]
+  weight_version: int
+  finish_reason: str                          # the engine's: "stop" | "length"
+
+
+@dataclasses.dataclass
+class Trajectory:
+  token_ids: list[int]
+  loss_mask: list[int]                        # 1 on tokens the policy generated
+  behaviour_logprobs: list[float]             # sampler log-probs on policy tokens, 0 elsewhere
+  prompt_length: int
+  turns: list[Turn]
+  tool_calls: dict[str, int]                  # calls per tool name
+  cost_usd: float
+  latency_s: float
+  answer: str | None
+  finish_reason: str                          # "answer" | "max_turns" | "max_tokens" | "engine_error"
+  error: str | None = None                    # why an episode failed (engine errors)
+
+  @property
+  def format_ok(self) -> bool:
+    return all(not t.format_errors for t in self.turns)
+
+  @property
+  def weight_versions(self) -> list[int]:
+    return [t.weight_version for t in self.turns]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeConfig:
+  max_turns: int = 8
+  max_total_tokens: int = 2048                # prompt + every turn + every observation
+  max_observation_tokens: int = 512           # longer observations are cut (with a note)
+  price_in_per_1m: float = 0.0                # the orchestrator's own tokens, USD per 1M
+  price_out_per_1m: float = 0.0
+
+
+async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[dict[str, Any]],
+                      sampling: SamplingParams, config: EpisodeConfig = EpisodeConfig()
+                      ) -> Trajectory:
+  """Runs the policy on `messages` (system + user) with `tools` until `answer` or a limit."""
+  im_end = tokenizer.convert_tokens_to_ids(IM_END)
+  schemas = [tool.schema() for tool in tools.values()]
+  ids = _encode(tokenizer, render_prompt(messages, schemas))
+  traj = Trajectory(token_ids=ids, loss_mask=[0] * len(ids), behaviour_logprobs=[0.0] * len(ids),
+                    prompt_length=len(ids), turns=[], tool_calls={}, cost_usd=0.0,
+                    latency_s=0.0, answer=None, finish_reason="max_turns")
+  for _ in range(config.max_turns):
+    budget = config.max_total_tokens - len(traj.token_ids)
+    if budget <= 0:
+      traj.finish_reason = "max_tokens"
+      break
+    turn_sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, budget),
+                                        stop_token_ids=(im_end,))
+    start = time.perf_counter()
+    try:
+      completion = await engine.generate(list(traj.token_ids), turn_sampling)
+    except (EngineError, OSError, asyncio.TimeoutError) as e:
+      traj.finish_reason, traj.error = "engine_error", f"{type(e).__name__}: {e}"
+      break
+    gen_latency = time.perf_counter() - start
+    _append(traj, completion.token_ids, completion.logprobs, policy=True)
+    gen_cost = (len(traj.token_ids) * config.price_in_per_1m +
+                len(completion.token_ids) * config.price_out_per_1m) / 1e6
+    text = tokenizer.decode(completion.token_ids, skip_special_tokens=False)
+    if text.endswith(IM_END):
+      text = text[:-len(IM_END)]
+    else:                                       # cut off by max_tokens: close the turn ourselves
+      _append(traj, [im_end], [0.0], policy=False)
+    parsed = parse_turn(text, tools.keys())
+    results = await asyncio.gather(*(tools[c.name](c.arguments) for c in parsed.calls))
+    turn = Turn(text=text, calls=[dataclasses.asdict(c) for c in parsed.calls], observation="",
+                cost_usd=gen_cost + sum(r.cost_usd for r in results),
+                latency_s=gen_latency + max((r.latency_s for r in results), default=0.0),
+                format_errors=list(parsed.errors), weight_version=completion.weight_version,
+                finish_reason=completion.finish_reason)
+    if completion.finish_reason == "length":
+      turn.format_errors.append("turn cut off at the token limit")
+    traj.turns.append(turn)
+    traj.cost_usd += turn.cost_usd
+    traj.latency_s += turn.latency_s
+    for c in parsed.calls:
+      traj.tool_calls[c.name] = traj.tool_calls.get(c.name, 0) + 1
+    final = next((r for r in results if r.final), None)
+    if final is not None:
+      traj.answer, traj.finish_reason = final.usage.get("answer"), "answer"
+      break
+    turn.observation = _observation(parsed.calls, results, parsed.errors)
+    obs_ids = _encode(tokenizer, observation_text(
+        _truncate(tokenizer, turn.observation, config.max_observation_tokens)))
+    _append(traj, obs_ids, [0.0] * len(obs_ids), policy=False)
+  return traj
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+  return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _append(traj: Trajectory, ids, logprobs, *, policy: bool):
+  traj.token_ids.extend(int(t) for t in ids)
+  traj.loss_mask.extend([int(policy)] * len(ids))
+  traj.behaviour_logprobs.extend(float(x) for x in logprobs)
+
+
+def _observation(calls, results: list[ToolResult], errors: list[str]) -> str:
+  parts = [f"[{c.name}] {r.text}" if len(calls) > 1 else r.text
+           for c, r in zip(calls, results, strict=True)]
+  if errors:
+    parts.append("Format error: " + "; ".join(errors))
+  return "\n\n".join(parts)
+
+
+def _truncate(tokenizer, text: str, max_tokens: int) -> str:
+  ids = _encode(tokenizer, text)
+  if len(ids) <= max_tokens:
+    return text
+  return tokenizer.decode(ids[:max_tokens]) + f"\n[... cut {len(ids) - max_tokens} tokens]"

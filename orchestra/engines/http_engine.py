@@ -1,0 +1,138 @@
+"""The trainer's client for vLLM servers (and `launch/serve.py`, which speaks the same API).
+
+Generation is token in, token out: POST /v1/completions with the prompt as
+token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids`; the
+choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
+with `--logprobs-mode processed_logprobs` so they include temperature/top-p).
+Requests go to the least-busy of several servers. Weight sync uses the disk
+path: export HF safetensors, then on every server
+`/pause?mode=wait` -> `/collective_rpc reload_weights(weights_path)` ->
+`/reset_prefix_cache` -> `/resume` (vLLM needs `VLLM_SERVER_DEV_MODE=1`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+import httpx
+
+from orchestra.engines.base import Completion, EngineError, SamplingParams
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
+              httpx.ReadError)
+
+
+class HTTPEngine:
+  """An `Engine` over one or more OpenAI/vLLM-compatible servers.
+
+  Args:
+    base_urls: server roots, e.g. ["http://10.0.0.5:8000"] (no trailing /v1).
+    model: the served model name.
+    api_key_env: name of an environment variable holding a bearer token (optional).
+    timeout_s: per-request timeout.
+    max_retries: retries of a request that failed to connect (with backoff).
+  """
+
+  def __init__(self, base_urls: Sequence[str], model: str, *, api_key_env: str | None = None,
+               timeout_s: float = 600.0, max_retries: int = 2, backoff_s: float = 0.5,
+               weight_version: int = 0):
+    if not base_urls:
+      raise ValueError("HTTPEngine needs at least one server URL")
+    headers = {}
+    if api_key_env:
+      key = os.environ.get(api_key_env)
+      if not key:
+        raise ValueError(f"environment variable {api_key_env} (the API key) is not set")
+      headers["Authorization"] = f"Bearer {key}"
+    self.base_urls = [u.rstrip("/") for u in base_urls]
+    self.model = model
+    self.max_retries = max_retries
+    self.backoff_s = backoff_s
+    self.weight_version = weight_version
+    self._load = dict.fromkeys(self.base_urls, 0)
+    self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
+
+  async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
+    payload = {"model": self.model, "prompt": [int(t) for t in prompt_ids],
+               "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+               "top_p": sampling.top_p, "top_k": sampling.top_k or -1, "n": 1,
+               "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False,
+               "stop_token_ids": list(sampling.stop_token_ids),
+               "include_stop_str_in_output": False}
+    if sampling.seed is not None:
+      payload["seed"] = sampling.seed
+    url = min(self._load, key=self._load.get)          # least requests in flight
+    self._load[url] += 1
+    try:
+      body = await self._post(url, "/v1/completions", json=payload)
+    finally:
+      self._load[url] -= 1
+    try:
+      choice = body["choices"][0]
+      token_ids = [int(t) for t in choice["token_ids"]]
+      logprobs = [float(x) for x in choice["logprobs"]["token_logprobs"]]
+    except (KeyError, IndexError, TypeError) as e:
+      raise EngineError(f"{url}: completion lacks token_ids/logprobs ({e!r}); "
+                        "is it vLLM >= 0.10.2 with return_token_ids?") from None
+    if len(token_ids) != len(logprobs):
+      raise EngineError(f"{url}: {len(token_ids)} token ids but {len(logprobs)} logprobs")
+    return Completion(token_ids, logprobs, choice.get("finish_reason") or "length",
+                      int(choice.get("weight_version", self.weight_version)))
+
+  async def update_weights(self, source, version: int) -> None:
+    """Reloads every server from `source`, an exported HF folder readable by the servers."""
+    if not isinstance(source, (str, os.PathLike)):
+      raise TypeError("HTTP engines reload from an exported HF folder path; "
+                      "export params with orchestra.models.save_hf first")
+    path = os.fspath(source)
+
+    async def reload(url):
+      await self._post(url, "/pause", params={"mode": "wait"})
+      try:
+        await self._post(url, "/collective_rpc", json={
+            "method": "reload_weights",
+            "kwargs": {"weights_path": path, "weight_version": int(version)}})
+        await self._post(url, "/reset_prefix_cache")
+      finally:
+        await self._post(url, "/resume")
+
+    await asyncio.gather(*(reload(u) for u in self.base_urls))
+    self.weight_version = int(version)
+
+  async def _post(self, url: str, route: str, **kwargs):
+    for attempt in range(self.max_retries + 1):
+      try:
+        response = await self._client.post(url + route, **kwargs)
+      except _RETRYABLE as e:
+        if attempt == self.max_retries:
+          raise EngineError(f"{url}{route}: server unreachable after {attempt + 1} tries "
+                            f"({type(e).__name__}: {e})") from None
+        await asyncio.sleep(self.backoff_s * 2 ** attempt)
+        continue
+      except httpx.TimeoutException as e:
+        raise EngineError(f"{url}{route}: timed out ({type(e).__name__})") from None
+      if response.status_code >= 400:
+        raise EngineError(f"{url}{route}: HTTP {response.status_code}: {response.text[:500]}")
+      return response.json() if response.content else {}
+    raise AssertionError("unreachable")
+
+  async def aclose(self):
+    await self._client.aclose()
+
+
+def vllm_serve_command(model_dir: str, *, port: int = 8000, served_model_name: str | None = None,
+                       tensor_parallel_size: int = 1, max_model_len: int | None = None,
+                       gpu_memory_utilization: float = 0.9) -> tuple[list[str], dict[str, str]]:
+  """(argv, extra env) of the `vllm serve` command an RL rollout server needs."""
+  argv = ["vllm", "serve", model_dir, "--port", str(port),
+          "--tensor-parallel-size", str(tensor_parallel_size),
+          "--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1",
+          "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+          "--gpu-memory-utilization", str(gpu_memory_utilization)]
+  if served_model_name:
+    argv += ["--served-model-name", served_model_name]
+  if max_model_len:
+    argv += ["--max-model-len", str(max_model_len)]
+  return argv, {"VLLM_SERVER_DEV_MODE": "1"}

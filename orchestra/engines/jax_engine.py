@@ -1,0 +1,152 @@
+"""In-process engine: concurrent requests batched onto the JAX KV-cache sampler.
+
+`generate` calls from many coroutines are queued; a worker takes up to
+`max_batch_size` of them that share sampling settings, left-pads them into
+one batch and runs `orchestra.models.decoding.generate` in a thread, so the
+event loop keeps running tools meanwhile. Shapes are bucketed (prompt length
+to a multiple of `prompt_bucket`, batch and new-token counts to powers of two)
+so a run compiles a handful of programs, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from orchestra.engines.base import Completion, EngineError, SamplingParams
+from orchestra.models.decoder import CausalLM
+from orchestra.models.decoding import Sampler, generate
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(0, (n - 1).bit_length())
+
+
+@dataclasses.dataclass
+class _Request:
+  prompt: list[int]
+  sampling: SamplingParams
+  seed: int
+  future: asyncio.Future
+
+
+class JaxEngine:
+  """Batched generation on a `CausalLM` held in this process.
+
+  Args:
+    model: the policy.
+    max_batch_size: most requests decoded together.
+    max_wait_s: how long the worker waits for more requests before a batch.
+    prompt_bucket: prompts are left-padded to a multiple of this.
+    pad_id: padding token id.
+    weight_version: version tag of the initial weights.
+  """
+
+  def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
+               prompt_bucket: int = 64, pad_id: int = 0, weight_version: int = 0):
+    self.model = model
+    self.max_batch_size = max_batch_size
+    self.max_wait_s = max_wait_s
+    self.prompt_bucket = prompt_bucket
+    self.pad_id = pad_id
+    self.weight_version = weight_version
+    self._pending: list[_Request] = []
+    self._worker: asyncio.Task | None = None
+    self._rng = random.Random(0)
+    self._swap_lock = asyncio.Lock()
+
+  async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
+    prompt = [int(t) for t in prompt_ids]
+    if not prompt:
+      raise EngineError("empty prompt")
+    vocab = self.model.config.vocab_size
+    if min(prompt) < 0 or max(prompt) >= vocab:
+      raise EngineError(f"prompt token ids must be in [0, {vocab})")
+    seed = sampling.seed if sampling.seed is not None else self._rng.getrandbits(31)
+    future = asyncio.get_running_loop().create_future()
+    self._pending.append(_Request(prompt, sampling, seed, future))
+    if self._worker is None or self._worker.done():
+      self._worker = asyncio.create_task(self._run())
+    return await future
+
+  async def update_weights(self, source: Any, version: int) -> None:
+    """Swaps in new weights between batches.
+
+    `source` is an `nnx.State` of parameters (e.g. `Learner.params`), a
+    `CausalLM`, or the path of a Hugging Face folder.
+    """
+    if isinstance(source, (str, os.PathLike)):
+      from orchestra.checkpoint.hf import load_hf
+      source = await asyncio.to_thread(load_hf, source)
+    async with self._swap_lock:
+      if isinstance(source, CausalLM):
+        self.model = source
+      else:
+        graphdef, _, rest = nnx.split(self.model, nnx.Param, ...)
+        self.model = nnx.merge(graphdef, source, rest)
+      self.weight_version = int(version)
+
+  async def _run(self):
+    while self._pending:
+      await asyncio.sleep(self.max_wait_s)
+      batch = self._take_batch()
+      async with self._swap_lock:
+        model, version = self.model, self.weight_version
+        try:
+          results = await asyncio.to_thread(self._decode, model, batch)
+        except Exception as e:  # noqa: BLE001 - every waiting request learns why
+          for r in batch:
+            if not r.future.done():
+              r.future.set_exception(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+          continue
+      for r, (tokens, logps, reason) in zip(batch, results, strict=True):
+        if not r.future.done():
+          r.future.set_result(Completion(tokens, logps, reason, version))
+
+  def _take_batch(self) -> list[_Request]:
+    """Up to max_batch_size pending requests with the first request's settings."""
+    key = _batch_key(self._pending[0].sampling)
+    batch = [r for r in self._pending if _batch_key(r.sampling) == key][:self.max_batch_size]
+    taken = {id(r) for r in batch}
+    self._pending = [r for r in self._pending if id(r) not in taken]
+    return batch
+
+  def _decode(self, model: CausalLM, batch: list[_Request]):
+    sampling = batch[0].sampling
+    rows = _next_pow2(len(batch))
+    longest = max(len(r.prompt) for r in batch)
+    p = -(-longest // self.prompt_bucket) * self.prompt_bucket
+    n = _next_pow2(max(r.sampling.max_tokens for r in batch))
+    ids = np.full((rows, p), self.pad_id, np.int32)
+    mask = np.zeros((rows, p), bool)
+    seeds = np.zeros(rows, np.int64)
+    for i in range(rows):
+      r = batch[i] if i < len(batch) else batch[0]          # filler rows repeat row 0
+      ids[i, p - len(r.prompt):] = r.prompt
+      mask[i, p - len(r.prompt):] = True
+      seeds[i] = r.seed
+    select = Sampler(sampling.temperature, sampling.top_k, sampling.top_p)
+    tokens, logps = generate(model, ids, mask, max_new_tokens=n, select=select, seeds=seeds,
+                             stop_ids=sampling.stop_token_ids, pad_id=self.pad_id)
+    tokens, logps = jax.device_get((tokens, logps))
+    stops = set(sampling.stop_token_ids)
+    results = []
+    for i, r in enumerate(batch):
+      row_tokens, row_logps = tokens[i, :r.sampling.max_tokens].tolist(), logps[i]
+      end = next((j + 1 for j, t in enumerate(row_tokens) if t in stops), None)
+      reason = "stop" if end is not None else "length"
+      end = end or len(row_tokens)
+      results.append((row_tokens[:end], [float(x) for x in row_logps[:end]], reason))
+    return results
+
+
+def _batch_key(s: SamplingParams):
+  return (s.temperature, s.top_k, s.top_p, s.stop_token_ids)

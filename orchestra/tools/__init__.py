@@ -1,0 +1,10 @@
+"""Tools behind one async interface, with cost and latency accounting.
+
+`build_tool({"type": ..., **options})` builds any registered tool; importing
+this package registers all of them.
+"""
+
+from orchestra.tools import answer, local_search  # noqa: F401  (registers the tool types)
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult, build_tool, validate_args
+
+__all__ = ["Tool", "ToolConfigError", "ToolResult", "build_tool", "validate_args"]

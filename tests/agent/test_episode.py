@@ -1,0 +1,146 @@
+"""Episodes: scripted policy accounting, random-model robustness, concurrency."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+from tokenizer_fixture import make_tokenizer
+
+from orchestra.agent.chat_format import IM_END, observation_text, render_prompt
+from orchestra.agent.episode import EpisodeConfig, run_episode
+from orchestra.engines.base import Completion, EngineError, SamplingParams
+from orchestra.engines.jax_engine import JaxEngine
+from orchestra.models import CausalLM, DecoderConfig
+from orchestra.tools import build_tool
+from orchestra.tools.base import Tool, ToolResult
+
+MESSAGES = [{"role": "system", "content": "You are good at using tools."},
+            {"role": "user", "content": "What is 17 * 3?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return make_tokenizer()
+
+
+class ScriptedEngine:
+  """Replays fixed policy turns (as tokens), recording the prompts it was given."""
+
+  def __init__(self, tokenizer, turns, weight_version=3):
+    self.tokenizer, self.weight_version = tokenizer, weight_version
+    self.turns, self.prompts = list(turns), []
+
+  async def generate(self, prompt_ids, sampling):
+    self.prompts.append(list(prompt_ids))
+    ids = self.tokenizer(self.turns.pop(0), add_special_tokens=False)["input_ids"]
+    return Completion(ids, [-0.5] * len(ids), "stop", self.weight_version)
+
+
+class Sleep(Tool):
+  name, description = "sleep", "Waits 200 ms."
+  parameters = {"type": "object", "properties": {}}
+
+  async def run(self, args):
+    await asyncio.sleep(0.2)
+    return ToolResult(text="slept", cost_usd=0.001)
+
+
+def call(name, args):
+  import json
+  return f'<tool_call>\n{json.dumps({"name": name, "arguments": args})}\n</tool_call>{IM_END}'
+
+
+def test_scripted_episode_accounting(tokenizer):
+  tools = {"code_interpreter": build_tool({"type": "code_interpreter", "timeout_s": 10}),
+           "answer": build_tool({"type": "answer"})}
+  turns = ["I will compute." + call("code_interpreter", {"code": "print(17 * 3)"}),
+           call("answer", {"answer": "51"})]
+  engine = ScriptedEngine(tokenizer, turns)
+  traj = asyncio.run(run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams(),
+                                 EpisodeConfig(price_in_per_1m=1.0, price_out_per_1m=2.0)))
+  assert traj.finish_reason == "answer" and traj.answer == "51" and traj.format_ok
+  assert traj.tool_calls == {"code_interpreter": 1, "answer": 1}
+  assert "51" in traj.turns[0].observation and traj.turns[0].calls[0]["name"] == "code_interpreter"
+  # The token sequence is prompt + turn 1 + observation + turn 2, never re-rendered.
+  enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
+  prompt = enc(render_prompt(MESSAGES, [t.schema() for t in tools.values()]))
+  expected = (prompt + enc(turns[0]) + enc(observation_text(traj.turns[0].observation))
+              + enc(turns[1]))
+  assert traj.token_ids == expected
+  assert engine.prompts[1] == expected[:len(engine.prompts[1])]
+  mask = np.asarray(traj.loss_mask)
+  policy = np.zeros(len(expected), int)
+  policy[len(prompt):len(prompt) + len(enc(turns[0]))] = 1
+  policy[-len(enc(turns[1])):] = 1
+  np.testing.assert_array_equal(mask, policy)
+  np.testing.assert_array_equal(np.asarray(traj.behaviour_logprobs)[mask == 1], -0.5)
+  assert (np.asarray(traj.behaviour_logprobs)[mask == 0] == 0).all()
+  assert traj.weight_versions == [3, 3]
+  # Cost: orchestrator tokens at $1/$2 per 1M plus the interpreter's per-second price.
+  n1, n2 = len(enc(turns[0])), len(enc(turns[1]))
+  orchestrator = (len(prompt) + n1) * 1e-6 + n1 * 2e-6 + (len(expected)) * 1e-6 + n2 * 2e-6
+  assert traj.cost_usd > orchestrator
+  assert traj.cost_usd == pytest.approx(sum(t.cost_usd for t in traj.turns))
+  assert traj.latency_s > 0
+
+
+def test_format_errors_become_observations(tokenizer):
+  tools = {"answer": build_tool({"type": "answer"})}
+  turns = ["no call at all" + IM_END, call("nope", {}), '<tool_call>{"name": "answer"' + IM_END,
+           call("answer", {"answer": "x"})]
+  traj = asyncio.run(run_episode(ScriptedEngine(tokenizer, turns), tokenizer, tools, MESSAGES,
+                                 SamplingParams()))
+  assert traj.finish_reason == "answer" and not traj.format_ok
+  assert [bool(t.format_errors) for t in traj.turns] == [True, True, True, False]
+  assert "no tool call" in traj.turns[0].observation
+  assert "unknown tool 'nope'" in traj.turns[1].observation
+  assert "unterminated" in traj.turns[2].observation
+
+
+def test_random_model_runs_to_max_turns_without_crashing(tokenizer):
+  cfg = DecoderConfig("qwen3", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48,
+                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
+  engine = JaxEngine(CausalLM(cfg, rngs=nnx.Rngs(0)), prompt_bucket=128)
+  tools = {"answer": build_tool({"type": "answer"})}
+
+  async def main():
+    return await asyncio.gather(*(run_episode(
+        engine, tokenizer, tools, MESSAGES, SamplingParams(max_tokens=24, seed=s),
+        EpisodeConfig(max_turns=3, max_total_tokens=1024)) for s in range(4)))
+
+  for traj in asyncio.run(main()):
+    assert traj.finish_reason in ("max_turns", "max_tokens")
+    assert len(traj.turns) >= 1 and not traj.format_ok
+    assert len(traj.token_ids) == len(traj.loss_mask) == len(traj.behaviour_logprobs)
+    assert sum(traj.loss_mask) > 0 and all(v == 0 for v in traj.weight_versions)
+
+
+def test_64_episodes_with_a_slow_tool_run_concurrently(tokenizer):
+  tools = {"sleep": Sleep(), "answer": build_tool({"type": "answer"})}
+
+  async def one(i):
+    engine = ScriptedEngine(tokenizer, [call("sleep", {}), call("answer", {"answer": str(i)})])
+    return await run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams())
+
+  async def main():
+    return await asyncio.gather(*(one(i) for i in range(64)))
+
+  start = time.perf_counter()
+  trajs = asyncio.run(main())
+  elapsed = time.perf_counter() - start
+  assert [t.answer for t in trajs] == [str(i) for i in range(64)]
+  assert elapsed < 0.25 * 64 * 0.2, elapsed          # serial would take 12.8 s
+
+
+def test_engine_failure_ends_the_episode_with_a_reason(tokenizer):
+  class Dead:
+    weight_version = 0
+
+    async def generate(self, prompt_ids, sampling):
+      raise EngineError("server at http://127.0.0.1:1 is unreachable")
+
+  traj = asyncio.run(run_episode(Dead(), tokenizer, {"answer": build_tool({"type": "answer"})},
+                                 MESSAGES, SamplingParams()))
+  assert traj.finish_reason == "engine_error" and "unreachable" in traj.error
