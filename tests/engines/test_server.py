@@ -154,6 +154,19 @@ def test_http_engine_generates_and_reloads_weights(server):
   assert tokenizer is not None
 
 
+def test_llm_tool_against_the_server(server):
+  tool = build_tool({"type": "llm", "name": "expert-1", "model": "tool-caller",
+                     "base_url": server["url"] + "/v1", "price_in_per_1m": 2.0,
+                     "price_out_per_1m": 8.0, "max_tokens": 64})
+  result = asyncio.run(tool({"prompt": "What is the capital of Veloria?"}))
+  assert result.error is None and result.text
+  usage = result.usage
+  assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+  assert result.cost_usd == pytest.approx(
+      (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1e6)
+  assert tool.schema()["function"]["name"] == "expert-1"
+
+
 def test_dead_server_fails_episodes_with_a_reason(server):
   server["proc"].kill()
   server["proc"].wait()
