@@ -61,6 +61,8 @@ class EpisodeConfig:
   max_turns: int = 8
   max_total_tokens: int = 2048                # prompt + every turn + every observation
   max_observation_tokens: int = 512           # longer observations are cut (with a note)
+  tool_timeout_s: float = 120.0               # a tool call slower than this becomes an error
+  generation_timeout_s: float = 600.0         # a turn's generation slower than this fails the episode
   price_in_per_1m: float = 0.0                # the orchestrator's own tokens, USD per 1M
   price_out_per_1m: float = 0.0
 
@@ -84,7 +86,8 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
                                         stop_token_ids=(im_end,))
     start = time.perf_counter()
     try:
-      completion = await engine.generate(list(traj.token_ids), turn_sampling)
+      completion = await asyncio.wait_for(engine.generate(list(traj.token_ids), turn_sampling),
+                                          config.generation_timeout_s)
     except (EngineError, OSError, asyncio.TimeoutError) as e:
       traj.finish_reason, traj.error = "engine_error", f"{type(e).__name__}: {e}"
       break
@@ -98,7 +101,8 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
     else:                                       # cut off by max_tokens: close the turn ourselves
       _append(traj, [im_end], [0.0], policy=False)
     parsed = parse_turn(text, tools.keys())
-    results = await asyncio.gather(*(tools[c.name](c.arguments) for c in parsed.calls))
+    results = await asyncio.gather(*(_call_tool(tools[c.name], c.arguments, config.tool_timeout_s)
+                                     for c in parsed.calls))
     turn = Turn(text=text, calls=[dataclasses.asdict(c) for c in parsed.calls], observation="",
                 cost_usd=gen_cost + sum(r.cost_usd for r in results),
                 latency_s=gen_latency + max((r.latency_s for r in results), default=0.0),
@@ -120,6 +124,32 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
         _truncate(tokenizer, turn.observation, config.max_observation_tokens)))
     _append(traj, obs_ids, [0.0] * len(obs_ids), policy=False)
   return traj
+
+
+async def _call_tool(tool: Tool, arguments, timeout_s: float) -> ToolResult:
+  try:
+    return await asyncio.wait_for(tool(arguments), timeout_s)
+  except asyncio.TimeoutError:
+    return ToolResult(text=f"Error: {tool.name} timed out after {timeout_s:g} s",
+                      error="timeout", latency_s=timeout_s)
+
+
+async def run_episodes(engine, tokenizer, tools: dict[str, Tool],
+                       conversations: list[list[dict[str, Any]]], sampling: SamplingParams,
+                       config: EpisodeConfig = EpisodeConfig(), max_concurrent: int = 64,
+                       seed: int | None = None) -> list[Trajectory]:
+  """Runs one episode per conversation, at most `max_concurrent` at a time, in order.
+
+  With `seed`, episode i samples with seed `seed + i` (reproducible rollouts).
+  """
+  gate = asyncio.Semaphore(max_concurrent)
+
+  async def one(i, messages):
+    episode_sampling = sampling if seed is None else dataclasses.replace(sampling, seed=seed + i)
+    async with gate:
+      return await run_episode(engine, tokenizer, tools, messages, episode_sampling, config)
+
+  return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(conversations))))
 
 
 def _encode(tokenizer, text: str) -> list[int]:

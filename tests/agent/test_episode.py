@@ -9,7 +9,7 @@ from flax import nnx
 from tokenizer_fixture import make_tokenizer
 
 from orchestra.agent.chat_format import IM_END, observation_text, render_prompt
-from orchestra.agent.episode import EpisodeConfig, run_episode
+from orchestra.agent.episode import EpisodeConfig, run_episode, run_episodes
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.jax_engine import JaxEngine
 from orchestra.models import CausalLM, DecoderConfig
@@ -132,6 +132,52 @@ def test_64_episodes_with_a_slow_tool_run_concurrently(tokenizer):
   elapsed = time.perf_counter() - start
   assert [t.answer for t in trajs] == [str(i) for i in range(64)]
   assert elapsed < 0.25 * 64 * 0.2, elapsed          # serial would take 12.8 s
+
+
+def test_hung_tool_times_out_and_the_episode_goes_on(tokenizer):
+  class Hang(Tool):
+    name, description, parameters = "hang", "Never returns.", {"type": "object", "properties": {}}
+
+    async def run(self, args):
+      await asyncio.sleep(3600)
+
+  tools = {"hang": Hang(), "answer": build_tool({"type": "answer"})}
+  engine = ScriptedEngine(tokenizer, [call("hang", {}), call("answer", {"answer": "ok"})])
+  start = time.perf_counter()
+  traj = asyncio.run(run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams(),
+                                 EpisodeConfig(tool_timeout_s=0.2)))
+  assert time.perf_counter() - start < 3
+  assert traj.answer == "ok" and "timed out after 0.2 s" in traj.turns[0].observation
+
+
+def test_run_episodes_bounds_concurrency(tokenizer):
+  running, peak = 0, 0
+
+  class Counting(Tool):
+    name, description, parameters = "sleep", "Waits.", {"type": "object", "properties": {}}
+
+    async def run(self, args):
+      nonlocal running, peak
+      running += 1
+      peak = max(peak, running)
+      await asyncio.sleep(0.05)
+      running -= 1
+      return ToolResult(text="done")
+
+  class PerEpisode:
+    """Each generate call replays the two turns of the episode whose prompt it sees."""
+    weight_version = 0
+
+    async def generate(self, prompt_ids, sampling):
+      turn = call("sleep", {}) if prompt_ids.count(im_start) < 4 else call("answer", {"answer": "a"})
+      ids = tokenizer(turn, add_special_tokens=False)["input_ids"]
+      return Completion(ids, [0.0] * len(ids), "stop", 0)
+
+  im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+  tools = {"sleep": Counting(), "answer": build_tool({"type": "answer"})}
+  trajs = asyncio.run(run_episodes(PerEpisode(), tokenizer, tools, [MESSAGES] * 20,
+                                   SamplingParams(), max_concurrent=5))
+  assert [t.answer for t in trajs] == ["a"] * 20 and 1 < peak <= 5
 
 
 def test_engine_failure_ends_the_episode_with_a_reason(tokenizer):
