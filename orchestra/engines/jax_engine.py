@@ -4,7 +4,8 @@
 `max_batch_size` of them that share sampling settings, left-pads them into
 one batch and runs `orchestra.models.decoding.generate` in a thread, so the
 event loop keeps running tools meanwhile. Shapes are bucketed (prompt length
-to a multiple of `prompt_bucket`, batch and new-token counts to powers of two)
+to a multiple of `prompt_bucket`, batch size to a power of two, new tokens to
+a multiple of 16)
 so a run compiles a handful of programs, not one per request.
 """
 
@@ -124,7 +125,7 @@ class JaxEngine:
     rows = _next_pow2(len(batch))
     longest = max(len(r.prompt) for r in batch)
     p = -(-longest // self.prompt_bucket) * self.prompt_bucket
-    n = _next_pow2(max(r.sampling.max_tokens for r in batch))
+    n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
     ids = np.full((rows, p), self.pad_id, np.int32)
     mask = np.zeros((rows, p), bool)
     seeds = np.zeros(rows, np.int64)

@@ -1,0 +1,140 @@
+"""Rollout-loop overhead and sampler speed on a tiny random Qwen3 (CPU).
+
+Prints, from one process:
+  1. episodes/s and generated tokens/s of `run_episodes` (parse, tools, observation
+     tokenisation, bookkeeping) versus replaying the very same generation requests
+     on the bare engine -- the loop's overhead as a ratio;
+  2. JAX sampler decode tokens/s versus transformers `generate` on the same weights.
+
+  python bench/rollout.py [--episodes=32 --max_turns=3 --turn_tokens=48]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_integer("episodes", 32, "episodes per rollout")
+flags.DEFINE_integer("max_turns", 3, "turns per episode")
+flags.DEFINE_integer("turn_tokens", 48, "max tokens per policy turn")
+flags.DEFINE_integer("vocab_size", 1024, "tokenizer / model vocabulary")
+flags.DEFINE_integer("decode_batch", 8, "batch for the sampler-vs-transformers comparison")
+flags.DEFINE_integer("decode_tokens", 128, "new tokens for the sampler-vs-transformers comparison")
+flags.DEFINE_integer("repeats", 4, "timed repetitions; the fastest is reported (steady state: "
+                     "every batch shape compiled)")
+FLAGS = flags.FLAGS
+
+TEXTS = ["You are good at using tools. Answer with the answer tool.",
+         "Question: what is the population of Veloria times three?",
+         '<tool_call>\n{"name": "answer", "arguments": {"answer": "42"}}\n</tool_call>'] * 50
+
+
+class RecordingEngine:
+  """Wraps an engine and records every request, to replay them on the bare engine."""
+
+  def __init__(self, engine):
+    self.engine, self.requests = engine, []
+
+  @property
+  def weight_version(self):
+    return self.engine.weight_version
+
+  async def generate(self, prompt_ids, sampling):
+    self.requests.append((list(prompt_ids), sampling))
+    return await self.engine.generate(prompt_ids, sampling)
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+  import torch
+  import transformers
+  from flax import nnx
+
+  from orchestra.agent import EpisodeConfig, run_episodes
+  from orchestra.agent.tokenizer import train_tokenizer
+  from orchestra.engines import JaxEngine, SamplingParams
+  from orchestra.models import DecoderConfig, load_hf, save_hf, CausalLM
+  from orchestra.models.decoding import generate
+  from orchestra.tools import build_tool
+
+  tokenizer = train_tokenizer(TEXTS, FLAGS.vocab_size)
+  cfg = DecoderConfig("qwen3", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384,
+                      num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, qk_norm=True)
+  model = CausalLM(cfg, rngs=nnx.Rngs(0))
+  tools = {"answer": build_tool({"type": "answer"})}
+  messages = [{"role": "system", "content": TEXTS[0]}, {"role": "user", "content": TEXTS[1]}]
+  sampling = SamplingParams(max_tokens=FLAGS.turn_tokens, temperature=1.0)
+  config = EpisodeConfig(max_turns=FLAGS.max_turns, max_total_tokens=4096)
+
+  def rollout(engine):
+    return asyncio.run(run_episodes(engine, tokenizer, tools, [messages] * FLAGS.episodes,
+                                    sampling, config, seed=0))
+
+  engine = JaxEngine(model)
+  loop_s = float("inf")
+  for _ in range(FLAGS.repeats):              # same seeds, same requests; batch splits vary
+    recorder = RecordingEngine(engine)
+    start = time.perf_counter()
+    trajs = rollout(recorder)
+    loop_s = min(loop_s, time.perf_counter() - start)
+  generated = sum(sum(t.loss_mask) for t in trajs)
+
+  # Replay the same requests, wave by wave (turn k of every episode together), on the bare engine.
+  im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+  waves: dict[int, list] = {}
+  for prompt, s in recorder.requests:
+    waves.setdefault(prompt.count(im_start), []).append((prompt, s))
+  bare = engine
+
+  async def replay():
+    for _, wave in sorted(waves.items()):
+      await asyncio.gather(*(bare.generate(p, s) for p, s in wave))
+
+  bare_s = float("inf")
+  for _ in range(FLAGS.repeats):
+    start = time.perf_counter()
+    asyncio.run(replay())
+    bare_s = min(bare_s, time.perf_counter() - start)
+
+  # Sampler decode vs transformers generate on the same weights.
+  with tempfile.TemporaryDirectory() as tmp:
+    save_hf(model, tmp)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    same = load_hf(tmp)
+  rng = np.random.RandomState(0)
+  b, n = FLAGS.decode_batch, FLAGS.decode_tokens
+  prompt = rng.randint(1, cfg.vocab_size, (b, 32)).astype(np.int32)
+
+  def timed(fn, repeats=3):
+    fn()
+    t = []
+    for _ in range(repeats):
+      s = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - s)
+    return sorted(t)[len(t) // 2]
+
+  jax_s = timed(lambda: jax.block_until_ready(generate(same, prompt, max_new_tokens=n)))
+  p = torch.tensor(prompt, dtype=torch.long)
+  with torch.no_grad():
+    hf_s = timed(lambda: hf.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=n,
+                                     min_new_tokens=n, do_sample=False, pad_token_id=0))
+
+  print(f"model: {cfg.num_params / 1e6:.2f}M params, vocab {cfg.vocab_size}; "
+        f"{FLAGS.episodes} episodes x <= {FLAGS.max_turns} turns x <= {FLAGS.turn_tokens} tokens")
+  print(f"rollout loop : {FLAGS.episodes / loop_s:8.2f} episodes/s {generated / loop_s:10,.0f} "
+        f"generated tokens/s ({loop_s:.2f} s, {len(recorder.requests)} requests)")
+  print(f"bare engine  : {FLAGS.episodes / bare_s:8.2f} episodes/s {generated / bare_s:10,.0f} "
+        f"generated tokens/s ({bare_s:.2f} s, same requests)")
+  print(f"loop overhead: {loop_s / bare_s:.2f}x the bare engine's time")
+  print(f"decode {b}x{n}: orchestra {b * n / jax_s:,.0f} tokens/s, transformers "
+        f"{b * n / hf_s:,.0f} tokens/s, ratio {hf_s / jax_s:.2f}x")
+
+
+if __name__ == "__main__":
+  app.run(main)
