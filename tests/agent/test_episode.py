@@ -52,38 +52,61 @@ def call(name, args):
   return f'<tool_call>\n{json.dumps({"name": name, "arguments": args})}\n</tool_call>{IM_END}'
 
 
-def test_scripted_episode_accounting(tokenizer):
-  tools = {"code_interpreter": build_tool({"type": "code_interpreter", "timeout_s": 10}),
+@pytest.fixture
+def search_tool(tmp_path):
+  import json
+  from orchestra.tools.embedders import HashingEmbedder
+  from orchestra.tools.local_search import build_index
+  corpus = tmp_path / "kb.jsonl"
+  docs = [{"id": 1, "title": "Veloria", "text": "Veloria has 17 provinces. Its capital is Trundle."},
+          {"id": 2, "title": "Quillon", "text": "Quillon is a river with 4 bridges."}]
+  corpus.write_text("\n".join(json.dumps(d) for d in docs))
+  build_index(str(corpus), str(tmp_path / "index"), HashingEmbedder(dim=256))
+  return build_tool({"type": "local_search", "index_dir": str(tmp_path / "index"), "top_k": 1})
+
+
+def test_scripted_episode_accounting(tokenizer, search_tool):
+  """local_search -> code_interpreter -> answer, with exact tokens, masks and accounting."""
+  tools = {"local_search": search_tool,
+           "code_interpreter": build_tool({"type": "code_interpreter", "timeout_s": 10}),
            "answer": build_tool({"type": "answer"})}
-  turns = ["I will compute." + call("code_interpreter", {"code": "print(17 * 3)"}),
+  turns = ["Look it up." + call("local_search", {"query": "How many provinces has Veloria?"}),
+           call("code_interpreter", {"code": "print(17 * 3)"}),
            call("answer", {"answer": "51"})]
   engine = ScriptedEngine(tokenizer, turns)
   traj = asyncio.run(run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams(),
                                  EpisodeConfig(price_in_per_1m=1.0, price_out_per_1m=2.0)))
   assert traj.finish_reason == "answer" and traj.answer == "51" and traj.format_ok
-  assert traj.tool_calls == {"code_interpreter": 1, "answer": 1}
-  assert "51" in traj.turns[0].observation and traj.turns[0].calls[0]["name"] == "code_interpreter"
-  # The token sequence is prompt + turn 1 + observation + turn 2, never re-rendered.
+  assert [t.calls[0]["name"] for t in traj.turns] == ["local_search", "code_interpreter", "answer"]
+  assert traj.tool_calls == {"local_search": 1, "code_interpreter": 1, "answer": 1}
+  assert "Veloria has 17 provinces" in traj.turns[0].observation
+  assert "51" in traj.turns[1].observation and traj.turns[2].observation == ""
+  # The token sequence is prompt + turn + observation + turn + observation + turn: appended only.
   enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
   prompt = enc(render_prompt(MESSAGES, [t.schema() for t in tools.values()]))
-  expected = (prompt + enc(turns[0]) + enc(observation_text(traj.turns[0].observation))
-              + enc(turns[1]))
-  assert traj.token_ids == expected
-  assert engine.prompts[1] == expected[:len(engine.prompts[1])]
-  mask = np.asarray(traj.loss_mask)
-  policy = np.zeros(len(expected), int)
-  policy[len(prompt):len(prompt) + len(enc(turns[0]))] = 1
-  policy[-len(enc(turns[1])):] = 1
-  np.testing.assert_array_equal(mask, policy)
-  np.testing.assert_array_equal(np.asarray(traj.behaviour_logprobs)[mask == 1], -0.5)
-  assert (np.asarray(traj.behaviour_logprobs)[mask == 0] == 0).all()
-  assert traj.weight_versions == [3, 3]
-  # Cost: orchestrator tokens at $1/$2 per 1M plus the interpreter's per-second price.
-  n1, n2 = len(enc(turns[0])), len(enc(turns[1]))
-  orchestrator = (len(prompt) + n1) * 1e-6 + n1 * 2e-6 + (len(expected)) * 1e-6 + n2 * 2e-6
-  assert traj.cost_usd > orchestrator
+  pieces = [(prompt, 0), (enc(turns[0]), 1), (enc(observation_text(traj.turns[0].observation)), 0),
+            (enc(turns[1]), 1), (enc(observation_text(traj.turns[1].observation)), 0),
+            (enc(turns[2]), 1)]
+  expected = [t for ids, _ in pieces for t in ids]
+  assert traj.token_ids == expected and traj.prompt_length == len(prompt)
+  assert [len(p) for p in engine.prompts] == [len(prompt), sum(len(i) for i, _ in pieces[:3]),
+                                              sum(len(i) for i, _ in pieces[:5])]
+  assert all(expected[:len(p)] == p for p in engine.prompts)
+  np.testing.assert_array_equal(traj.loss_mask, [m for ids, m in pieces for _ in ids])
+  logps = np.asarray(traj.behaviour_logprobs)
+  assert (logps[np.asarray(traj.loss_mask) == 1] == -0.5).all()
+  assert (logps[np.asarray(traj.loss_mask) == 0] == 0).all()
+  assert traj.weight_versions == [3, 3, 3]
+  # Cost: each turn pays the orchestrator's tokens ($1/1M in over the whole context, $2/1M out)
+  # plus its tool; search charges per query token, the interpreter per second.
+  context = [sum(len(i) for i, _ in pieces[:k + 2]) for k in (0, 2, 4)]
+  out_tokens = [len(pieces[k][0]) for k in (1, 3, 5)]
+  for turn, ctx, out in zip(traj.turns, context, out_tokens, strict=True):
+    assert turn.cost_usd >= (ctx * 1.0 + out * 2.0) / 1e6 - 1e-12
+  assert traj.turns[0].cost_usd > (context[0] + 2 * out_tokens[0]) / 1e6     # search was charged
+  assert traj.turns[1].cost_usd > (context[1] + 2 * out_tokens[1]) / 1e6     # interpreter seconds
   assert traj.cost_usd == pytest.approx(sum(t.cost_usd for t in traj.turns))
-  assert traj.latency_s > 0
+  assert traj.latency_s == pytest.approx(sum(t.latency_s for t in traj.turns)) and traj.latency_s > 0
 
 
 def test_format_errors_become_observations(tokenizer):

@@ -1,0 +1,448 @@
+"""`code_interpreter`: runs model-written Python in a sandboxed subprocess.
+
+Each call gets a fresh temporary working directory (deleted afterwards) and a
+fresh `python -I -B -u` process started with asyncio, so many calls run
+concurrently without blocking the event loop. The code travels on stdin; a
+small bootstrap (`_BOOTSTRAP`, run with `-c`) sets up layers 2-4 and then
+`exec`s the code as `__main__`. The layers, outermost first:
+
+1. Parent side: a minimal environment (never `os.environ`, so no API keys), a
+   new session whose process group is SIGKILLed on wall-clock timeout, on
+   cancellation and after every run, and stdout/stderr read incrementally and
+   kept to `max_output_chars` (head and tail), so floods cannot exhaust memory.
+2. rlimits (kernel): CPU seconds, address space (`memory_mb`), size of each
+   written file (`max_file_mb`), no core dumps, 256 open files.
+3. Linux namespaces (kernel), where the kernel allows them. As root: a private
+   mount namespace in which every mount except the working directory is
+   remounted read-only, a network namespace with no interface up, then a user
+   namespace, which drops all capabilities over the host (the mounts cannot be
+   undone; other processes' `/proc/<pid>/environ` and `mem` become
+   unreadable). As non-root: a user plus network namespace (file permissions
+   already stop writes). A step that fails (e.g. a container without
+   CAP_SYS_ADMIN, or user namespaces disabled) is skipped silently.
+4. An audit hook (`sys.addaudithook`; Python code cannot remove it) that raises
+   `PermissionError("blocked: ...")` on: non-AF_UNIX sockets, connect, bind,
+   sendto and DNS look-ups; fork, exec, spawn, system and Popen (plus
+   `_posixsubprocess.fork_exec`, which CPython does not audit, so it is
+   replaced and its re-import refused); writes, deletes, renames, links,
+   chmods etc. whose real path (symlinks and `dir_fd`s resolved) is outside
+   the working directory; opening another process's `/proc/<pid>/...`; ctypes
+   library loading (except libraries inside the Python installation, which
+   torch needs), symbol look-up, foreign calls and raw memory access; `gc`
+   object enumeration; and signals to other processes.
+
+What is NOT protected:
+- Reads: the code can read any file its process can; as root without layer 3
+  that includes secrets such as `/root/.ssh` (in the user namespace it keeps
+  read access to root-owned files too, only CAP_DAC_OVERRIDE is gone).
+- Process count: RLIMIT_NPROC never binds uid 0, not even inside a user
+  namespace, and is not set because for non-root it counts all the user's
+  threads (a JAX trainer has many). Only the hook stops forks, and a process
+  that escaped it and called `setsid` would also escape the timeout's kill.
+- The audit hook is a tripwire against mistakes, not a security boundary (PEP
+  578 says so): its checks are Python code that deliberate code can subvert
+  (walking frames to the bootstrap's globals, monkeypatching the stdlib
+  functions `os.path.realpath` relies on), and CPython's `open` event does not
+  report `dir_fd`, so `os.open(name, flags, dir_fd=fd)` evades its write check.
+  Against such code only layers 2 and 3 hold, and layer 3 is not available
+  everywhere. Filesystem Unix sockets (e.g. Docker's) are reachable across
+  network namespaces and are refused only by the hook's `connect` check.
+- Total disk use (only each file's size is capped) and CPU/memory/time within
+  the limits. For hostile code use a VM, gVisor or nsjail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
+
+PRICE_PER_SECOND = 0.0000083   # USD per second of code execution (ToolOrchestra paper)
+_DRAIN_S = 2.0                 # after a kill, how long to wait for the pipes to close
+_READ_CHUNK = 1 << 16
+
+# Runs inside the child as `python -I -B -u -c _BOOTSTRAP WORKDIR CPU_S MEMORY_BYTES FILE_BYTES`
+# with the user code on stdin. Order matters: limits and namespaces need privileges and
+# ctypes, which the audit hook (installed last) then forbids.
+_BOOTSTRAP = r'''
+import ctypes, linecache, os, re, resource, signal, subprocess, sys, traceback, types
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
+                    | os.ST_NODIRATIME | os.ST_RELATIME)
+MAX_OPEN_FILES = 256
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+PROCESS_EVENTS = frozenset({"os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
+                            "os.system", "subprocess.Popen"})
+NETWORK_EVENTS = frozenset({"socket.bind", "socket.connect", "socket.sendmsg", "socket.sendto",
+                            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+                            "socket.getnameinfo", "socket.sethostname"})
+HARMLESS_CTYPES_EVENTS = frozenset({"ctypes.addressof", "ctypes.create_string_buffer",
+                                    "ctypes.create_unicode_buffer", "ctypes.get_errno",
+                                    "ctypes.set_errno"})
+TAMPER_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
+# event -> (index of a path argument, index of the dir_fd it is relative to, or None), ...
+PATH_EVENTS = {
+    "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),),
+    "os.rename": ((0, 2), (1, 3)), "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),),
+    "os.chmod": ((0, 2),), "os.chown": ((0, 3),), "os.utime": ((0, 3),),
+    "os.truncate": ((0, None),), "os.mkfifo": ((0, 2),), "os.mknod": ((0, 3),),
+    "os.setxattr": ((0, None),), "os.removexattr": ((0, None),), "shutil.rmtree": ((0, 1),),
+}
+
+
+def set_limits(cpu_s, memory_bytes, file_bytes):
+  """Kernel-enforced caps on CPU time, address space, file size, core dumps and open files."""
+  for kind, soft, hard in [(resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+                           (resource.RLIMIT_AS, memory_bytes, memory_bytes),
+                           (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
+                           (resource.RLIMIT_CORE, 0, 0),
+                           (resource.RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)]:
+    resource.setrlimit(kind, (soft, hard))
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # an oversized write raises OSError instead
+
+
+def isolate(workdir):
+  """Enters new namespaces where the kernel allows; each failure just skips that layer."""
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) == 0:   # needs CAP_SYS_ADMIN, i.e. root
+    read_only_except(libc, workdir)
+    libc.unshare(CLONE_NEWUSER)   # no capabilities over the host from here on
+  else:
+    libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
+
+
+def read_only_except(libc, workdir):
+  """Remounts every mount read-only in this (now private) mount namespace, except `workdir`."""
+  libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                         ctypes.c_void_p]
+  def mount(source, target, flags):
+    return libc.mount(source and os.fsencode(source), os.fsencode(target), None, flags, None) == 0
+  if not (mount(None, "/", MS_REC | MS_PRIVATE) and mount(workdir, workdir, MS_BIND)):
+    return   # without private propagation, changes could leak to the host: touch nothing
+  for target in mount_points():
+    if target != workdir:
+      try:
+        kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
+      except OSError:
+        continue
+      mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+  os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
+
+
+def mount_points():
+  """Mount points listed in /proc/self/mountinfo, octal escapes decoded."""
+  with open("/proc/self/mountinfo", "rb") as f:
+    fields = [line.split()[4] for line in f]
+  return [os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
+          for field in fields]
+
+
+def refuse_fork_exec():
+  """CPython does not audit `_posixsubprocess.fork_exec`: replace it (re-import is blocked)."""
+  import _posixsubprocess
+  def refuse(*args):
+    raise PermissionError("blocked: creating processes is not allowed")
+  _posixsubprocess.fork_exec = subprocess._fork_exec = refuse
+
+
+def install_audit_hook(workdir):
+  """From now on, refuses network, processes, writes outside `workdir`, ctypes and peeking."""
+  # Bound now, so that rebinding e.g. `os.path.realpath` later does not reach the hook.
+  realpath, join, fsdecode, fspath, readlink = (os.path.realpath, os.path.join, os.fsdecode,
+                                                os.fspath, os.readlink)
+  own_proc, own_pid = f"/proc/{os.getpid()}", os.getpid()
+  python_dirs = tuple(realpath(p) + "/" for p in {sys.prefix, sys.base_prefix})
+
+  def resolve(path, dir_fd=None):
+    """The real path `path` names (an int is an open fd); None if it is no file (a pipe...)."""
+    if isinstance(path, int):
+      path = readlink(f"/proc/self/fd/{path}")
+      if not path.startswith("/"):
+        return None
+    path = fsdecode(fspath(path))
+    if dir_fd is not None and dir_fd >= 0 and not path.startswith("/"):
+      path = join(readlink(f"/proc/self/fd/{dir_fd}"), path)
+    return realpath(path)
+
+  def writable(real):
+    """Whether a write to real path `real` stays inside the working directory (or is no file)."""
+    return real is None or real in (workdir, "/dev/null") or real.startswith(workdir + "/")
+
+  def other_process(real):
+    """Whether `real` lies under another process's /proc/<pid>/."""
+    parts = (real or "").split("/")
+    return (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit()
+            and not (real + "/").startswith(own_proc + "/"))
+
+  def check_open(path, mode, flags):
+    """Why the `open` event is refused, or None."""
+    real = resolve(path)
+    if other_process(real):
+      return "reading other processes' /proc entries is not allowed"
+    writes = (flags & WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
+    if writes and not writable(real):
+      return f"writing outside the working directory is not allowed: {path}"
+    return None
+
+  def check_paths(event, args):
+    """Why an event that changes files is refused, or None."""
+    for path_index, dir_fd_index in PATH_EVENTS[event]:
+      dir_fd = args[dir_fd_index] if dir_fd_index is not None else None
+      if not writable(resolve(args[path_index], dir_fd)):
+        return f"changing files outside the working directory is not allowed: {args[path_index]}"
+    return None
+
+  def python_library(name):
+    """Whether `name` is a shared library inside the Python installation (torch loads some)."""
+    return isinstance(name, str) and name.startswith("/") and realpath(name).startswith(python_dirs)
+
+  def why_blocked(event, args):
+    """The reason to refuse audit event `event`, or None to allow it."""
+    if event == "open":
+      return check_open(*args)
+    if event in PATH_EVENTS:
+      return check_paths(event, args)
+    if event in NETWORK_EVENTS or (event == "socket.__new__" and args[1] != 1):   # 1: AF_UNIX
+      return "network access is not allowed"
+    if event in PROCESS_EVENTS or (event == "import" and args[0] == "_posixsubprocess"):
+      return "creating processes is not allowed"
+    if (event.startswith("ctypes.") and event not in HARMLESS_CTYPES_EVENTS
+        and not (event == "ctypes.dlopen" and python_library(args[0]))):
+      return "ctypes is not allowed"
+    if event in TAMPER_EVENTS:
+      return "gc object enumeration is not allowed"
+    if (event == "os.kill" and args[0] != own_pid) or event == "os.killpg":
+      return "signalling other processes is not allowed"
+    return None
+
+  def hook(event, args):
+    reason = why_blocked(event, args)
+    if reason:
+      raise PermissionError("blocked: " + reason)
+
+  sys.addaudithook(hook)
+
+
+def run_user_code(source):
+  """Runs `source` as a fresh `__main__` module; returns the exit status, tracebacks on stderr."""
+  linecache.cache["<code>"] = (len(source), None, source.splitlines(True), "<code>")
+  try:
+    code = compile(source, "<code>", "exec")
+  except (SyntaxError, ValueError) as e:
+    traceback.print_exception(type(e), e, None)
+    return 1
+  main = types.ModuleType("__main__")
+  sys.modules["__main__"] = main
+  try:
+    exec(code, vars(main))
+  except SystemExit:
+    raise
+  except BaseException as e:   # the user's error, minus the bootstrap's own frame
+    traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+    return 1
+  return 0
+
+
+def main():
+  """Limits, isolates, then runs the code from stdin in WORKDIR."""
+  workdir, cpu_s, memory_bytes, file_bytes = sys.argv[1], *map(int, sys.argv[2:5])
+  source = sys.stdin.buffer.read().decode()
+  set_limits(cpu_s, memory_bytes, file_bytes)
+  isolate(workdir)
+  refuse_fork_exec()
+  sys.path.insert(0, workdir)
+  install_audit_hook(workdir)
+  sys.exit(run_user_code(source))
+
+
+main()
+'''
+
+
+def _sandbox_env(workdir: str) -> dict[str, str]:
+  """The child's whole environment: nothing inherited (`-I` ignores PYTHON* variables anyway)."""
+  return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir,
+          "TMPDIR": workdir, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+          "MKL_NUM_THREADS": "1"}
+
+
+class _Capture:
+  """Keeps the first and the last few KB of a stream, and counts its bytes."""
+
+  def __init__(self, max_chars: int):
+    self.max_chars = max_chars
+    self.limit = 4 * max_chars    # bytes kept at each end: enough for max_chars of UTF-8
+    self.head, self.tail, self.size = bytearray(), bytearray(), 0
+
+  def feed(self, chunk: bytes) -> None:
+    """Adds a chunk, forgetting the middle once both ends are full."""
+    self.size += len(chunk)
+    take = max(0, self.limit - len(self.head))
+    self.head += chunk[:take]
+    self.tail += chunk[take:]
+    del self.tail[:-self.limit]
+
+  def text(self, head_share: float) -> str:
+    """At most `max_chars` characters: a `head_share` from the start, the rest from the end."""
+    if self.size == len(self.head) + len(self.tail):
+      first = last = (self.head + self.tail).decode(errors="replace")
+      if len(first) <= self.max_chars:
+        return first
+    else:
+      first, last = self.head.decode(errors="replace"), self.tail.decode(errors="replace")
+    n_head = int(self.max_chars * head_share)
+    n_tail = self.max_chars - n_head
+    note = (f"\n[... output truncated: {self.size} bytes in all,"
+            f" {self.max_chars} characters shown ...]\n")
+    return first[:n_head] + note + (last[-n_tail:] if n_tail else "")
+
+
+async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
+  """Writes `data` to the child's stdin and closes it; a child that died early is fine."""
+  try:
+    stream.write(data)
+    await stream.drain()
+    stream.close()
+  except (BrokenPipeError, ConnectionResetError):
+    pass
+
+
+async def _drain(stream: asyncio.StreamReader, capture: _Capture) -> None:
+  """Reads a pipe to its end into `capture`."""
+  while chunk := await stream.read(_READ_CHUNK):
+    capture.feed(chunk)
+
+
+async def _finished_within(future: asyncio.Future, timeout_s: float) -> bool:
+  """Waits up to `timeout_s` for `future` without cancelling it; True if it finished."""
+  try:
+    await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    return True
+  except TimeoutError:
+    return False
+
+
+def _kill_group(pgid: int) -> None:
+  """SIGKILLs every process left in the child's session (its process group)."""
+  try:
+    os.killpg(pgid, signal.SIGKILL)
+  except (ProcessLookupError, PermissionError):
+    pass
+
+
+def _last_line(text: str) -> str:
+  """The last non-blank line (a traceback's exception line), shortened."""
+  lines = [line for line in text.splitlines() if line.strip()]
+  return lines[-1].strip()[:300] if lines else ""
+
+
+@dataclasses.dataclass
+class _Outcome:
+  """What one run of the child produced."""
+
+  returncode: int
+  timed_out: bool
+  wall_s: float
+  stdout: str
+  stderr: str
+
+
+@register("code_interpreter")
+class CodeInterpreter(Tool):
+  """Runs Python code in a sandboxed subprocess; see the module docstring for the sandbox."""
+
+  name = "code_interpreter"
+
+  def __init__(self, timeout_s: float = 10.0, cpu_time_s: float | None = None,
+               memory_mb: int = 1024, max_output_chars: int = 4000, max_file_mb: int = 64,
+               price_per_second: float = PRICE_PER_SECOND, python: str = sys.executable):
+    cpu_time_s = timeout_s if cpu_time_s is None else cpu_time_s
+    for field, value in [("timeout_s", timeout_s), ("cpu_time_s", cpu_time_s),
+                         ("memory_mb", memory_mb), ("max_output_chars", max_output_chars),
+                         ("max_file_mb", max_file_mb)]:
+      if not value > 0:
+        raise ToolConfigError(f"code_interpreter: {field} must be > 0, got {value!r}")
+    if price_per_second < 0:
+      raise ToolConfigError(f"code_interpreter: price_per_second must be >= 0, "
+                            f"got {price_per_second!r}")
+    self.timeout_s, self.cpu_time_s = float(timeout_s), math.ceil(cpu_time_s)
+    self.memory_mb, self.max_file_mb = memory_mb, max_file_mb
+    self.max_output_chars, self.price_per_second, self.python = (
+        max_output_chars, price_per_second, python)
+    self.parameters = {
+        "type": "object",
+        "properties": {"code": {"type": "string",
+                                "description": "A complete Python 3 program; print() results."}},
+        "required": ["code"],
+        "additionalProperties": False,
+    }
+    self.description = (
+        "Runs a Python 3 program in a fresh sandbox and returns its exit status, stdout and "
+        "stderr; print() the results you need. Nothing persists between calls. Limits: "
+        f"{self.timeout_s:g} s, {memory_mb} MB of memory, output cut to {max_output_chars} "
+        "characters; no network, no subprocesses, only the working directory is writable.")
+
+  async def run(self, args: dict[str, Any]) -> ToolResult:
+    """Runs `args["code"]` in a fresh temporary directory and reports how it went."""
+    with tempfile.TemporaryDirectory(prefix="orchestra_code_", ignore_cleanup_errors=True) as tmp:
+      outcome = await self._execute(args["code"], os.path.realpath(tmp))
+    status, error = self._diagnose(outcome)
+    text = f"{status}\nstdout:\n{outcome.stdout or '(empty)'}"
+    if outcome.stderr:
+      text += f"\nstderr:\n{outcome.stderr}"
+    return ToolResult(text=text, error=error, cost_usd=outcome.wall_s * self.price_per_second,
+                      latency_s=outcome.wall_s,
+                      usage={"exit_code": outcome.returncode, "wall_s": outcome.wall_s})
+
+  async def _execute(self, code: str, workdir: str) -> _Outcome:
+    """Runs the bootstrap on `code` in `workdir`; kills its process group when done."""
+    limits = [str(self.cpu_time_s), str(int(self.memory_mb * 2**20)),
+              str(int(self.max_file_mb * 2**20))]
+    stdout, stderr = _Capture(self.max_output_chars), _Capture(self.max_output_chars)
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        self.python, "-I", "-B", "-u", "-c", _BOOTSTRAP, workdir, *limits,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=workdir, env=_sandbox_env(workdir),
+        start_new_session=True)
+    done = asyncio.gather(_feed(proc.stdin, code.encode(errors="replace")),
+                          _drain(proc.stdout, stdout), _drain(proc.stderr, stderr), proc.wait())
+    try:
+      timed_out = not await _finished_within(done, self.timeout_s)
+    finally:
+      _kill_group(proc.pid)
+    wall_s = time.perf_counter() - start
+    if not await _finished_within(done, _DRAIN_S):   # something outside the group holds a pipe
+      done.cancel()
+    return _Outcome(returncode=await proc.wait(), timed_out=timed_out, wall_s=wall_s,
+                    stdout=stdout.text(head_share=0.5), stderr=stderr.text(head_share=0.0))
+
+  def _diagnose(self, outcome: _Outcome) -> tuple[str, str | None]:
+    """A status line for the observation and the short `error` (None on success)."""
+    code = outcome.returncode
+    if outcome.timed_out:
+      return f"timed out after {self.timeout_s:g} s (killed)", "timeout"
+    if code == -signal.SIGXCPU:
+      return f"killed: cpu time limit of {self.cpu_time_s} s exceeded", "cpu time limit exceeded"
+    if code < 0:
+      name = signal.Signals(-code).name if -code in set(signal.Signals) else f"#{-code}"
+      return f"killed by signal {name}", f"killed by signal {name}"
+    status = f"exit code {code}"
+    if code == 0:
+      return status, None
+    last = _last_line(outcome.stderr)
+    if last.startswith("MemoryError"):
+      return f"{status} (memory limit of {self.memory_mb} MB exceeded)", "memory limit exceeded"
+    if last.startswith("PermissionError: blocked: "):
+      return status, last.removeprefix("PermissionError: ")
+    return status, f"{status}: {last}" if last else status
