@@ -122,6 +122,18 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
   return loss_fn
 
 
+def sft_loss_fn(temperature: float = 1.0) -> LossFn:
+  """Supervised warm start: loss = -sum_t w_t log p(token_t) over the demonstration's policy tokens."""
+
+  def loss_fn(model, batch):
+    _require(batch, ("tokens", "attention_mask"), "sft")
+    logits = model(batch["tokens"], batch["attention_mask"])
+    nll = -token_logprobs(logits, batch["tokens"], temperature)
+    return (nll * batch["loss_weight"]).sum(), {"nll": (nll * batch["token_weight"]).sum()}
+
+  return loss_fn
+
+
 def value_loss_fn(clip: float = 0.2) -> LossFn:
   """Clipped value loss of a `ValueModel` against GAE returns, over policy tokens."""
 

@@ -1,0 +1,1 @@
+"""The training run: setup (env, tokenizer, tools), the SFT + RL loop, batching."""
