@@ -13,12 +13,17 @@ from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
 PAD = "<pad>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-  """A `PreTrainedTokenizerFast` with `<pad>` (id 0), the chat special tokens and CHAT_TEMPLATE."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split_words: bool = True):
+  """A `PreTrainedTokenizerFast` with `<pad>` (id 0), the chat special tokens and CHAT_TEMPLATE.
+
+  `split_words=False` lets merges cross spaces and punctuation, so text that
+  repeats verbatim (a fixed system prompt with tool schemas) becomes a few
+  long tokens -- what a tiny model with a short context wants.
+  """
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
   tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, *SPECIAL_TOKENS],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

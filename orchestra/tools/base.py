@@ -65,6 +65,26 @@ class Tool(abc.ABC):
     """Does the work for validated `args`."""
 
 
+class Presented(Tool):
+  """`tool` shown to the model with a shorter description and no per-argument descriptions.
+
+  Small models have tight prompt budgets; the tool itself (validation, cost,
+  latency) is unchanged.
+  """
+
+  def __init__(self, tool: Tool, description: str):
+    self.tool, self.name, self.description = tool, tool.name, description
+    properties = {k: {f: v for f, v in spec.items() if f != "description"}
+                  for k, spec in tool.parameters.get("properties", {}).items()}
+    self.parameters = {**tool.parameters, "properties": properties}
+
+  async def __call__(self, args: Any) -> ToolResult:
+    return await self.tool(args)
+
+  async def run(self, args: dict[str, Any]) -> ToolResult:
+    return await self.tool.run(args)
+
+
 def validate_args(args: Any, schema: dict[str, Any]) -> str | None:
   """None if `args` fits the (flat) JSON schema, else a one-line reason."""
   if not isinstance(args, dict):

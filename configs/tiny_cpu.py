@@ -1,0 +1,97 @@
+"""The offline default: a ~1M-parameter orchestrator on toolscale-mini, on 2 CPU cores.
+
+  python launch/train.py --config configs/tiny_cpu.py --workdir runs/tiny
+
+Step counts: `sft.steps` (warm start on teacher demonstrations) and
+`rl.total_steps` (GRPO updates); each RL step runs `rl.tasks_per_step` tasks x
+`rl.group_size` episodes. Override any field, e.g. `--config.rl.total_steps=3`.
+"""
+
+from ml_collections import ConfigDict
+
+# Order of every preference vector: one weight per tool (TOOLS order), then outcome, cost, latency.
+TOOLS = ("code_interpreter", "local_search", "expert-small", "expert-large")
+
+
+def get_config() -> ConfigDict:
+  c = ConfigDict()
+  c.seed = 0                                   # model init, sampling, task order
+  c.env = ConfigDict(dict(
+      name="toolscale_mini",                   # the procedural offline environment
+      seed=0,                                  # knowledge base and tasks
+      n_entities=48,                           # fictional entities in the knowledge base
+      n_tasks=900,                             # tasks over all splits
+  ))
+  c.tools = ConfigDict(dict(
+      names=TOOLS,                             # tools offered (plus `answer`), in preference order
+      code_timeout_s=5.0,                      # code_interpreter wall-clock limit
+      search_top_k=1,                          # passages per local_search call
+      # What the model reads about each tool (short: the prompt budget is small). Prices are
+      # USD per 1M tokens in/out, as in the paper's tool descriptions.
+      descriptions=ConfigDict(dict(
+          code_interpreter="Run Python; returns what it prints. Nearly free, ~0.1 s.",
+          local_search="Look up a place by name; returns its facts. Nearly free, fast.",
+          answer="Give the final answer.",
+          **{"expert-small": "Small model: $0.1/$0.4, 1 s. Cheap, often wrong.",
+             "expert-large": "Large model: $10/$30, 6 s. Costly, slow, accurate."})),
+  ))
+  c.model = ConfigDict(dict(
+      vocab_size=1024,                         # BPE trained on the environment's own text
+      hidden_size=128,                         # D
+      intermediate_size=384,                   # F
+      num_layers=4,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=32,
+  ))
+  c.episode = ConfigDict(dict(
+      max_turns=4,                             # policy turns per episode
+      turn_tokens=64,                          # max tokens per policy turn
+      max_total_tokens=512,                    # prompt + turns + observations
+      temperature=1.0,                         # rollout sampling temperature
+      max_observation_tokens=96,               # longer tool outputs are cut
+      policy_price_in_per_1m=0.2,              # the orchestrator's own tokens (Qwen3-8B rate)
+      policy_price_out_per_1m=0.2,
+  ))
+  c.sft = ConfigDict(dict(
+      steps=150,                               # optimizer steps on teacher demonstrations
+      batch_size=16,                           # demonstrations per step
+      num_demos=1200,                          # demonstration pool (train split)
+      learning_rate=3e-3,
+      warmup_steps=10,
+  ))
+  c.rl = ConfigDict(dict(
+      algorithm="grpo",                        # "grpo" (group z-score advantages) or "rloo"
+      total_steps=40,                          # RL optimizer steps
+      tasks_per_step=8,                        # tasks per step (each with a sampled preference)
+      group_size=4,                            # episodes per task
+      learning_rate=3e-4,
+      warmup_steps=5,
+      clip_low=0.2,
+      clip_high=0.28,
+      kl_coef=0.0,                             # 0: no reference model at all
+      entropy_coef=0.0,
+      std_threshold=0.05,                      # homogeneity filter on a group's reward std
+      invalid_format="zero",                   # "zero" or "drop" episodes with bad tool calls
+      max_concurrent_episodes=64,
+  ))
+  # Preference vectors: (code_interpreter, local_search, expert-small, expert-large, outcome, cost,
+  # latency). Rewards are P . minmax(features) for correct episodes (DESIGN section 2).
+  c.preferences = ConfigDict(dict(
+      balanced=(0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5),
+      low_cost=(0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0),
+      high_accuracy=(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+  ))
+  c.train_preferences = ("balanced", "low_cost", "high_accuracy")   # sampled uniformly per task
+  c.checkpoint = ConfigDict(dict(
+      every=10,                                # save every N steps (and at each stage end)
+      keep=2,                                  # newest checkpoints kept
+  ))
+  c.eval = ConfigDict(dict(
+      split="test",
+      num_tasks=90,                            # test tasks per (policy, preference)
+      policies=("rl", "sft", "random", "cheapest", "strongest"),
+      preferences=("balanced", "low_cost", "high_accuracy"),
+      temperature=0.0,                         # greedy evaluation
+  ))
+  return c

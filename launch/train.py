@@ -1,0 +1,58 @@
+"""Train an orchestrator: SFT warm start, then GRPO under sampled preference vectors.
+
+  python launch/train.py --config configs/tiny_cpu.py --workdir runs/tiny
+  python launch/train.py --config configs/tiny_cpu.py --workdir runs/tiny --config.rl.total_steps=3
+
+Rerunning the same command resumes from the newest checkpoint in --workdir.
+Metrics go to WORKDIR/metrics.jsonl and WORKDIR/tb (TensorBoard).
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
+flags.DEFINE_string("workdir", None, "run folder (checkpoints, metrics, tokenizer, index)")
+flags.DEFINE_bool("dry_run", False, "validate the config and build every object, then exit")
+flags.DEFINE_bool("progress", True, "show a progress bar")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/tiny_cpu.py")
+  if config.get("backend", "jax") == "vllm":
+    if not FLAGS.dry_run:
+      raise app.UsageError("training with vLLM rollouts on GPUs is not implemented yet; "
+                           "--dry_run validates this config and builds its objects")
+    from orchestra.train.paper import dry_run
+    print(dry_run(config))
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
+  from orchestra.train.loop import train
+  from orchestra.train.setup import ConfigValueError, build_setup
+
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  try:
+    setup = build_setup(config, FLAGS.workdir)
+  except ConfigValueError as e:
+    raise app.UsageError(str(e)) from None
+  if FLAGS.dry_run:
+    print(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
+          f"{len(setup.env.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
+    return
+  metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
+  logging.info("done: %s", metrics)
+  print(f"training done; checkpoints in {os.path.join(FLAGS.workdir, 'checkpoints')}. "
+        f"Evaluate with: python launch/eval.py --config <same config> --workdir {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  from orchestra.train.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,1 @@
+"""Evaluation: policies under preference vectors, reports and plots."""
