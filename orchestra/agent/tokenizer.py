@@ -13,17 +13,21 @@ from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
 PAD = "<pad>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split_words: bool = True):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split_words: bool = True,
+                    split_digits: bool = False):
   """A `PreTrainedTokenizerFast` with `<pad>` (id 0), the chat special tokens and CHAT_TEMPLATE.
 
   `split_words=False` lets merges cross spaces and punctuation, so text that
   repeats verbatim (a fixed system prompt with tool schemas) becomes a few
-  long tokens -- what a tiny model with a short context wants.
+  long tokens -- what a tiny model with a short context wants. `split_digits`
+  makes every digit its own token, so copying a number is copying digits.
   """
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
   tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
+  tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                byte_level]) if split_digits else byte_level)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, *SPECIAL_TOKENS],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

@@ -22,6 +22,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
@@ -29,6 +30,7 @@ from ml_collections import ConfigDict
 from orchestra.agent.chat_format import IM_END, tool_call_text
 from orchestra.agent.episode import EpisodeConfig, Trajectory, run_episode
 from orchestra.checkpoint import CheckpointManager
+from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import Completion, JaxEngine, SamplingParams
 from orchestra.models import CausalLM
 from orchestra.rewards import keep_group, preference_rewards
@@ -176,16 +178,22 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
   learner = Learner(model, make_optimizer(OptimizerConfig(
       learning_rate=config.rl.learning_rate, warmup_steps=config.rl.warmup_steps)),
       policy_loss_fn(PolicyLossConfig(clip_low=config.rl.clip_low, clip_high=config.rl.clip_high,
+                                      kl_coef=config.rl.kl_coef,
                                       entropy_coef=config.rl.entropy_coef,
                                       temperature=config.episode.temperature)))
   if latest is not None and stage == "rl":
     _restore(manager, learner)
   elif step == sft_steps and latest is not None:
     _restore_params_only(manager, learner)
+  # The KL reference is the post-SFT policy, frozen; with kl_coef 0 it is never built.
+  reference = None
+  if config.rl.kl_coef:
+    sft_policy, _ = restore_policy(os.path.join(workdir, SFT_DIR))
+    reference = Learner(sft_policy, optax.set_to_zero(), sft_loss_fn())
   engine = JaxEngine(learner.model, weight_version=step)
   metrics = {}
   while step < sft_steps + rl_steps:
-    metrics = asyncio.run(rl_step(setup, learner, engine, step))
+    metrics = asyncio.run(rl_step(setup, learner, engine, step, reference))
     step += 1
     # In-process weight sync: the engine now samples with the updated parameters.
     asyncio.run(engine.update_weights(learner.params, step))
@@ -198,8 +206,12 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
   return metrics
 
 
-async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: int) -> dict:
-  """One GRPO step: rollouts, rewards, advantages, update. Returns host-side metrics."""
+async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: int,
+                  reference: Learner | None = None) -> dict:
+  """One GRPO step: rollouts, rewards, advantages, update. Returns host-side metrics.
+
+  `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0.
+  """
   config = setup.config
   rl, e = config.rl, config.episode
   rng = np.random.RandomState(config.seed * 100_003 + step)     # resume-safe: a function of step
@@ -246,6 +258,9 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
   if batch_trajs:
     start = time.perf_counter()
     batch = pack(batch_trajs, batch_adv, max_length=e.max_total_tokens)
+    if reference is not None:
+      batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
+                                             e.temperature)
     update = jax.device_get(learner.update(batch))
     metrics["update_s"] = time.perf_counter() - start
     metrics["train_tokens_per_s"] = float(batch["attention_mask"].sum() / metrics["update_s"])

@@ -134,6 +134,7 @@ def _tokenizer(setup: RunSetup, path: str):
     texts.append(render_prompt(setup.messages(task, preference), schemas))
     for name, args in setup.env.teacher_calls(task, setup.tool_names, rng):
       texts.append(tool_call_text(name, args) + IM_END)
-  tokenizer = train_tokenizer(texts, setup.config.model.vocab_size, split_words=False)
+  tokenizer = train_tokenizer(texts, setup.config.model.vocab_size, split_words=False,
+                              split_digits=True)
   tokenizer.save_pretrained(path)
   return tokenizer

@@ -90,6 +90,15 @@ def test_killed_run_resumes_and_finishes(tmp_path):
   assert sorted({r["step"] for r in rows}) == list(range(1, 8))      # every step ran at least once
 
 
+def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
+  out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.kl_coef=0.1",
+               "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0", "--noprogress")
+  assert out.returncode == 0, out.stderr[-3000:]
+  rl_rows = [r for r in steps(str(tmp_path)) if r["stage"] == "rl"]
+  assert len(rl_rows) == 2 and all("kl" in r for r in rl_rows if "loss" in r)
+  assert any("loss" in r for r in rl_rows)
+
+
 @pytest.mark.parametrize("override, message", [
     ("--config.rl.algorithm=ppo2", "config.rl.algorithm='ppo2'"),
     ("--config.rl.group_size=0", "config.rl.group_size=0"),
