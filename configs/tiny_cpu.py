@@ -54,10 +54,10 @@ def get_config() -> ConfigDict:
       policy_price_out_per_1m=0.2,
   ))
   c.sft = ConfigDict(dict(
-      steps=150,                               # optimizer steps on teacher demonstrations
+      steps=700,                               # optimizer steps on teacher demonstrations
       batch_size=16,                           # demonstrations per step
-      num_demos=1200,                          # demonstration pool (train split)
-      learning_rate=3e-3,
+      num_demos=2000,                          # demonstration pool (train split)
+      learning_rate=5e-3,
       warmup_steps=10,
   ))
   c.rl = ConfigDict(dict(
