@@ -14,9 +14,9 @@ import dataclasses
 import time
 from typing import Any
 
-from orchestra.agent.chat_format import IM_END, observation_text, render_prompt
+from orchestra.agent.chat_format import IM_END, observation_text, render_prompt, tool_call_text
 from orchestra.agent.parser import parse_turn
-from orchestra.engines.base import EngineError, SamplingParams
+from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.tools.base import Tool, ToolResult
 
 
@@ -150,6 +150,17 @@ async def run_episodes(engine, tokenizer, tools: dict[str, Tool],
       return await run_episode(engine, tokenizer, tools, messages, episode_sampling, config)
 
   return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(conversations))))
+
+
+def scripted_completion(tokenizer, name: str, arguments: dict[str, Any],
+                        weight_version: int = -1) -> Completion:
+  """A policy turn that calls `name(arguments)`, as an engine would return it (log-probs 0).
+
+  Scripted policies (teacher demonstrations, evaluation baselines) use it to
+  go through the same episode loop as the model.
+  """
+  ids = _encode(tokenizer, tool_call_text(name, arguments) + IM_END)
+  return Completion(ids, [0.0] * len(ids), "stop", weight_version)
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -58,8 +58,7 @@ def _sampling(body: dict[str, Any], default_max: int, extra_stops: tuple[int, ..
   try:
     return SamplingParams(
         max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or default_max),
-        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None
-                          else 1.0),
+        temperature=float(1.0 if body.get("temperature") is None else body["temperature"]),
         top_p=float(body.get("top_p") or 1.0), top_k=max(top_k, 0),
         stop_token_ids=tuple(int(t) for t in body.get("stop_token_ids") or ()) + extra_stops,
         seed=body.get("seed"))

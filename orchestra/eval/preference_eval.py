@@ -20,9 +20,9 @@ import re
 
 import numpy as np
 
-from orchestra.agent.chat_format import IM_END, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, tool_call_text
-from orchestra.agent.episode import run_episode
-from orchestra.engines import Completion, JaxEngine, SamplingParams
+from orchestra.agent.chat_format import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
+from orchestra.agent.episode import run_episode, scripted_completion
+from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.rewards import preference_rewards
 from orchestra.train.loop import SFT_DIR, episode_config
 from orchestra.train.setup import RunSetup
@@ -47,8 +47,7 @@ class ScriptedAgent:
       numbers = _NUMBER.findall(observation)
       name, args = "answer", {"answer": numbers[-1] if numbers else observation.strip()[:40]}
     self.turn += 1
-    ids = self.tokenizer(tool_call_text(name, args) + IM_END, add_special_tokens=False)["input_ids"]
-    return Completion(list(ids), [0.0] * len(ids), "stop", self.weight_version)
+    return scripted_completion(self.tokenizer, name, args, self.weight_version)
 
 
 def _expert_by_price(setup: RunSetup, cheapest: bool) -> str:

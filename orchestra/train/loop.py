@@ -27,11 +27,10 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from orchestra.agent.chat_format import IM_END, tool_call_text
-from orchestra.agent.episode import EpisodeConfig, Trajectory, run_episode
+from orchestra.agent.episode import EpisodeConfig, Trajectory, run_episode, scripted_completion
 from orchestra.checkpoint import CheckpointManager
 from orchestra.checkpoint.export import restore_policy
-from orchestra.engines import Completion, JaxEngine, SamplingParams
+from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM
 from orchestra.rewards import keep_group, preference_rewards
 from orchestra.rl import group_advantages, rloo_advantages
@@ -60,9 +59,7 @@ class TeacherEngine:
     self.tokenizer, self.calls = tokenizer, list(calls)
 
   async def generate(self, prompt_ids, sampling):
-    name, args = self.calls.pop(0)
-    ids = self.tokenizer(tool_call_text(name, args) + IM_END, add_special_tokens=False)["input_ids"]
-    return Completion(list(ids), [0.0] * len(ids), "stop", self.weight_version)
+    return scripted_completion(self.tokenizer, *self.calls.pop(0), self.weight_version)
 
 
 async def teacher_demos(setup: RunSetup, n: int, seed: int) -> list[Trajectory]:
