@@ -32,8 +32,8 @@ def get_config() -> ConfigDict:
           code_interpreter="Run Python; returns what it prints. Nearly free, ~0.1 s.",
           local_search="Look up a place by name; returns its facts. Nearly free, fast.",
           answer="Give the final answer.",
-          **{"expert-small": "Small model: $0.1/$0.4, 1 s. Cheap, often wrong.",
-             "expert-large": "Large model: $10/$30, 6 s. Costly, slow, accurate."})),
+          **{"expert-small": "Small math model answers for you: $0.1/$0.4, 1 s. Weak on facts.",
+             "expert-large": "Large model answers for you: $10/$30, 6 s. Accurate."})),
   ))
   c.model = ConfigDict(dict(
       vocab_size=1024,                         # BPE trained on the environment's own text
@@ -61,7 +61,7 @@ def get_config() -> ConfigDict:
       warmup_steps=10,
   ))
   c.rl = ConfigDict(dict(
-      algorithm="grpo",                        # "grpo" (group z-score advantages) or "rloo"
+      algorithm="grpo",                        # "grpo" (group z-score), "rloo" or "ppo" (critic + GAE)
       total_steps=40,                          # RL optimizer steps
       tasks_per_step=8,                        # tasks per step (each with a sampled preference)
       group_size=4,                            # episodes per task
@@ -74,12 +74,17 @@ def get_config() -> ConfigDict:
       std_threshold=0.05,                      # homogeneity filter on a group's reward std
       invalid_format="zero",                   # "zero" or "drop" episodes with bad tool calls
       max_concurrent_episodes=64,
+      # PPO only (algorithm="ppo"): the value model starts from the SFT policy's trunk.
+      value_learning_rate=1e-3,                # value model's AdamW learning rate
+      value_clip=0.2,                          # clipped value loss range
+      gamma=1.0,                               # GAE discount over policy tokens
+      gae_lambda=1.0,                          # GAE lambda
   ))
   # Preference vectors: (code_interpreter, local_search, expert-small, expert-large, outcome, cost,
   # latency). Rewards are P . minmax(features) for correct episodes (DESIGN section 2).
   c.preferences = ConfigDict(dict(
       balanced=(0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5),
-      low_cost=(0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0),
+      low_cost=(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0),
       high_accuracy=(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
   ))
   c.train_preferences = ("balanced", "low_cost", "high_accuracy")   # sampled uniformly per task

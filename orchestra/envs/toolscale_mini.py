@@ -15,14 +15,18 @@ Everything is generated from `seed`, so a run is reproducible and needs no netwo
   Questions are unique, and each kind is split 80/10/10 into train/validation/test by a
   seeded shuffle, so a test question never appears in train.
 * Tools: the real `local_search` (over `build_search_index`) and `code_interpreter` are
-  cheap and accurate but take several turns; `SimulatedExpert`s stand in for LLM tools.
+  nearly free but take several turns, and the policy must then copy the number into
+  `answer` itself; `SimulatedExpert`s stand in for LLM tools.
 
 SIMULATED EXPERTS. `SimulatedExpert` is NOT a language model: it is an offline stand-in
-for an LLM tool. Its bound tool reads the task's answer key and replies correctly with a
-configured per-kind probability, otherwise with a plausible wrong number. It never sleeps:
-it declares its latency and charges a token price, so cost/latency trade-offs can be
-trained on a CPU in minutes. `default_experts` gives a cheap unreliable one and an
-expensive, slow, accurate one.
+for an LLM tool. Like the paper's `answer` models (answer-1..4: "an LLM writes the final
+answer"), an expert *answers the task*: calling it ends the episode and its reply is the
+graded answer. Its bound tool reads the task's answer key and is correct with a
+configured per-kind probability, otherwise off by 1-9. It never sleeps: it declares its
+latency and charges a token price, so cost/latency trade-offs can be trained on a CPU in
+minutes. `default_experts` gives a cheap one that is only good at arithmetic and an
+expensive, slow one that is good at everything, so the best choice depends on both the
+task kind and the user's preference.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ LOOKUP_TEMPLATES = {
 }
 MULTIHOP_ATTRIBUTES = ("bridges", "towers")
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-EXPERT_PROBABILITY = 0.3        # how often a teacher demonstration asks an expert instead
+EXPERT_PROBABILITY = 0.5        # how often a teacher demonstration lets an expert answer
 SYSTEM_PROMPT_TOKENS = 200      # fixed input overhead of every simulated expert call
 TOKENS_PER_WORD = 1.3           # token estimate of the simulated experts: ceil(words * 1.3)
 
@@ -172,14 +176,16 @@ class ToolScaleMini:
 
   def teacher_calls(self, task: Task, tool_names: Sequence[str],
                     rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
-    """A scripted demonstration: (tool name, arguments) calls ending with the right answer.
+    """A scripted demonstration: (tool name, arguments) calls that end the episode.
 
-    Usually the competent real-tool plan: `local_search` for each entity the question
-    names (the query is the entity name), then
-    `code_interpreter` printing the computation. With probability EXPERT_PROBABILITY, or
-    when none of the plan's tools is offered, it asks one of the offered experts (any
-    name in `tool_names` other than the real tools) instead. Only tools in `tool_names`
-    are used; a plan step whose tool is not offered is skipped.
+    Either the competent real-tool plan: `local_search` for each entity the question
+    names (the query is the entity name), then `code_interpreter` printing the
+    computation, then `answer` with the right number. Or, with probability
+    EXPERT_PROBABILITY (always when none of the plan's tools is offered), one call to
+    a uniformly chosen offered expert (any name in `tool_names` other than the real
+    tools), which answers for the policy. The choice ignores the task kind: the
+    demonstrations teach the format of every tool, and RL learns which to use when.
+    A plan step whose tool is not offered is skipped.
     """
     draft = self._drafts[task.id]
     plan = [("local_search", {"query": name}) for name in draft.entities]
@@ -188,7 +194,7 @@ class ToolScaleMini:
     plan = [(name, args) for name, args in plan if name in tool_names]
     experts = [name for name in tool_names if name not in REAL_TOOLS and name != "answer"]
     if experts and (not plan or rng.random() < EXPERT_PROBABILITY):
-      plan = [(rng.choice(experts), {"prompt": task.question})]
+      return [(rng.choice(experts), {"prompt": task.question})]
     return plan + [("answer", {"answer": task.answer})]
 
   def _make_drafts(self, rng: random.Random) -> list[_Draft]:
@@ -300,8 +306,10 @@ def estimate_tokens(text: str) -> int:
 class SimulatedExpert:
   """SIMULATED stand-in for an LLM tool (offline): a factory of per-task tools.
 
-  `for_task(task)` returns a Tool that answers from the task's answer key: correct with
-  probability `accuracy[task.kind]`, otherwise the true number plus or minus 1-9. The
+  `for_task(task)` returns a Tool that answers the task for the policy (the result is
+  final: it ends the episode and `usage["answer"]` is graded) from the task's answer
+  key: correct with probability `accuracy[task.kind]`, otherwise the true number plus
+  or minus 1-9. The
   draw is seeded by (seed, expert name, task id, call index), so the n-th call on a task
   always gives the same reply. It does not sleep: `latency_s` is declared in the result.
   Cost is `(prompt_tokens * price_in_per_1m + output_tokens * price_out_per_1m) / 1e6`
@@ -349,7 +357,7 @@ class _BoundExpert(Tool):
     self.expert, self.task, self.calls = expert, task, 0
 
   async def run(self, args: dict[str, Any]) -> ToolResult:
-    """Replies right or wrong by a seeded draw; declares latency and charges tokens."""
+    """Answers right or wrong by a seeded draw (final); declares latency, charges tokens."""
     prompt = args["prompt"].strip()
     if not prompt:
       return ToolResult(text="Error: prompt is empty; write the question", error="empty prompt")
@@ -361,18 +369,25 @@ class _BoundExpert(Tool):
       answer += rng.choice((-1, 1)) * rng.randint(1, 9)
     reply = expert_reply(str(answer))
     return ToolResult(text=reply, cost_usd=self.expert.cost(prompt, reply),
-                      latency_s=self.expert.latency_s,
+                      latency_s=self.expert.latency_s, final=True,
                       usage={"prompt_tokens": SYSTEM_PROMPT_TOKENS + estimate_tokens(prompt),
-                             "completion_tokens": estimate_tokens(reply), "correct": correct})
+                             "completion_tokens": estimate_tokens(reply), "correct": correct,
+                             "answer": str(answer)})
 
 
 def default_experts(seed: int = 0) -> list[SimulatedExpert]:
-  """Two SIMULATED experts with opposite trade-offs: cheap and unreliable, costly and accurate."""
+  """Two SIMULATED answering experts whose trade-off depends on the task kind.
+
+  expert-small (a cheap math model: $0.1/$0.4 per 1M tokens, 1 s) is nearly as good as
+  expert-large at arithmetic but weak on facts about the fictional places; expert-large
+  ($10/$30 per 1M, 6 s) is accurate on every kind. A cost-minded policy should send
+  arithmetic to the small one and everything else to the large one.
+  """
   return [
-      SimulatedExpert("expert-small", "A small, fast, cheap language model; often wrong.",
+      SimulatedExpert("expert-small", "A small, fast, cheap math model; weak on facts.",
                       price_in_per_1m=0.10, price_out_per_1m=0.40, latency_s=1.0,
-                      accuracy={"arithmetic": 0.55, "lookup": 0.35, "multihop": 0.25}, seed=seed),
+                      accuracy={"arithmetic": 0.93, "lookup": 0.3, "multihop": 0.2}, seed=seed),
       SimulatedExpert("expert-large", "A large, slow, expensive language model; usually right.",
                       price_in_per_1m=10.0, price_out_per_1m=30.0, latency_s=6.0,
-                      accuracy={"arithmetic": 0.98, "lookup": 0.95, "multihop": 0.92}, seed=seed),
+                      accuracy={"arithmetic": 0.99, "lookup": 0.97, "multihop": 0.95}, seed=seed),
   ]
