@@ -232,6 +232,11 @@ class Learner:
                              in_shardings=(param_shardings, None, data, data),
                              out_shardings=data)
 
+    def apply(params, rest, tokens, attention_mask):
+      return nnx.merge(graphdef, params, rest)(tokens, attention_mask)
+
+    self._apply = jax.jit(apply, in_shardings=(param_shardings, None, data, data))
+
   def update(self, batch: Batch) -> dict[str, jax.Array]:
     """One optimizer step on `batch`; returns device-side metrics (fetch them late)."""
     b = batch["tokens"].shape[0]
@@ -249,6 +254,12 @@ class Learner:
     if self._data_sharding is not None:
       tokens, attention_mask = jax.device_put((tokens, attention_mask), self._data_sharding)
     return self._logprobs(self.params, self.rest, tokens, attention_mask, float(temperature))
+
+  def apply(self, tokens, attention_mask) -> jax.Array:
+    """The model's output on a batch (`ValueModel`: values [B, T]), jitted."""
+    if self._data_sharding is not None:
+      tokens, attention_mask = jax.device_put((tokens, attention_mask), self._data_sharding)
+    return self._apply(self.params, self.rest, tokens, attention_mask)
 
   @property
   def model(self) -> nnx.Module:

@@ -1,14 +1,17 @@
-"""The training run: SFT warm start on teacher demonstrations, then GRPO with the preference reward.
+"""The training run: SFT warm start on teacher demonstrations, then RL with the preference reward.
 
 One RL step, as data:
   1. sample `tasks_per_step` train tasks, each with a preference vector;
   2. run `group_size` episodes per task concurrently on the in-process engine;
-  3. grade them, compute the ToolOrchestra reward within each group, group
-     advantages, and drop homogeneous groups;
-  4. one jitted update on the packed batch, then swap the new weights into
+  3. grade them and compute the ToolOrchestra reward within each group;
+  4. advantages: GRPO (group z-score) or RLOO per group, dropping homogeneous
+     groups; or PPO, where a value model (initialised from the SFT policy's
+     trunk) gives per-token GAE advantages and is updated on the returns;
+  5. one jitted update on the packed batch, then swap the new weights into
      the engine (the next episodes are tagged with the new version).
-Checkpoints (params, optimizer state, stage and step) are written every
-`checkpoint.every` steps; rerunning the same command resumes from the newest.
+Checkpoints (params, optimizer state, the value model's for PPO, stage and
+step) are written every `checkpoint.every` steps; rerunning the same command
+resumes from the newest.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import random
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -31,11 +35,11 @@ from orchestra.agent.episode import EpisodeConfig, Trajectory, run_episode, scri
 from orchestra.checkpoint import CheckpointManager
 from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import JaxEngine, SamplingParams
-from orchestra.models import CausalLM
+from orchestra.models import CausalLM, ValueModel
 from orchestra.rewards import keep_group, preference_rewards
-from orchestra.rl import group_advantages, rloo_advantages
+from orchestra.rl import gae, group_advantages, rloo_advantages
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
-                                 policy_loss_fn, sft_loss_fn)
+                                 policy_loss_fn, sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
 from orchestra.train.setup import RunSetup
 
@@ -82,25 +86,53 @@ async def teacher_demos(setup: RunSetup, n: int, seed: int) -> list[Trajectory]:
 
 
 def score_group(setup: RunSetup, task, preference: np.ndarray, trajs: list[Trajectory]):
-  """(rewards [G], advantages [G], keep [G]) of one group, per DESIGN section 2."""
+  """(rewards [G], keep [G], correct [G]) of one group, per DESIGN section 2.
+
+  `keep` drops invalid-format episodes when `rl.invalid_format == "drop"`; with
+  "zero" they stay in the batch with reward 0.
+  """
   rl = setup.config.rl
   valid = np.asarray([t.format_ok for t in trajs])
   keep = valid if rl.invalid_format == "drop" else np.ones(len(trajs), bool)
   correct = np.asarray([setup.env.grade(task, t.answer) for t in trajs]) & valid
   rewards = np.zeros(len(trajs))
-  advantages = np.zeros(len(trajs))
   if keep.any():
     idx = np.flatnonzero(keep)
     calls = [[trajs[i].tool_calls.get(name, 0) for name in setup.tool_names] for i in idx]
-    r = preference_rewards(calls, correct[idx], [trajs[i].cost_usd for i in idx],
-                           [trajs[i].latency_s for i in idx], preference)
-    rewards[idx] = r
-    if keep_group(r, rl.std_threshold):
-      estimator = group_advantages if rl.algorithm == "grpo" else rloo_advantages
-      advantages[idx] = np.asarray(estimator(r))
-    else:
-      keep[:] = False
-  return rewards, advantages, keep, correct
+    rewards[idx] = preference_rewards(calls, correct[idx], [trajs[i].cost_usd for i in idx],
+                                      [trajs[i].latency_s for i in idx], preference)
+  return rewards, keep, correct
+
+
+def group_estimates(rl: ConfigDict, rewards: np.ndarray, keep: np.ndarray):
+  """(advantages [G], keep [G]) for GRPO/RLOO: homogeneous groups are dropped whole."""
+  advantages = np.zeros(len(rewards))
+  if not keep.any() or not keep_group(rewards[keep], rl.std_threshold):
+    return advantages, np.zeros(len(rewards), bool)
+  estimator = group_advantages if rl.algorithm == "grpo" else rloo_advantages
+  advantages[keep] = np.asarray(estimator(rewards[keep]))
+  return advantages, keep
+
+
+def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: ConfigDict):
+  """Adds GAE `advantages`, `returns` and `old_values` to a packed batch (in place).
+
+  The episode's reward R is given at its last policy token; GAE runs over policy
+  tokens only (`orchestra.rl.gae`). Advantages are whitened over the batch's
+  policy tokens: A <- (A - mean A) / (std A + 1e-6).
+  """
+  mask = batch["loss_mask"]
+  values = np.asarray(critic.apply(batch["tokens"], batch["attention_mask"]))
+  token_rewards = np.zeros(mask.shape, np.float32)
+  last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+  rows = np.flatnonzero(mask.any(axis=1))
+  token_rewards[rows, last[rows]] = episode_rewards[rows]
+  adv, returns = gae(token_rewards, values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
+  adv = np.asarray(adv)
+  on = adv[mask]
+  adv = np.where(mask, (adv - on.mean()) / (on.std() + 1e-6), 0.0).astype(np.float32)
+  batch.update(advantages=adv, returns=np.asarray(returns), old_values=values)
+  return batch
 
 
 class MetricsWriter:
@@ -120,9 +152,22 @@ class MetricsWriter:
     self.tb.flush()
 
 
-def _save(manager: CheckpointManager, step: int, learner: Learner, setup: RunSetup, stage: str):
-  manager.save(step, {"params": learner.params, "train_state": {"opt_state": learner.opt_state}},
-               {"stage": stage, "model_config": setup.model_config.to_dict()})
+def _save(manager: CheckpointManager, step: int, learner: Learner, setup: RunSetup, stage: str,
+          critic: Learner | None = None):
+  items = {"params": learner.params, "train_state": {"opt_state": learner.opt_state}}
+  if critic is not None:
+    items["value_params"] = critic.params
+    items["value_train_state"] = {"opt_state": critic.opt_state}
+  manager.save(step, items, {"stage": stage, "model_config": setup.model_config.to_dict()})
+
+
+def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
+  """PPO's value model: the policy's trunk (a copy) with a zero-initialised scalar head."""
+  critic = ValueModel(policy.config, rngs=nnx.Rngs(config.seed + 1))
+  nnx.update(critic.model, jax.tree.map(jnp.copy, nnx.state(policy.model, nnx.Param)))
+  return Learner(critic, make_optimizer(OptimizerConfig(
+      learning_rate=config.rl.value_learning_rate, warmup_steps=config.rl.warmup_steps)),
+      value_loss_fn(config.rl.value_clip))
 
 
 def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
@@ -178,10 +223,13 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
                                       kl_coef=config.rl.kl_coef,
                                       entropy_coef=config.rl.entropy_coef,
                                       temperature=config.episode.temperature)))
+  critic = make_critic(config, learner.model) if config.rl.algorithm == "ppo" else None
   if latest is not None and stage == "rl":
-    _restore(manager, learner)
+    _restore(manager, learner, critic)
   elif step == sft_steps and latest is not None:
     _restore_params_only(manager, learner)
+    if critic is not None:
+      critic = make_critic(config, learner.model)
   # The KL reference is the post-SFT policy, frozen; with kl_coef 0 it is never built.
   reference = None
   if config.rl.kl_coef:
@@ -190,24 +238,27 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
   engine = JaxEngine(learner.model, weight_version=step)
   metrics = {}
   while step < sft_steps + rl_steps:
-    metrics = asyncio.run(rl_step(setup, learner, engine, step, reference))
+    metrics = asyncio.run(rl_step(setup, learner, engine, step, reference, critic))
     step += 1
     # In-process weight sync: the engine now samples with the updated parameters.
+    start = time.perf_counter()
     asyncio.run(engine.update_weights(learner.params, step))
+    metrics["sync_s"] = time.perf_counter() - start
     writer.write(step, {"stage": "rl", **metrics})
     bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
     if step % config.checkpoint.every == 0 or step == sft_steps + rl_steps:
-      _save(manager, step, learner, setup, "rl")
+      _save(manager, step, learner, setup, "rl", critic)
   manager.wait()
   manager.close()
   return metrics
 
 
 async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: int,
-                  reference: Learner | None = None) -> dict:
-  """One GRPO step: rollouts, rewards, advantages, update. Returns host-side metrics.
+                  reference: Learner | None = None, critic: Learner | None = None) -> dict:
+  """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
 
-  `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0.
+  `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
+  `critic` (PPO only) supplies values for GAE and is updated on the returns.
   """
   config = setup.config
   rl, e = config.rl, config.episode
@@ -233,14 +284,18 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
       for i, p, s in zip(picks, prefs, seeds, strict=True)))
   rollout_s = time.perf_counter() - start
 
-  batch_trajs, batch_adv, rewards, correct_all, kept_groups = [], [], [], [], 0
+  batch_trajs, batch_adv, batch_rewards, rewards, correct_all, kept_groups = [], [], [], [], [], 0
   for i, p, trajs in zip(picks, prefs, groups, strict=True):
-    r, a, keep, correct = score_group(setup, tasks[i], setup.preference(p), list(trajs))
+    r, keep, correct = score_group(setup, tasks[i], setup.preference(p), list(trajs))
+    a = np.zeros(len(r))
+    if critic is None:
+      a, keep = group_estimates(rl, r, keep)
     rewards.extend(r)
     correct_all.extend(correct)
     kept_groups += int(keep.any())
     batch_trajs += [t for t, k in zip(trajs, keep, strict=True) if k]
     batch_adv += [x for x, k in zip(a, keep, strict=True) if k]
+    batch_rewards += [x for x, k in zip(r, keep, strict=True) if k]
   all_trajs = [t for g in groups for t in g]
   metrics = {
       "reward": float(np.mean(rewards)), "accuracy": float(np.mean(correct_all)),
@@ -255,6 +310,9 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
   if batch_trajs:
     start = time.perf_counter()
     batch = pack(batch_trajs, batch_adv, max_length=e.max_total_tokens)
+    if critic is not None:
+      ppo_targets(critic, batch, np.asarray(batch_rewards, np.float32), rl)
+      value_metrics = critic.update(batch)
     if reference is not None:
       batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
                                              e.temperature)
@@ -262,14 +320,23 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
     metrics["update_s"] = time.perf_counter() - start
     metrics["train_tokens_per_s"] = float(batch["attention_mask"].sum() / metrics["update_s"])
     metrics.update({k: float(v) for k, v in update.items()})
+    if critic is not None:
+      value_metrics = jax.device_get(value_metrics)
+      metrics.update(value_loss=float(value_metrics["loss"]),
+                     value_mean=float(value_metrics["value_mean"]))
   return metrics
 
 
-def _restore(manager: CheckpointManager, learner: Learner):
-  items, _ = manager.restore({"params": learner.params,
-                              "train_state": {"opt_state": learner.opt_state}})
+def _restore(manager: CheckpointManager, learner: Learner, critic: Learner | None = None):
+  like = {"params": learner.params, "train_state": {"opt_state": learner.opt_state}}
+  if critic is not None:
+    like.update(value_params=critic.params, value_train_state={"opt_state": critic.opt_state})
+  items, _ = manager.restore(like)
   learner.params = items["params"]
   learner.opt_state = items["train_state"]["opt_state"]
+  if critic is not None:
+    critic.params = items["value_params"]
+    critic.opt_state = items["value_train_state"]["opt_state"]
 
 
 def _restore_params_only(manager: CheckpointManager, learner: Learner):

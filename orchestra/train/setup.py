@@ -50,8 +50,9 @@ def validate(config: ConfigDict) -> None:
     stage, key = field.split(".")
     if config[stage][key] < 0:
       raise ConfigValueError(f"config.{field}={config[stage][key]} must be >= 0")
-  if config.rl.algorithm not in ("grpo", "rloo"):
-    raise ConfigValueError(f"config.rl.algorithm={config.rl.algorithm!r}: expected grpo or rloo")
+  if config.rl.algorithm not in ("grpo", "rloo", "ppo"):
+    raise ConfigValueError(f"config.rl.algorithm={config.rl.algorithm!r}: "
+                           "expected grpo, rloo or ppo")
   if config.rl.invalid_format not in ("zero", "drop"):
     raise ConfigValueError(f"config.rl.invalid_format={config.rl.invalid_format!r}: "
                            "expected zero or drop")

@@ -99,6 +99,18 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
   assert any("loss" in r for r in rl_rows)
 
 
+def test_ppo_trains_a_value_model_and_resumes_it(tmp_path):
+  ppo = [*SHORT, "--config.rl.algorithm=ppo"]
+  out = launch("train.py", f"--workdir={tmp_path}", *ppo, "--config.rl.total_steps=2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "6", "value_params"))
+  out = launch("train.py", f"--workdir={tmp_path}", *ppo)        # resumes at 6, critic restored
+  assert out.returncode == 0, out.stderr[-3000:]
+  rl_rows = [r for r in steps(str(tmp_path)) if r["stage"] == "rl"]
+  assert [r["step"] for r in rl_rows] == [5, 6, 7]
+  assert all("value_loss" in r and "sync_s" in r for r in rl_rows if "loss" in r)
+
+
 @pytest.mark.parametrize("override, message", [
     ("--config.rl.algorithm=ppo2", "config.rl.algorithm='ppo2'"),
     ("--config.rl.group_size=0", "config.rl.group_size=0"),
