@@ -1,0 +1,45 @@
+"""tau2-style customer-service domains (airline, retail) with tau2-comparable DB hashes.
+
+`load_domain("airline", data_dir)` returns a `Domain` (see base.py). A domain module is
+imported only when asked for; each module exposes `build_domain(data_dir) -> Domain`.
+
+  base.py          DB / Toolkit / Task / Domain framework, state hash, tool schemas
+  airline.py       the 14 airline tools       retail.py   the 16 retail tools
+  replay.py        gold replay and the DB criterion
+  conversation.py  agent <-> user-simulator episodes over domain tools
+  evaluate.py      tau2's reward (DB, COMMUNICATE, ACTION, NL_ASSERTION) and pass^k
+
+License notice: the semantics reproduced here, and the data files they run on
+(`shared/data/tau2`, see its SOURCE.md), come from sierra-research/tau2-bench, released
+under the MIT License, Copyright (c) 2025 Sierra Research. See NOTICE in this folder.
+"""
+
+import importlib
+from pathlib import Path
+
+from orchestra.envs.domains.base import (DB, Action, Domain, Task, Toolkit, ToolOutput,
+                                         dict_hash, load_splits, load_tasks, to_json_str,
+                                         tool, tool_schema)
+
+DOMAINS = {
+    "airline": "orchestra.envs.domains.airline",
+    "retail": "orchestra.envs.domains.retail",
+}
+
+
+def load_domain(name: str, data_dir: Path | str) -> Domain:
+  """Loads domain `name` from the tau2 data folder `data_dir` (holding `domains/<name>/`)."""
+  if name not in DOMAINS:
+    raise ValueError(f"unknown domain {name!r}; known domains: {sorted(DOMAINS)}")
+  module_name = DOMAINS[name]
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name != module_name:
+      raise
+    raise ValueError(f"domain {name!r} is registered but {module_name} is not written yet") from None
+  return module.build_domain(data_dir)
+
+
+__all__ = ["DB", "DOMAINS", "Action", "Domain", "Task", "ToolOutput", "Toolkit", "dict_hash",
+           "load_domain", "load_splits", "load_tasks", "to_json_str", "tool", "tool_schema"]

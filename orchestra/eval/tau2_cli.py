@@ -1,0 +1,266 @@
+"""`launch/eval.py --benchmark tau2`: gold replay, or agent-vs-user-simulator evaluation.
+
+  # replay every task's gold actions on a fresh environment; one JSON line per task
+  python launch/eval.py --benchmark tau2 --domain airline --data ../shared/data/tau2 \\
+      --replay_gold --out gold.jsonl
+  # the orchestrator (any OpenAI-compatible chat model) against the user simulator
+  python launch/eval.py --benchmark tau2 --domain retail --data ../shared/data/tau2 \\
+      --split test --agent_url http://127.0.0.1:8000/v1 --agent_model policy \\
+      --user_url https://api.openai.com/v1 --user_model gpt-4.1 --user_api_key_env OPENAI_API_KEY \\
+      --tau2_judge_url https://api.openai.com/v1 --tau2_judge_model gpt-4.1 \\
+      --tau2_judge_api_key_env OPENAI_API_KEY --num_trials 4 --out runs/retail.jsonl
+
+Replay lines: {"task_id", "initial_db_hash", "final_db_hash", "actions": [{"name",
+"arguments", "output", "error"}]} in tasks.json order (`output` is the exact string the
+agent would see, `error` whether the tool raised).
+
+Evaluation writes one JSON line per (task, trial) to --out (the episode: messages, tool
+calls, termination, usage, reward and its breakdown) and `<out>.summary.json`, and prints
+the summary: success rate, average reward, pass^k for k = 1..num_trials, the agent's
+average cost (USD, call_expert included) and latency (s), the user simulator's cost, the
+judge's cost, and how episodes ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from absl import app
+
+FLAG_DEFAULTS = {
+    "domain": None, "split": None, "task_ids": None, "num_tasks": 0, "replay_gold": False,
+    "num_trials": 1, "max_steps": 100, "max_errors": 10, "tau2_concurrency": 4,
+    "agent_url": None, "agent_model": None, "agent_api_key_env": None, "agent_price_in": 0.0,
+    "agent_price_out": 0.0, "agent_max_tokens": None, "agent_temperature": 0.0,
+    "user_url": None, "user_model": None, "user_api_key_env": None, "user_price_in": 0.0,
+    "user_price_out": 0.0, "user_max_tokens": None, "user_temperature": 0.0,
+    "tau2_judge_url": None, "tau2_judge_model": None, "tau2_judge_api_key_env": None,
+    "tau2_judge_cache": None, "expert_url": None, "expert_model": None,
+    "expert_api_key_env": None, "expert_price_in": 0.0, "expert_price_out": 0.0,
+    "data": None, "out": None, "dry_run": False,
+}
+
+
+def _flag(flags_obj: Any, name: str) -> Any:
+  """A flag's value, or its default when the flag is not defined (e.g. a trimmed launcher)."""
+  try:
+    return getattr(flags_obj, name)
+  except AttributeError:
+    return FLAG_DEFAULTS[name]
+
+
+def select_tasks(domain, split: str | None, task_ids: list[str] | None, num_tasks: int):
+  """Tasks in tasks.json order, restricted to a split and/or ids, then the first num_tasks."""
+  tasks = list(domain.tasks)
+  if split:
+    if split not in domain.splits:
+      raise app.UsageError(f"--split={split}: domain {domain.name!r} has splits "
+                           f"{sorted(domain.splits)}")
+    keep = set(domain.splits[split])
+    tasks = [t for t in tasks if t.id in keep]
+  if task_ids:
+    known = {t.id for t in tasks}
+    missing = [i for i in task_ids if i not in known]
+    if missing:
+      raise app.UsageError(f"--task_ids: unknown (or outside --split) task ids {missing[:5]}")
+    wanted = set(task_ids)
+    tasks = [t for t in tasks if t.id in wanted]
+  if num_tasks and num_tasks > 0:
+    tasks = tasks[:num_tasks]
+  return tasks
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+  Path(path).parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+
+
+def summarize(domain_name: str, results: list[dict], num_trials: int) -> dict:
+  """Success rate, pass^k, cost and latency over (task, trial) result rows."""
+  from orchestra.envs.domains.evaluate import is_success, pass_hat_k
+  by_task: dict[str, list] = collections.defaultdict(list)
+  for r in results:
+    by_task[r["task_id"]].append(r["reward"])
+  n = max(len(results), 1)
+  return {
+      "domain": domain_name, "num_tasks": len(by_task), "num_trials": num_trials,
+      "num_episodes": len(results),
+      "success_rate": sum(is_success(r["reward"]) for r in results) / n,
+      "avg_reward": sum(r["reward"] for r in results) / n,
+      "pass_hat_k": ({str(k): pass_hat_k(by_task, k) for k in range(1, num_trials + 1)}
+                     if by_task else {}),
+      "avg_cost_usd": sum(r["cost_usd"] for r in results) / n,
+      "avg_latency_s": sum(r["latency_s"] for r in results) / n,
+      "avg_user_cost_usd": sum(r["user_cost_usd"] for r in results) / n,
+      "judge_cost_usd": sum(r["judge_cost_usd"] for r in results),
+      "avg_steps": sum(r["steps"] for r in results) / n,
+      "terminations": dict(collections.Counter(r["termination"] for r in results)),
+      "nl_not_evaluated": sum(1 for r in results
+                              if "NL_ASSERTION" in r["breakdown"]
+                              and r["breakdown"]["NL_ASSERTION"] is None),
+  }
+
+
+def _endpoint(kind: str, url: str | None, model: str | None, api_key_env: str | None,
+              price_in: float, price_out: float):
+  from orchestra.eval.judge import ChatEndpoint, JudgeConfigError
+  if not url or not model:
+    raise app.UsageError(f"--{kind}_url and --{kind}_model are required (an OpenAI-compatible "
+                         "endpoint root including /v1, and the model name it serves)")
+  if api_key_env and not os.environ.get(api_key_env):
+    raise app.UsageError(f"--{kind}_api_key_env={api_key_env}: that environment variable is "
+                         "not set (export the key, or drop the flag for an open local server)")
+  try:
+    return ChatEndpoint(url, model, api_key_env=api_key_env, price_in_per_1m=price_in,
+                        price_out_per_1m=price_out)
+  except JudgeConfigError as e:
+    raise app.UsageError(f"--{kind}_*: {e}") from None
+
+
+async def run_evaluation(domain, tasks, *, agent_factory, user_factory, extra_tools=(),
+                         nl_judge=None, num_trials: int = 1, max_steps: int = 100,
+                         max_errors: int = 10, concurrency: int = 4,
+                         progress=None) -> list[dict]:
+  """Runs num_trials episodes per task and evaluates each; rows in (task, trial) order.
+
+  `agent_factory()` / `user_factory()` build a fresh agent / user per episode.
+  """
+  from orchestra.envs.domains.conversation import run_conversation
+  from orchestra.envs.domains.evaluate import evaluate_episode
+
+  sem = asyncio.Semaphore(max(1, concurrency))
+
+  async def one(task, trial):
+    async with sem:
+      ep = await run_conversation(domain, task, agent_factory(), user_factory(),
+                                  extra_tools=extra_tools, max_steps=max_steps,
+                                  max_errors=max_errors, trial=trial)
+      info = await evaluate_episode(domain, task, termination=ep.termination,
+                                    tool_calls=ep.tool_calls, messages=ep.messages,
+                                    nl_judge=nl_judge)
+      row = ep.to_json()
+      row.update(reward=info.reward, breakdown=info.breakdown, details=info.details,
+                 judge_cost_usd=info.judge_cost_usd)
+      if progress:
+        progress(row)
+      return row
+
+  jobs = [one(task, trial) for task in tasks for trial in range(num_trials)]
+  return list(await asyncio.gather(*jobs))
+
+
+def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
+  """Entry point called by launch/eval.py for --benchmark tau2."""
+  from orchestra.envs.domains import DOMAINS, load_domain
+  f = lambda name: _flag(FLAGS, name)  # noqa: E731
+  if not f("domain"):
+    raise app.UsageError(f"--domain is required for --benchmark tau2 ({'|'.join(DOMAINS)})")
+  if not f("data"):
+    raise app.UsageError("--data is required: the tau2 data folder (e.g. ../shared/data/tau2)")
+  try:
+    domain = load_domain(f("domain"), f("data"))
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(f"--data={f('data')}: {e}") from None
+  tasks = select_tasks(domain, f("split"), f("task_ids"), f("num_tasks"))
+  if f("dry_run"):
+    print(json.dumps({"domain": domain.name, "tasks": len(tasks), "all_tasks": len(domain.tasks),
+                      "splits": {k: len(v) for k, v in domain.splits.items()},
+                      "tools": len(domain.tool_schemas()),
+                      "initial_db_hash": domain.initial_db_hash()}))
+    return
+
+  if f("replay_gold"):
+    from orchestra.envs.domains.replay import replay_gold
+    if not f("out"):
+      raise app.UsageError("--replay_gold needs --out FILE (one JSON line per task)")
+    rows = [replay_gold(domain, task) for task in tasks]
+    write_jsonl(f("out"), rows)
+    errors = sum(a["error"] for r in rows for a in r["actions"])
+    print(f"replayed {len(rows)} {domain.name} tasks ({errors} gold actions raised); "
+          f"wrote {f('out')}")
+    return
+
+  num_trials = int(f("num_trials"))
+  if num_trials < 1:
+    raise app.UsageError(f"--num_trials must be >= 1, got {num_trials}")
+  if int(f("max_steps")) < 2:
+    raise app.UsageError(f"--max_steps must be >= 2, got {f('max_steps')}")
+  from orchestra.envs.domains.conversation import LLMAgent, LLMUser, load_user_guidelines
+  agent_ep = _endpoint("agent", f("agent_url"), f("agent_model"), f("agent_api_key_env"),
+                       f("agent_price_in"), f("agent_price_out"))
+  user_ep = _endpoint("user", f("user_url") or f("agent_url"),
+                      f("user_model") or f("agent_model"),
+                      f("user_api_key_env") if f("user_url") else f("agent_api_key_env"),
+                      f("user_price_in"), f("user_price_out"))
+  try:
+    guidelines = load_user_guidelines(f("data"))
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from None
+  judge = nl_judge = None
+  # The judge defaults to the QA section's --judge_* flags when those exist and are set.
+  judge_url = f("tau2_judge_url") or getattr(FLAGS, "judge_base_url", None)
+  judge_model = f("tau2_judge_model") or getattr(FLAGS, "judge_model", None)
+  judge_key = f("tau2_judge_api_key_env") or getattr(FLAGS, "judge_api_key_env", None)
+  if judge_url or judge_model:
+    from orchestra.eval.judge import Judge
+    from orchestra.eval.tau2_judge import make_nl_judge
+    judge = Judge(_endpoint("tau2_judge", judge_url, judge_model, judge_key, 0.0, 0.0),
+                  f("tau2_judge_cache"))
+    nl_judge = make_nl_judge(judge)
+  elif any("NL_ASSERTION" in (t.evaluation_criteria.reward_basis if t.evaluation_criteria
+                              else []) and t.evaluation_criteria.nl_assertions for t in tasks):
+    print("warning: no --tau2_judge_url/--tau2_judge_model: NL assertions are not evaluated "
+          "(counted in nl_not_evaluated; scores are not comparable with tau2-Bench)")
+  extra_tools = []
+  if f("expert_url") or f("expert_model"):
+    from orchestra.tools.base import ToolConfigError
+    from orchestra.tools.llm import LLMTool
+    if not (f("expert_url") and f("expert_model")):
+      raise app.UsageError("--expert_url and --expert_model go together (the call_expert tool)")
+    try:
+      extra_tools.append(LLMTool(
+          "call_expert", f("expert_model"), f("expert_url"),
+          api_key_env=f("expert_api_key_env"), price_in_per_1m=f("expert_price_in"),
+          price_out_per_1m=f("expert_price_out"),
+          description="Ask a stronger expert language model for advice; returns its reply."))
+    except ToolConfigError as e:
+      raise app.UsageError(str(e)) from None
+
+  logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
+  def progress(row):
+    print(f"task {row['task_id']} trial {row['trial']}: reward {row['reward']:.2f} "
+          f"({row['termination']}, {row['steps']} steps)", flush=True)
+
+  async def go():
+    try:
+      return await run_evaluation(
+          domain, tasks,
+          agent_factory=lambda: LLMAgent(agent_ep, max_tokens=f("agent_max_tokens"),
+                                         temperature=f("agent_temperature")),
+          user_factory=lambda: LLMUser(user_ep, guidelines, max_tokens=f("user_max_tokens"),
+                                       temperature=f("user_temperature")),
+          extra_tools=extra_tools, nl_judge=nl_judge, num_trials=num_trials,
+          max_steps=int(f("max_steps")), max_errors=int(f("max_errors")),
+          concurrency=int(f("tau2_concurrency")), progress=progress)
+    finally:
+      for ep in (agent_ep, user_ep):
+        await ep.aclose()
+      if judge is not None:
+        await judge.aclose()
+
+  rows = asyncio.run(go())
+  summary = summarize(domain.name, rows, num_trials)
+  if f("out"):
+    write_jsonl(f("out"), rows)
+    with open(f("out") + ".summary.json", "w") as fh:
+      json.dump(summary, fh, indent=2)
+  print(json.dumps(summary, indent=2))
