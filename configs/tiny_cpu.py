@@ -10,7 +10,7 @@ Step counts: `sft.steps` (warm start on teacher demonstrations) and
 from ml_collections import ConfigDict
 
 # Order of every preference vector: one weight per tool (TOOLS order), then outcome, cost, latency.
-TOOLS = ("code_interpreter", "local_search", "expert-small", "expert-large")
+TOOLS = ("code_interpreter", "local_search", "expert-small", "expert-large", "expert-batch")
 
 
 def get_config() -> ConfigDict:
@@ -33,7 +33,8 @@ def get_config() -> ConfigDict:
           local_search="Look up a place by name; returns its facts. Nearly free, fast.",
           answer="Give the final answer.",
           **{"expert-small": "Small math model answers for you: $0.1/$0.4, 1 s. Weak on facts.",
-             "expert-large": "Large model answers for you: $10/$30, 6 s. Accurate."})),
+             "expert-large": "Large model answers for you: $10/$30, 6 s. Accurate.",
+             "expert-batch": "Large model via batch queue: $2/$6, 60 s. Accurate."})),
   ))
   c.model = ConfigDict(dict(
       vocab_size=1024,                         # BPE trained on the environment's own text
@@ -52,9 +53,10 @@ def get_config() -> ConfigDict:
       max_observation_tokens=96,               # longer tool outputs are cut
       policy_price_in_per_1m=0.2,              # the orchestrator's own tokens (Qwen3-8B rate)
       policy_price_out_per_1m=0.2,
+      policy_latency_per_token_s=0.02,         # declared (~50 tokens/s), not this CPU's wall clock
   ))
   c.sft = ConfigDict(dict(
-      steps=700,                               # optimizer steps on teacher demonstrations
+      steps=400,                               # optimizer steps on teacher demonstrations
       batch_size=16,                           # demonstrations per step
       num_demos=2000,                          # demonstration pool (train split)
       learning_rate=5e-3,
@@ -62,15 +64,15 @@ def get_config() -> ConfigDict:
   ))
   c.rl = ConfigDict(dict(
       algorithm="grpo",                        # "grpo" (group z-score), "rloo" or "ppo" (critic + GAE)
-      total_steps=40,                          # RL optimizer steps
-      tasks_per_step=8,                        # tasks per step (each with a sampled preference)
+      total_steps=120,                         # RL optimizer steps
+      tasks_per_step=16,                       # tasks per step (each with a sampled preference)
       group_size=4,                            # episodes per task
-      learning_rate=3e-4,
+      learning_rate=2e-4,
       warmup_steps=5,
       clip_low=0.2,
       clip_high=0.28,
       kl_coef=0.0,                             # 0: no reference model at all
-      entropy_coef=0.0,
+      entropy_coef=0.01,                       # keeps exploring while routing is learned
       std_threshold=0.05,                      # homogeneity filter on a group's reward std
       invalid_format="zero",                   # "zero" or "drop" episodes with bad tool calls
       max_concurrent_episodes=64,
@@ -80,14 +82,16 @@ def get_config() -> ConfigDict:
       gamma=1.0,                               # GAE discount over policy tokens
       gae_lambda=1.0,                          # GAE lambda
   ))
-  # Preference vectors: (code_interpreter, local_search, expert-small, expert-large, outcome, cost,
-  # latency). Rewards are P . minmax(features) for correct episodes (DESIGN section 2).
+  # Preference vectors: (code_interpreter, local_search, expert-small, expert-large, expert-batch,
+  # outcome, cost, latency). Rewards are P . minmax(features) for correct episodes (DESIGN
+  # section 2).
   c.preferences = ConfigDict(dict(
-      balanced=(0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5),
-      low_cost=(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0),
-      high_accuracy=(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+      balanced=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.5),
+      low_cost=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0),
+      high_accuracy=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+      low_latency=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0),
   ))
-  c.train_preferences = ("balanced", "low_cost", "high_accuracy")   # sampled uniformly per task
+  c.train_preferences = ("balanced", "low_cost", "high_accuracy", "low_latency")  # uniform per task
   c.checkpoint = ConfigDict(dict(
       every=10,                                # save every N steps (and at each stage end)
       keep=2,                                  # newest checkpoints kept
@@ -96,7 +100,7 @@ def get_config() -> ConfigDict:
       split="test",
       num_tasks=90,                            # test tasks per (policy, preference)
       policies=("rl", "sft", "random", "cheapest", "strongest"),
-      preferences=("balanced", "low_cost", "high_accuracy"),
+      preferences=("balanced", "low_cost", "high_accuracy", "low_latency"),
       temperature=0.0,                         # greedy evaluation
   ))
   return c

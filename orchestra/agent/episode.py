@@ -65,6 +65,10 @@ class EpisodeConfig:
   generation_timeout_s: float = 600.0         # a turn's generation slower than this fails the episode
   price_in_per_1m: float = 0.0                # the orchestrator's own tokens, USD per 1M
   price_out_per_1m: float = 0.0
+  # Declared latency of the orchestrator's own turns, seconds per generated token; None
+  # measures wall clock instead. Declaring it keeps rewards reproducible where wall clock
+  # is noise (a shared CPU, requests queued behind a batch), like a simulated tool's latency.
+  generation_latency_per_token_s: float | None = None
 
 
 async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[dict[str, Any]],
@@ -92,6 +96,8 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
       traj.finish_reason, traj.error = "engine_error", f"{type(e).__name__}: {e}"
       break
     gen_latency = time.perf_counter() - start
+    if config.generation_latency_per_token_s is not None:
+      gen_latency = len(completion.token_ids) * config.generation_latency_per_token_s
     _append(traj, completion.token_ids, completion.logprobs, policy=True)
     gen_cost = (len(traj.token_ids) * config.price_in_per_1m +
                 len(completion.token_ids) * config.price_out_per_1m) / 1e6

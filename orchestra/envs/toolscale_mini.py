@@ -24,9 +24,9 @@ answer"), an expert *answers the task*: calling it ends the episode and its repl
 graded answer. Its bound tool reads the task's answer key and is correct with a
 configured per-kind probability, otherwise off by 1-9. It never sleeps: it declares its
 latency and charges a token price, so cost/latency trade-offs can be trained on a CPU in
-minutes. `default_experts` gives a cheap one that is only good at arithmetic and an
-expensive, slow one that is good at everything, so the best choice depends on both the
-task kind and the user's preference.
+minutes. `default_experts` gives a cheap one that is only good at arithmetic, an
+expensive accurate one, and the same accurate model cheaper but very slow (a batch
+queue), so the best choice depends on both the task kind and the user's preference.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ LOOKUP_TEMPLATES = {
 MULTIHOP_ATTRIBUTES = ("bridges", "towers")
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 EXPERT_PROBABILITY = 0.5        # how often a teacher demonstration lets an expert answer
+PREFERRED_PROBABILITY = 0.5     # how often that expert is the caller's preferred one
 SYSTEM_PROMPT_TOKENS = 200      # fixed input overhead of every simulated expert call
 TOKENS_PER_WORD = 1.3           # token estimate of the simulated experts: ceil(words * 1.3)
 
@@ -174,18 +175,20 @@ class ToolScaleMini:
           texts += [draft.code, f"exit code 0\nstdout:\n{task.answer}\n"]
     return texts
 
-  def teacher_calls(self, task: Task, tool_names: Sequence[str],
-                    rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
+  def teacher_calls(self, task: Task, tool_names: Sequence[str], rng: random.Random,
+                    preferred_expert: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """A scripted demonstration: (tool name, arguments) calls that end the episode.
 
     Either the competent real-tool plan: `local_search` for each entity the question
     names (the query is the entity name), then `code_interpreter` printing the
     computation, then `answer` with the right number. Or, with probability
     EXPERT_PROBABILITY (always when none of the plan's tools is offered), one call to
-    a uniformly chosen offered expert (any name in `tool_names` other than the real
-    tools), which answers for the policy. The choice ignores the task kind: the
-    demonstrations teach the format of every tool, and RL learns which to use when.
-    A plan step whose tool is not offered is skipped.
+    an offered expert (any name in `tool_names` other than the real tools), which
+    answers for the policy: `preferred_expert` (the caller's rule of thumb for the
+    user's preference) with probability PREFERRED_PROBABILITY, else a uniform choice.
+    The choice ignores the task kind, so the demonstrations mix good and poor choices
+    and RL learns which expert suits which task. A plan step whose tool is not offered
+    is skipped.
     """
     draft = self._drafts[task.id]
     plan = [("local_search", {"query": name}) for name in draft.entities]
@@ -194,6 +197,8 @@ class ToolScaleMini:
     plan = [(name, args) for name, args in plan if name in tool_names]
     experts = [name for name in tool_names if name not in REAL_TOOLS and name != "answer"]
     if experts and (not plan or rng.random() < EXPERT_PROBABILITY):
+      if preferred_expert in experts and rng.random() < PREFERRED_PROBABILITY:
+        return [(preferred_expert, {"prompt": task.question})]
       return [(rng.choice(experts), {"prompt": task.question})]
     return plan + [("answer", {"answer": task.answer})]
 
@@ -376,18 +381,27 @@ class _BoundExpert(Tool):
 
 
 def default_experts(seed: int = 0) -> list[SimulatedExpert]:
-  """Two SIMULATED answering experts whose trade-off depends on the task kind.
+  """Three SIMULATED answering experts whose best use depends on the task kind and preference.
 
-  expert-small (a cheap math model: $0.1/$0.4 per 1M tokens, 1 s) is nearly as good as
-  expert-large at arithmetic but weak on facts about the fictional places; expert-large
-  ($10/$30 per 1M, 6 s) is accurate on every kind. A cost-minded policy should send
-  arithmetic to the small one and everything else to the large one.
+  * expert-small, a cheap math model ($0.1/$0.4 per 1M tokens, 1 s): nearly as good as
+    expert-large at arithmetic, weak on facts about the fictional places.
+  * expert-large ($10/$30 per 1M, 6 s): accurate on every kind.
+  * expert-batch, the large model behind a batch queue ($2/$6 per 1M, 60 s): as accurate as
+    expert-large, 80% cheaper, ten times slower.
+
+  So a cost-minded policy sends arithmetic to expert-small and the rest to expert-batch, a
+  latency-minded one the rest to expert-large, and an accuracy-minded one has no reason to
+  prefer expert-small anywhere.
   """
+  large = {"arithmetic": 0.99, "lookup": 0.97, "multihop": 0.95}
   return [
       SimulatedExpert("expert-small", "A small, fast, cheap math model; weak on facts.",
                       price_in_per_1m=0.10, price_out_per_1m=0.40, latency_s=1.0,
                       accuracy={"arithmetic": 0.93, "lookup": 0.3, "multihop": 0.2}, seed=seed),
       SimulatedExpert("expert-large", "A large, slow, expensive language model; usually right.",
                       price_in_per_1m=10.0, price_out_per_1m=30.0, latency_s=6.0,
-                      accuracy={"arithmetic": 0.99, "lookup": 0.97, "multihop": 0.95}, seed=seed),
+                      accuracy=large, seed=seed),
+      SimulatedExpert("expert-batch", "The large model behind a batch queue: cheaper, very slow.",
+                      price_in_per_1m=2.0, price_out_per_1m=6.0, latency_s=60.0,
+                      accuracy=large, seed=seed),
   ]

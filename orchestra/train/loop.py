@@ -51,7 +51,8 @@ def episode_config(config: ConfigDict) -> EpisodeConfig:
   return EpisodeConfig(max_turns=e.max_turns, max_total_tokens=e.max_total_tokens,
                        max_observation_tokens=e.max_observation_tokens,
                        price_in_per_1m=e.policy_price_in_per_1m,
-                       price_out_per_1m=e.policy_price_out_per_1m)
+                       price_out_per_1m=e.policy_price_out_per_1m,
+                       generation_latency_per_token_s=e.get("policy_latency_per_token_s"))
 
 
 class TeacherEngine:
@@ -75,10 +76,12 @@ async def teacher_demos(setup: RunSetup, n: int, seed: int) -> list[Trajectory]:
   sem = asyncio.Semaphore(64)
 
   async def one(task):
-    calls = setup.env.teacher_calls(task, setup.tool_names, rng)
+    preference = rng.choice(prefs)
+    calls = setup.env.teacher_calls(task, setup.tool_names, rng,
+                                    setup.preferred_expert(preference))
     async with sem:
       return await run_episode(TeacherEngine(setup.tokenizer, calls), setup.tokenizer,
-                               setup.tools_for(task), setup.messages(task, rng.choice(prefs)),
+                               setup.tools_for(task), setup.messages(task, preference),
                                sampling, cfg)
 
   demos = await asyncio.gather(*(one(rng.choice(tasks)) for _ in range(n)))

@@ -88,6 +88,26 @@ class RunSetup:
   def preference(self, name: str) -> np.ndarray:
     return np.asarray(self.config.preferences[name], np.float64)
 
+  def preferred_expert(self, preference_name: str) -> str:
+    """The scripted teacher's rule of thumb: the offered expert a preference points to.
+
+    It knows what the tool descriptions say (prices and latencies), not the experts'
+    accuracies: score = w_cost * cheapness + w_latency * speed, each min-max scaled over
+    the offered experts (1 = cheapest / fastest); ties, e.g. when only accuracy matters,
+    go to the most expensive expert, taken as the strongest.
+    """
+    *_, _, w_cost, w_latency = self.preference(preference_name)
+    experts = [self.experts[n] for n in self.tool_names if n in self.experts]
+    price = {e.name: e.price_in_per_1m + e.price_out_per_1m for e in experts}
+    latency = {e.name: e.latency_s for e in experts}
+
+    def scaled_best(values, name):
+      lo, hi = min(values.values()), max(values.values())
+      return 0.0 if hi == lo else (hi - values[name]) / (hi - lo)
+
+    return max(price, key=lambda n: (w_cost * scaled_best(price, n)
+                                     + w_latency * scaled_best(latency, n), price[n]))
+
   def messages(self, task: Task, preference_name: str) -> list[dict]:
     instruction = preference_instruction(self.preference(preference_name), self.tool_names)
     return [{"role": "system", "content": SYSTEM_PROMPT},
@@ -133,7 +153,8 @@ def _tokenizer(setup: RunSetup, path: str):
   for task in rng.sample(setup.env.tasks("train"), 600):
     preference = rng.choice(list(setup.config.preferences))
     texts.append(render_prompt(setup.messages(task, preference), schemas))
-    for name, args in setup.env.teacher_calls(task, setup.tool_names, rng):
+    for name, args in setup.env.teacher_calls(task, setup.tool_names, rng,
+                                              setup.preferred_expert(preference)):
       texts.append(tool_call_text(name, args) + IM_END)
   tokenizer = train_tokenizer(texts, setup.config.model.vocab_size, split_words=False,
                               split_digits=True)

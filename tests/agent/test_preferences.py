@@ -14,9 +14,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_preference_instruction_states_every_weight():
   text = preference_instruction([0.0, 0.5, 1.0, 0.3, 0.1], ["local_search", "expert-1"])
   assert text == ("User preferences (weights; higher = matters more): accuracy 1, low cost 0.3, "
-                  "low latency 0.1. Preferred tools: expert-1 0.5.")
+                  "low latency 0.1. Priority: low cost. Preferred tools: expert-1 0.5.")
   with pytest.raises(ValueError, match="expected 5"):
     preference_instruction([1.0, 1.0], ["local_search", "expert-1"])
+
+
+@pytest.mark.parametrize("cost, latency, gist", [
+    (0.0, 0.0, "accuracy only"), (1.0, 0.0, "low cost"), (0.2, 0.7, "low latency"),
+    (0.5, 0.5, "low cost and low latency")])
+def test_priority_names_the_heavier_of_cost_and_latency(cost, latency, gist):
+  assert f"Priority: {gist}." in preference_instruction([1.0, cost, latency], [])
 
 
 def test_vllm_server_prints_the_rl_command():

@@ -206,6 +206,17 @@ def test_teacher_mixes_in_experts_and_uses_only_offered_tools(env):
     assert env.teacher_calls(task, (), rng) == [("answer", {"answer": task.answer})]
 
 
+def test_teacher_favours_the_preferred_expert_half_the_time(env):
+  rng = random.Random(2)
+  names = ("code_interpreter", "local_search", "expert-small", "expert-large", "expert-batch")
+  firsts = collections.Counter(
+      env.teacher_calls(t, names, rng, preferred_expert="expert-batch")[0][0]
+      for t in env.tasks("train") for _ in range(4))
+  n_expert = firsts["expert-small"] + firsts["expert-large"] + firsts["expert-batch"]
+  assert abs(firsts["expert-batch"] / n_expert - (0.5 + 0.5 / 3)) < 0.04     # 2/3 expected
+  assert abs(firsts["expert-small"] / n_expert - 0.5 / 3) < 0.04
+
+
 def ask(expert, tasks, calls=1):
   """Each task's replies from a fresh bound tool, `calls` calls each."""
   async def one(task):
@@ -216,7 +227,10 @@ def ask(expert, tasks, calls=1):
 
 def test_default_experts_match_their_configured_accuracy(env):
   experts = {e.name: e for e in default_experts(0)}
-  assert set(experts) == {"expert-small", "expert-large"}
+  assert set(experts) == {"expert-small", "expert-large", "expert-batch"}
+  assert experts["expert-batch"].accuracy == experts["expert-large"].accuracy
+  assert experts["expert-batch"].price_in_per_1m < experts["expert-large"].price_in_per_1m
+  assert experts["expert-batch"].latency_s > experts["expert-large"].latency_s
   assert experts["expert-small"].price_in_per_1m < experts["expert-large"].price_in_per_1m
   assert experts["expert-small"].latency_s < experts["expert-large"].latency_s
   tasks = env.tasks("train")

@@ -57,7 +57,7 @@ def test_eval_writes_table_json_and_plot(short_run):
     rows = json.load(f)
   assert {(r["policy"], r["preference"]) for r in rows} == {
       (p, q) for p in ("rl", "sft", "random", "cheapest", "strongest")
-      for q in ("balanced", "low_cost", "high_accuracy")}
+      for q in ("balanced", "low_cost", "high_accuracy", "low_latency")}
   for r in rows:
     assert {"policy", "preference", "accuracy", "mean_cost_usd", "mean_latency_s", "mean_reward",
             "tool_calls", "n"} <= set(r) and r["n"] == 3
