@@ -3,9 +3,6 @@
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -13,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from serve_fixture import serve
 from tokenizer_fixture import make_tokenizer
 
 from orchestra.agent.episode import run_episode
@@ -57,12 +55,6 @@ def sft_tool_caller(tokenizer, steps=300):
   return model, p
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
   tokenizer = make_tokenizer()
@@ -70,28 +62,9 @@ def server(tmp_path_factory):
   root = tmp_path_factory.mktemp("serve")
   tokenizer.save_pretrained(root / "tok")
   model_dir = save_hf(model, root / "tool-caller", tokenizer_dir=str(root / "tok"))
-  port = free_port()
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "serve.py"),
-                           f"--model_dir={model_dir}", f"--port={port}"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    try:
-      if httpx.get(url + "/health", timeout=1).status_code == 200:
-        break
-    except httpx.HTTPError:
-      time.sleep(0.2)
-    if proc.poll() is not None:
-      pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-  else:
-    proc.kill()
-    pytest.fail("server did not come up")
-  yield {"url": url, "proc": proc, "tokenizer": tokenizer, "model": model, "root": root,
-         "prompt_ids": prompt_ids}
-  proc.kill()
-  proc.wait()
+  with serve(model_dir) as (url, proc):
+    yield {"url": url, "proc": proc, "tokenizer": tokenizer, "model": model, "root": root,
+           "prompt_ids": prompt_ids}
 
 
 def test_openai_client_models_completions_and_tool_calls(server):

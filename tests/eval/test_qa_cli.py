@@ -10,14 +10,13 @@ must run only the remaining ones.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from serve_fixture import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = str(ROOT / "launch" / "eval.py")
@@ -157,12 +156,6 @@ CALLS = [("local_search", {"query": "Veloria"}), ("code_interpreter", {"code": "
          ("answer", {"answer": "51"})]
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def fit_policy(prompts, target, tokenizer, steps=40):
   """A tiny Qwen3 fitted to reply `target` to every prompt (SFT: policy loss, advantage 1)."""
   import jax.numpy as jnp
@@ -229,27 +222,9 @@ def served_policy(tmp_path_factory):
   tokenizer.save_pretrained(root / "tok")
   model_dir = save_hf(model, root / "policy", tokenizer_dir=str(root / "tok"))
 
-  port = free_port()
-  proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "serve.py"),
-                           f"--model_dir={model_dir}", f"--port={port}"],
-                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    try:
-      if httpx.get(url + "/health", timeout=1).status_code == 200:
-        break
-    except httpx.HTTPError:
-      time.sleep(0.2)
-    if proc.poll() is not None:
-      pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-  else:
-    proc.kill()
-    pytest.fail("launch/serve.py did not come up")
-  yield {"url": url, "model_dir": model_dir, "data": data, "index": root / "index",
-         "root": root, "max_tokens": target_len + 8}
-  proc.kill()
-  proc.wait()
+  with serve(model_dir) as (url, _):
+    yield {"url": url, "model_dir": model_dir, "data": data, "index": root / "index",
+           "root": root, "max_tokens": target_len + 8}
 
 
 def run_args(policy, out):

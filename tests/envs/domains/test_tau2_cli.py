@@ -3,13 +3,11 @@ against launch/serve.py hosting a tiny random model as both the agent and the us
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
+from serve_fixture import serve
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
@@ -69,12 +67,6 @@ def test_cli_errors_are_one_clear_line(tau2_data, tmp_path):
 
 # ----------------------------------------------------------------- end to end with a server
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def tiny_chat_model(root, tau2_data):
   """A tiny random Qwen3 with a tokenizer trained on the domain's prompts (short contexts)."""
   from flax import nnx
@@ -102,28 +94,8 @@ def tiny_chat_model(root, tau2_data):
 def server(tmp_path_factory, tau2_data):
   root = tmp_path_factory.mktemp("tau2serve")
   model_dir = tiny_chat_model(root, tau2_data)
-  port = free_port()
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "launch", "serve.py"),
-                           f"--model_dir={model_dir}", f"--port={port}",
-                           "--max_model_len=4096", "--max_batch_size=4"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    try:
-      if httpx.get(url + "/health", timeout=1).status_code == 200:
-        break
-    except httpx.HTTPError:
-      time.sleep(0.2)
-    if proc.poll() is not None:
-      pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-  else:
-    proc.kill()
-    pytest.fail("server did not come up")
-  yield {"url": url + "/v1", "model": "tiny-tau2"}
-  proc.kill()
-  proc.wait()
+  with serve(model_dir, "--max_model_len=4096", "--max_batch_size=4") as (url, _):
+    yield {"url": url + "/v1", "model": "tiny-tau2"}
 
 
 def test_conversational_run_end_to_end_against_serve(server, tau2_data, tmp_path):
