@@ -226,13 +226,12 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
                                       kl_coef=config.rl.kl_coef,
                                       entropy_coef=config.rl.entropy_coef,
                                       temperature=config.episode.temperature)))
+  if latest is not None and stage == "sft" and step == sft_steps:
+    _restore_params_only(manager, learner)       # SFT finished in an earlier run
+  # PPO's critic starts from the SFT trunk; an RL checkpoint then overwrites it.
   critic = make_critic(config, learner.model) if config.rl.algorithm == "ppo" else None
   if latest is not None and stage == "rl":
     _restore(manager, learner, critic)
-  elif step == sft_steps and latest is not None:
-    _restore_params_only(manager, learner)
-    if critic is not None:
-      critic = make_critic(config, learner.model)
   # The KL reference is the post-SFT policy, frozen; with kl_coef 0 it is never built.
   reference = None
   if config.rl.kl_coef:
