@@ -312,6 +312,16 @@ class ChatOrchestrator:
     await self.endpoint.aclose()
 
 
+def chat_endpoint(spec: "OrchestratorSpec | JudgeSpec", what: str) -> ChatEndpoint:
+  """The `ChatEndpoint` a spec names; a bad setting (e.g. a missing key) is a BenchmarkError."""
+  try:
+    return ChatEndpoint(spec.base_url, spec.model, api_key_env=spec.api_key_env,
+                        price_in_per_1m=spec.price_in_per_1m,
+                        price_out_per_1m=spec.price_out_per_1m)
+  except JudgeConfigError as e:
+    raise BenchmarkError(f"{what}: {e}") from None
+
+
 def build_orchestrator(spec: OrchestratorSpec, tools: dict[str, Tool], settings: RunSettings):
   """The orchestrator `spec` describes; validates it without contacting the endpoint."""
   if spec.kind not in ORCHESTRATORS:
@@ -321,12 +331,7 @@ def build_orchestrator(spec: OrchestratorSpec, tools: dict[str, Tool], settings:
   if spec.max_tokens < 1:
     raise BenchmarkError(f"--max_tokens={spec.max_tokens} must be >= 1")
   if spec.kind != "checkpoint":
-    try:
-      endpoint = ChatEndpoint(spec.base_url, spec.model, api_key_env=spec.api_key_env,
-                              price_in_per_1m=spec.price_in_per_1m,
-                              price_out_per_1m=spec.price_out_per_1m)
-    except JudgeConfigError as e:
-      raise BenchmarkError(f"orchestrator endpoint: {e}") from None
+    endpoint = chat_endpoint(spec, "orchestrator endpoint")
     return ChatOrchestrator(endpoint, {} if spec.kind == "no_tools" else tools, spec, settings)
   if not spec.tokenizer_dir:
     raise BenchmarkError("--orchestrator=checkpoint needs --tokenizer, the policy's tokenizer "
@@ -612,13 +617,7 @@ class JudgeSpec:
 
 def build_judge(spec: JudgeSpec, out_dir: str) -> Judge:
   """The `Judge` of `spec` (validated; nothing is sent)."""
-  try:
-    endpoint = ChatEndpoint(spec.base_url, spec.model, api_key_env=spec.api_key_env,
-                            price_in_per_1m=spec.price_in_per_1m,
-                            price_out_per_1m=spec.price_out_per_1m)
-  except JudgeConfigError as e:
-    raise BenchmarkError(f"judge: {e}") from None
-  return Judge(endpoint, spec.cache_dir or os.path.join(out_dir, "judge_cache"),
+  return Judge(chat_endpoint(spec, "judge"), spec.cache_dir or os.path.join(out_dir, "judge_cache"),
                max_tokens=spec.max_tokens, temperature=spec.temperature)
 
 
