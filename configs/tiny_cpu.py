@@ -44,6 +44,7 @@ def get_config() -> ConfigDict:
       num_heads=4,
       num_kv_heads=2,
       head_dim=32,
+      remat=False,                             # recompute activations in the backward pass
   ))
   c.episode = ConfigDict(dict(
       max_turns=4,                             # policy turns per episode

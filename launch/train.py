@@ -45,7 +45,7 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   if FLAGS.dry_run:
     print(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
-          f"{len(setup.env.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
+          f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
     return
   metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
   logging.info("done: %s", metrics)

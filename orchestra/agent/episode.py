@@ -75,48 +75,26 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
                       sampling: SamplingParams, config: EpisodeConfig = EpisodeConfig()
                       ) -> Trajectory:
   """Runs the policy on `messages` (system + user) with `tools` until `answer` or a limit."""
-  im_end = tokenizer.convert_tokens_to_ids(IM_END)
   schemas = [tool.schema() for tool in tools.values()]
-  ids = _encode(tokenizer, render_prompt(messages, schemas))
+  ids = encode(tokenizer, render_prompt(messages, schemas))
   traj = Trajectory(token_ids=ids, loss_mask=[0] * len(ids), behaviour_logprobs=[0.0] * len(ids),
                     prompt_length=len(ids), turns=[], tool_calls={}, cost_usd=0.0,
                     latency_s=0.0, answer=None, finish_reason="max_turns")
   for _ in range(config.max_turns):
-    budget = config.max_total_tokens - len(traj.token_ids)
-    if budget <= 0:
+    if len(traj.token_ids) >= config.max_total_tokens:
       traj.finish_reason = "max_tokens"
       break
-    turn_sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, budget),
-                                        stop_token_ids=(im_end,))
-    start = time.perf_counter()
     try:
-      completion = await asyncio.wait_for(engine.generate(list(traj.token_ids), turn_sampling),
-                                          config.generation_timeout_s)
-    except (EngineError, OSError, asyncio.TimeoutError) as e:
-      traj.finish_reason, traj.error = "engine_error", f"{type(e).__name__}: {e}"
+      turn, _ = await generate_turn(engine, tokenizer, traj, sampling, config)
+    except (EngineError, OSError, asyncio.TimeoutError):
       break
-    gen_latency = time.perf_counter() - start
-    if config.generation_latency_per_token_s is not None:
-      gen_latency = len(completion.token_ids) * config.generation_latency_per_token_s
-    _append(traj, completion.token_ids, completion.logprobs, policy=True)
-    gen_cost = (len(traj.token_ids) * config.price_in_per_1m +
-                len(completion.token_ids) * config.price_out_per_1m) / 1e6
-    text = tokenizer.decode(completion.token_ids, skip_special_tokens=False)
-    if text.endswith(IM_END):
-      text = text[:-len(IM_END)]
-    else:                                       # cut off by max_tokens: close the turn ourselves
-      _append(traj, [im_end], [0.0], policy=False)
-    parsed = parse_turn(text, tools.keys())
+    parsed = parse_turn(turn.text, tools.keys())
     results = await asyncio.gather(*(_call_tool(tools[c.name], c.arguments, config.tool_timeout_s)
                                      for c in parsed.calls))
-    turn = Turn(text=text, calls=[dataclasses.asdict(c) for c in parsed.calls], observation="",
-                cost_usd=gen_cost + sum(r.cost_usd for r in results),
-                latency_s=gen_latency + max((r.latency_s for r in results), default=0.0),
-                format_errors=list(parsed.errors), weight_version=completion.weight_version,
-                finish_reason=completion.finish_reason)
-    if completion.finish_reason == "length":
-      turn.format_errors.append("turn cut off at the token limit")
-    traj.turns.append(turn)
+    turn.calls = [dataclasses.asdict(c) for c in parsed.calls]
+    turn.cost_usd += sum(r.cost_usd for r in results)
+    turn.latency_s += max((r.latency_s for r in results), default=0.0)
+    turn.format_errors = list(parsed.errors) + turn.format_errors
     traj.cost_usd += turn.cost_usd
     traj.latency_s += turn.latency_s
     for c in parsed.calls:
@@ -126,10 +104,52 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
       traj.answer, traj.finish_reason = final.usage.get("answer"), "answer"
       break
     turn.observation = _observation(parsed.calls, results, parsed.errors)
-    obs_ids = _encode(tokenizer, observation_text(
-        _truncate(tokenizer, turn.observation, config.max_observation_tokens)))
-    _append(traj, obs_ids, [0.0] * len(obs_ids), policy=False)
+    obs_ids = encode(tokenizer, observation_text(
+        truncate_tokens(tokenizer, turn.observation, config.max_observation_tokens)))
+    append_tokens(traj, obs_ids, [0.0] * len(obs_ids), policy=False)
   return traj
+
+
+async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingParams,
+                        config: EpisodeConfig) -> tuple[Turn, Completion]:
+  """Generates one policy turn onto `traj` and records it in `traj.turns`.
+
+  The turn is capped by the token budget left and stops at `<|im_end|>` (which is
+  appended, unmasked, if the turn was cut off). Its cost is the orchestrator's own:
+  (prompt tokens * price_in + generated tokens * price_out) / 1e6; its latency the
+  declared per-token latency, or wall clock. An engine failure or timeout sets
+  `finish_reason = "engine_error"` and the reason, then propagates.
+  """
+  im_end = tokenizer.convert_tokens_to_ids(IM_END)
+  budget = config.max_total_tokens - len(traj.token_ids)
+  turn_sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, budget),
+                                      stop_token_ids=(im_end,))
+  prompt_tokens = len(traj.token_ids)
+  start = time.perf_counter()
+  try:
+    completion = await asyncio.wait_for(engine.generate(list(traj.token_ids), turn_sampling),
+                                        config.generation_timeout_s)
+  except (EngineError, OSError, asyncio.TimeoutError) as e:
+    traj.finish_reason, traj.error = "engine_error", f"{type(e).__name__}: {e}"
+    raise
+  latency = time.perf_counter() - start
+  if config.generation_latency_per_token_s is not None:
+    latency = len(completion.token_ids) * config.generation_latency_per_token_s
+  append_tokens(traj, completion.token_ids, completion.logprobs, policy=True)
+  text = tokenizer.decode(completion.token_ids, skip_special_tokens=False)
+  if text.endswith(IM_END):
+    text = text[:-len(IM_END)]
+  else:                                       # cut off by max_tokens: close the turn ourselves
+    append_tokens(traj, [im_end], [0.0], policy=False)
+  cost = (prompt_tokens * config.price_in_per_1m
+          + len(completion.token_ids) * config.price_out_per_1m) / 1e6
+  turn = Turn(text=text, calls=[], observation="", cost_usd=cost, latency_s=latency,
+              format_errors=[], weight_version=completion.weight_version,
+              finish_reason=completion.finish_reason)
+  if completion.finish_reason == "length":
+    turn.format_errors.append("turn cut off at the token limit")
+  traj.turns.append(turn)
+  return turn, completion
 
 
 async def _call_tool(tool: Tool, arguments, timeout_s: float) -> ToolResult:
@@ -165,15 +185,39 @@ def scripted_completion(tokenizer, name: str, arguments: dict[str, Any],
   Scripted policies (teacher demonstrations, evaluation baselines) use it to
   go through the same episode loop as the model.
   """
-  ids = _encode(tokenizer, tool_call_text(name, arguments) + IM_END)
+  return text_completion(tokenizer, tool_call_text(name, arguments), weight_version)
+
+
+def text_completion(tokenizer, text: str, weight_version: int = -1) -> Completion:
+  """A policy turn that writes `text` (then `<|im_end|>`), as an engine would return it."""
+  ids = encode(tokenizer, text + IM_END)
   return Completion(ids, [0.0] * len(ids), "stop", weight_version)
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+class ScriptedEngine:
+  """Replays fixed turns as the policy's completions, so demonstrations and baselines go
+  through the real episode loop. A turn is `(tool name, arguments)` or plain text."""
+
+  weight_version = -1
+
+  def __init__(self, tokenizer, turns):
+    self.tokenizer, self.turns = tokenizer, list(turns)
+
+  async def generate(self, prompt_ids, sampling):
+    del prompt_ids, sampling
+    if not self.turns:
+      raise EngineError("the scripted turns are used up")
+    turn = self.turns.pop(0)
+    if isinstance(turn, str):
+      return text_completion(self.tokenizer, turn, self.weight_version)
+    return scripted_completion(self.tokenizer, *turn, self.weight_version)
+
+
+def encode(tokenizer, text: str) -> list[int]:
   return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _append(traj: Trajectory, ids, logprobs, *, policy: bool):
+def append_tokens(traj: Trajectory, ids, logprobs, *, policy: bool):
   traj.token_ids.extend(int(t) for t in ids)
   traj.loss_mask.extend([int(policy)] * len(ids))
   traj.behaviour_logprobs.extend(float(x) for x in logprobs)
@@ -187,8 +231,8 @@ def _observation(calls, results: list[ToolResult], errors: list[str]) -> str:
   return "\n\n".join(parts)
 
 
-def _truncate(tokenizer, text: str, max_tokens: int) -> str:
-  ids = _encode(tokenizer, text)
+def truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
+  ids = encode(tokenizer, text)
   if len(ids) <= max_tokens:
     return text
   return tokenizer.decode(ids[:max_tokens]) + f"\n[... cut {len(ids) - max_tokens} tokens]"

@@ -4,8 +4,8 @@
 `max_batch_size` of them that share sampling settings, left-pads them into
 one batch and runs `orchestra.models.decoding.generate` in a thread, so the
 event loop keeps running tools meanwhile. Shapes are bucketed (prompt length
-to a multiple of `prompt_bucket`, batch size to a power of two, new tokens to
-a multiple of 16)
+by `orchestra.shapes.bucket_length` over `prompt_bucket`, batch size to a power
+of two, new tokens to a multiple of 16)
 so a run compiles a handful of programs, not one per request.
 """
 
@@ -25,6 +25,7 @@ from flax import nnx
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import Sampler, generate
+from orchestra.shapes import bucket_length
 
 
 def _next_pow2(n: int) -> int:
@@ -46,7 +47,7 @@ class JaxEngine:
     model: the policy.
     max_batch_size: most requests decoded together.
     max_wait_s: how long the worker waits for more requests before a batch.
-    prompt_bucket: prompts are left-padded to a multiple of this.
+    prompt_bucket: prompts are left-padded to `bucket_length(longest, prompt_bucket)`.
     pad_id: padding token id.
     weight_version: version tag of the initial weights.
   """
@@ -124,7 +125,7 @@ class JaxEngine:
     sampling = batch[0].sampling
     rows = _next_pow2(len(batch))
     longest = max(len(r.prompt) for r in batch)
-    p = -(-longest // self.prompt_bucket) * self.prompt_bucket
+    p = bucket_length(longest, self.prompt_bucket)
     n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
     ids = np.full((rows, p), self.pad_id, np.int32)
     mask = np.zeros((rows, p), bool)

@@ -1,9 +1,12 @@
 """Evaluate policies under preference vectors on a held-out split: table, JSON and Pareto plot.
 
 Policies: `rl` (the run's newest checkpoint), `sft` (the SFT-only checkpoint),
-and scripted baselines that go through the same episode loop and tools:
-`random` (one random tool, then answer), `cheapest` (ask the cheapest expert,
-answer with its reply), `strongest` (the same with the most expensive expert).
+and, on toolscale-mini, scripted baselines that go through the same episode loop
+and tools: `random` (one random tool, then answer), `cheapest` (ask the cheapest
+expert, answer with its reply), `strongest` (the same with the most expensive
+expert). On a tau2 domain (`config.env.name = "tau2_domain"`) the policies are
+`rl` and `sft`, each episode a conversation graded by tau2's evaluator, and
+`accuracy` is the success rate.
 
 `mean_reward` is the ToolOrchestra reward with the group taken across
 policies: for each task, the features of every policy's episode are min-max
@@ -21,11 +24,11 @@ import re
 import numpy as np
 
 from orchestra.agent.chat_format import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
-from orchestra.agent.episode import run_episode, scripted_completion
+from orchestra.agent.episode import scripted_completion
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.rewards import preference_rewards
-from orchestra.train.loop import SFT_DIR, episode_config
-from orchestra.train.setup import RunSetup
+from orchestra.train.loop import SFT_DIR
+from orchestra.train.setup import ConfigValueError, RunSetup
 
 _NUMBER = re.compile(r"-?\d+")
 
@@ -74,25 +77,26 @@ def evaluate(setup: RunSetup, workdir: str, policies=None, preferences=None) -> 
   cfg = setup.config.eval
   policies = list(policies or cfg.policies)
   preferences = list(preferences or cfg.preferences)
-  tasks = setup.env.tasks(cfg.split)[:cfg.num_tasks]
+  baselines = [p for p in policies if p not in ("rl", "sft")]
+  if baselines and not isinstance(setup, RunSetup):
+    raise ConfigValueError(f"policies {baselines} are toolscale-mini baselines; on a tau2 domain "
+                     "evaluate rl and sft (--policies=rl,sft)")
+  tasks = setup.tasks(cfg.split)[:cfg.num_tasks]
   engines = {}
   for policy in policies:
     if policy in ("rl", "sft"):
       source = workdir if policy == "rl" else os.path.join(workdir, SFT_DIR)
       engines[policy] = JaxEngine(restore_policy(source)[0])
-  ep_cfg = episode_config(setup.config)
   sampling = SamplingParams(max_tokens=setup.config.episode.turn_tokens,
                             temperature=cfg.temperature, seed=0)
 
   async def episode(policy, task, preference, index):
-    messages = setup.messages(task, preference)
     if policy in engines:
       engine = engines[policy]
     else:
       engine = ScriptedAgent(setup.tokenizer, _baseline_call(setup, policy, task,
                                                              random.Random(index)))
-    return await run_episode(engine, setup.tokenizer, setup.tools_for(task), messages, sampling,
-                             ep_cfg)
+    return await setup.rollout(engine, task, preference, sampling)
 
   async def run_all():
     sem = asyncio.Semaphore(64)
@@ -110,17 +114,18 @@ def evaluate(setup: RunSetup, workdir: str, policies=None, preferences=None) -> 
   for pref in preferences:
     vector = setup.preference(pref)
     rewards = {p: [] for p in policies}
-    for i, task in enumerate(tasks):          # the group: every policy's episode on this task
-      trajs = [episodes[(p, pref, i)] for p in policies]
-      correct = [t.format_ok and setup.env.grade(task, t.answer) for t in trajs]
+    for i in range(len(tasks)):               # the group: every policy's episode on this task
+      trajs = [episodes[(p, pref, i)].trajectory for p in policies]
+      correct = [t.format_ok and episodes[(p, pref, i)].correct
+                 for p, t in zip(policies, trajs, strict=True)]
       calls = [[t.tool_calls.get(n, 0) for n in setup.tool_names] for t in trajs]
       r = preference_rewards(calls, correct, [t.cost_usd for t in trajs],
                              [t.latency_s for t in trajs], vector)
       for p, value in zip(policies, r, strict=True):
         rewards[p].append(float(value))
     for p in policies:
-      trajs = [episodes[(p, pref, i)] for i in range(len(tasks))]
-      correct = [setup.env.grade(task, t.answer) for task, t in zip(tasks, trajs, strict=True)]
+      trajs = [episodes[(p, pref, i)].trajectory for i in range(len(tasks))]
+      correct = [episodes[(p, pref, i)].correct for i in range(len(tasks))]
       rows.append({
           "policy": p, "preference": pref, "n": len(trajs),
           "accuracy": float(np.mean(correct)),
@@ -145,13 +150,14 @@ def write_report(rows: list[dict], out_dir: str) -> dict[str, str]:
   with open(paths["json"], "w") as f:
     json.dump(rows, f, indent=2)
   tools = list(rows[0]["tool_calls"]) if rows else []
-  lines = ["| policy | preference | accuracy | mean cost ($) | mean latency (s) | mean reward | "
-           + " | ".join(f"calls {t}" for t in tools) + " | n |",
-           "|---" * (7 + len(tools)) + "|"]
+  header = ["policy", "preference", "accuracy", "mean cost ($)", "mean latency (s)",
+            "mean reward", *(f"calls {t}" for t in tools), "n"]
+  lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
   for r in rows:
-    lines.append(f"| {r['policy']} | {r['preference']} | {r['accuracy']:.3f} | "
-                 f"{r['mean_cost_usd']:.6f} | {r['mean_latency_s']:.2f} | {r['mean_reward']:.3f} | "
-                 + " | ".join(f"{r['tool_calls'][t]:.2f}" for t in tools) + f" | {r['n']} |")
+    cells = [r["policy"], r["preference"], f"{r['accuracy']:.3f}", f"{r['mean_cost_usd']:.6f}",
+             f"{r['mean_latency_s']:.2f}", f"{r['mean_reward']:.3f}",
+             *(f"{r['tool_calls'][t]:.2f}" for t in tools), str(r["n"])]
+    lines.append("| " + " | ".join(cells) + " |")
   with open(paths["md"], "w") as f:
     f.write("\n".join(lines) + "\n")
   preferences = list(dict.fromkeys(r["preference"] for r in rows))

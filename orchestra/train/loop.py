@@ -2,7 +2,9 @@
 
 One RL step, as data:
   1. sample `tasks_per_step` train tasks, each with a preference vector;
-  2. run `group_size` episodes per task concurrently on the in-process engine;
+  2. run `group_size` episodes per task concurrently on the in-process engine
+     (`setup.rollout`: a toolscale-mini episode, or a conversation on a tau2-format
+     domain; see orchestra/train/setup.py and domain_setup.py);
   3. grade them and compute the ToolOrchestra reward within each group;
   4. advantages: GRPO (group z-score) or RLOO per group, dropping homogeneous
      groups; or PPO, where a value model (initialised from the SFT policy's
@@ -31,7 +33,7 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from orchestra.agent.episode import EpisodeConfig, Trajectory, run_episode, scripted_completion
+from orchestra.agent.episode import Trajectory
 from orchestra.checkpoint import CheckpointManager
 from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import JaxEngine, SamplingParams
@@ -41,63 +43,39 @@ from orchestra.rl import gae, group_advantages, rloo_advantages
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
                                  policy_loss_fn, sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
-from orchestra.train.setup import RunSetup
+from orchestra.train.setup import Rollout
 
 SFT_DIR = "sft"          # the SFT-only policy (eval's `sft` baseline) lives in workdir/sft
 
 
-def episode_config(config: ConfigDict) -> EpisodeConfig:
-  e = config.episode
-  return EpisodeConfig(max_turns=e.max_turns, max_total_tokens=e.max_total_tokens,
-                       max_observation_tokens=e.max_observation_tokens,
-                       price_in_per_1m=e.policy_price_in_per_1m,
-                       price_out_per_1m=e.policy_price_out_per_1m,
-                       generation_latency_per_token_s=e.get("policy_latency_per_token_s"))
-
-
-class TeacherEngine:
-  """Replays a teacher's tool calls as policy turns, so demos go through the real loop."""
-
-  weight_version = -1
-
-  def __init__(self, tokenizer, calls):
-    self.tokenizer, self.calls = tokenizer, list(calls)
-
-  async def generate(self, prompt_ids, sampling):
-    return scripted_completion(self.tokenizer, *self.calls.pop(0), self.weight_version)
-
-
-async def teacher_demos(setup: RunSetup, n: int, seed: int) -> list[Trajectory]:
-  """`n` demonstrations on train tasks, with real tool observations."""
+async def teacher_demos(setup, n: int, seed: int) -> list[Trajectory]:
+  """`n` demonstrations on train tasks, with real tool observations (failed ones dropped)."""
   rng = random.Random(seed)
-  tasks = setup.env.tasks("train")
+  tasks = setup.tasks("train")
   prefs = list(setup.config.train_preferences)
-  cfg, sampling = episode_config(setup.config), SamplingParams()
   sem = asyncio.Semaphore(64)
 
   async def one(task):
     preference = rng.choice(prefs)
-    calls = setup.env.teacher_calls(task, setup.tool_names, rng,
-                                    setup.preferred_expert(preference))
+    turns = setup.teacher_turns(task, preference, rng)
     async with sem:
-      return await run_episode(TeacherEngine(setup.tokenizer, calls), setup.tokenizer,
-                               setup.tools_for(task), setup.messages(task, preference),
-                               sampling, cfg)
+      return await setup.demo(task, preference, turns)
 
   demos = await asyncio.gather(*(one(rng.choice(tasks)) for _ in range(n)))
-  return [d for d in demos if d.finish_reason == "answer"]
+  return [d for d in demos if d is not None]
 
 
-def score_group(setup: RunSetup, task, preference: np.ndarray, trajs: list[Trajectory]):
+def score_group(setup, preference: np.ndarray, rollouts: list[Rollout]):
   """(rewards [G], keep [G], correct [G]) of one group, per DESIGN section 2.
 
   `keep` drops invalid-format episodes when `rl.invalid_format == "drop"`; with
   "zero" they stay in the batch with reward 0.
   """
   rl = setup.config.rl
+  trajs = [r.trajectory for r in rollouts]
   valid = np.asarray([t.format_ok for t in trajs])
   keep = valid if rl.invalid_format == "drop" else np.ones(len(trajs), bool)
-  correct = np.asarray([setup.env.grade(task, t.answer) for t in trajs]) & valid
+  correct = np.asarray([r.correct for r in rollouts]) & valid
   rewards = np.zeros(len(trajs))
   if keep.any():
     idx = np.flatnonzero(keep)
@@ -155,7 +133,7 @@ class MetricsWriter:
     self.tb.flush()
 
 
-def _save(manager: CheckpointManager, step: int, learner: Learner, setup: RunSetup, stage: str,
+def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage: str,
           critic: Learner | None = None):
   items = {"params": learner.params, "train_state": {"opt_state": learner.opt_state}}
   if critic is not None:
@@ -166,20 +144,31 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup: RunSet
 
 def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
   """PPO's value model: the policy's trunk (a copy) with a zero-initialised scalar head."""
-  critic = ValueModel(policy.config, rngs=nnx.Rngs(config.seed + 1))
+  critic = ValueModel(policy.config, remat=config.model.get("remat", False),
+                      rngs=nnx.Rngs(config.seed + 1))
   nnx.update(critic.model, jax.tree.map(jnp.copy, nnx.state(policy.model, nnx.Param)))
   return Learner(critic, make_optimizer(OptimizerConfig(
       learning_rate=config.rl.value_learning_rate, warmup_steps=config.rl.warmup_steps)),
       value_loss_fn(config.rl.value_clip))
 
 
-def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
-  """Runs (or resumes) SFT then RL; returns the last RL step's metrics."""
+def train(setup, workdir: str, progress: bool = True) -> dict:
+  """Runs (or resumes) SFT then RL; returns the last RL step's metrics.
+
+  Every rollout runs on one event loop, so clients bound to it (the engine's, an LLM
+  user's or expert's HTTP connections) live for the whole run.
+  """
+  with asyncio.Runner() as runner:
+    return _train(setup, workdir, progress, runner)
+
+
+def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner) -> dict:
   config = setup.config
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
   writer = MetricsWriter(workdir)
-  model = CausalLM(setup.model_config, rngs=nnx.Rngs(config.seed))
+  model = CausalLM(setup.model_config, remat=config.model.get("remat", False),
+                   rngs=nnx.Rngs(config.seed))
   step, stage = 0, "sft"
   latest = manager.latest_step()
   if latest is not None:
@@ -194,7 +183,7 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
         schedule="cosine", total_steps=sft_steps)), sft_loss_fn())
     if latest is not None:
       _restore(manager, learner)
-    demos = asyncio.run(teacher_demos(setup, config.sft.num_demos, config.seed))
+    demos = runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
     rng = np.random.RandomState(config.seed)
     order = [rng.permutation(len(demos)) for _ in range(sft_steps * config.sft.batch_size
                                                        // len(demos) + 1)]
@@ -240,11 +229,11 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
   engine = JaxEngine(learner.model, weight_version=step)
   metrics = {}
   while step < sft_steps + rl_steps:
-    metrics = asyncio.run(rl_step(setup, learner, engine, step, reference, critic))
+    metrics = runner.run(rl_step(setup, learner, engine, step, reference, critic))
     step += 1
     # In-process weight sync: the engine now samples with the updated parameters.
     start = time.perf_counter()
-    asyncio.run(engine.update_weights(learner.params, step))
+    runner.run(engine.update_weights(learner.params, step))
     metrics["sync_s"] = time.perf_counter() - start
     writer.write(step, {"stage": "rl", **metrics})
     bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
@@ -255,7 +244,7 @@ def train(setup: RunSetup, workdir: str, progress: bool = True) -> dict:
   return metrics
 
 
-async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: int,
+async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
                   reference: Learner | None = None, critic: Learner | None = None) -> dict:
   """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
 
@@ -265,18 +254,15 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
   config = setup.config
   rl, e = config.rl, config.episode
   rng = np.random.RandomState(config.seed * 100_003 + step)     # resume-safe: a function of step
-  tasks = setup.env.tasks("train")
+  tasks = setup.tasks("train")
   picks = rng.choice(len(tasks), rl.tasks_per_step, replace=False)
   prefs = rng.choice(list(config.train_preferences), rl.tasks_per_step)
   sampling = SamplingParams(max_tokens=e.turn_tokens, temperature=e.temperature)
-  ep_cfg = episode_config(config)
   sem = asyncio.Semaphore(rl.max_concurrent_episodes)
 
   async def episode(task, pref, seed, k):
     async with sem:
-      seeded = dataclasses.replace(sampling, seed=seed + k)
-      return await run_episode(engine, setup.tokenizer, setup.tools_for(task),
-                               setup.messages(task, pref), seeded, ep_cfg)
+      return await setup.rollout(engine, task, pref, dataclasses.replace(sampling, seed=seed + k))
 
   start = time.perf_counter()
   seeds = rng.randint(0, 2**30, rl.tasks_per_step)
@@ -287,8 +273,9 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
   rollout_s = time.perf_counter() - start
 
   batch_trajs, batch_adv, batch_rewards, rewards, correct_all, kept_groups = [], [], [], [], [], 0
-  for i, p, trajs in zip(picks, prefs, groups, strict=True):
-    r, keep, correct = score_group(setup, tasks[i], setup.preference(p), list(trajs))
+  for p, rollouts in zip(prefs, groups, strict=True):
+    trajs = [r.trajectory for r in rollouts]
+    r, keep, correct = score_group(setup, setup.preference(p), list(rollouts))
     a = np.zeros(len(r))
     if critic is None:
       a, keep = group_estimates(rl, r, keep)
@@ -298,7 +285,7 @@ async def rl_step(setup: RunSetup, learner: Learner, engine: JaxEngine, step: in
     batch_trajs += [t for t, k in zip(trajs, keep, strict=True) if k]
     batch_adv += [x for x, k in zip(a, keep, strict=True) if k]
     batch_rewards += [x for x, k in zip(r, keep, strict=True) if k]
-  all_trajs = [t for g in groups for t in g]
+  all_trajs = [r.trajectory for g in groups for r in g]
   metrics = {
       "reward": float(np.mean(rewards)), "accuracy": float(np.mean(correct_all)),
       "cost_usd": float(np.mean([t.cost_usd for t in all_trajs])),

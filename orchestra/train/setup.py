@@ -1,8 +1,18 @@
-"""Everything a run builds once from its config: environment, tokenizer, index, tools, prompts.
+"""Everything a run builds once from its config: environment, tokenizer, tools, prompts.
 
 Shared by `launch/train.py` and `launch/eval.py`. Artefacts that take time
 to build (the tokenizer, the search index) are written into the workdir
 once and reused, so a resumed run sees exactly the same ones.
+
+`build_setup` picks the setup by `config.env.name`:
+  toolscale_mini  `RunSetup` here: single-question episodes ending in `answer`
+  tau2_domain     `orchestra.train.domain_setup.DomainSetup`: conversational episodes on a
+                  tau2-format domain (airline, retail, or any ToolScale-format domain)
+Both give the training loop the same interface:
+  tasks(split) -> tasks;  tool_names;  preference(name) -> vector;  tokenizer, model_config
+  await rollout(engine, task, preference_name, sampling) -> Rollout(trajectory, correct)
+  teacher_turns(task, preference_name, rng) -> a scripted teacher's turns (consumes rng)
+  await demo(task, preference_name, turns) -> the teacher's Trajectory, or None if it failed
 """
 
 from __future__ import annotations
@@ -15,12 +25,31 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from orchestra.agent.chat_format import IM_END, render_prompt, tool_call_text
+from orchestra.agent.episode import EpisodeConfig, ScriptedEngine, Trajectory, run_episode
 from orchestra.agent.preferences import preference_instruction
+from orchestra.engines import SamplingParams
 from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Presented, Tool, build_tool
 
 SYSTEM_PROMPT = "You orchestrate tools to answer questions. Call one tool per turn; finish with answer."
+ENVS = ("toolscale_mini", "tau2_domain")
+
+
+@dataclasses.dataclass
+class Rollout:
+  """One graded episode: the trajectory and whether the task was solved."""
+  trajectory: Trajectory
+  correct: bool
+
+
+def episode_config(config: ConfigDict) -> EpisodeConfig:
+  e = config.episode
+  return EpisodeConfig(max_turns=e.max_turns, max_total_tokens=e.max_total_tokens,
+                       max_observation_tokens=e.max_observation_tokens,
+                       price_in_per_1m=e.policy_price_in_per_1m,
+                       price_out_per_1m=e.policy_price_out_per_1m,
+                       generation_latency_per_token_s=e.get("policy_latency_per_token_s"))
 
 
 class ConfigValueError(ValueError):
@@ -56,11 +85,15 @@ def validate(config: ConfigDict) -> None:
   if config.rl.invalid_format not in ("zero", "drop"):
     raise ConfigValueError(f"config.rl.invalid_format={config.rl.invalid_format!r}: "
                            "expected zero or drop")
-  unknown_tools = [t for t in config.tools.names
-                   if t not in ("code_interpreter", "local_search")
-                   and t not in {e.name for e in default_experts(0)}]
-  if unknown_tools:
-    raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}")
+  env = config.env.get("name", "toolscale_mini")
+  if env not in ENVS:
+    raise ConfigValueError(f"config.env.name={env!r}: expected one of {ENVS}")
+  if env == "toolscale_mini":
+    unknown_tools = [t for t in config.tools.names
+                     if t not in ("code_interpreter", "local_search")
+                     and t not in {e.name for e in default_experts(0)}]
+    if unknown_tools:
+      raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}")
 
 
 @dataclasses.dataclass
@@ -113,9 +146,47 @@ class RunSetup:
     return [{"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": f"{task.question}\n{instruction}"}]
 
+  def tasks(self, split: str) -> list[Task]:
+    return self.env.tasks(split)
 
-def build_setup(config: ConfigDict, workdir: str) -> RunSetup:
+  async def rollout(self, engine, task: Task, preference_name: str,
+                    sampling: SamplingParams) -> Rollout:
+    traj = await run_episode(engine, self.tokenizer, self.tools_for(task),
+                             self.messages(task, preference_name), sampling,
+                             episode_config(self.config))
+    return Rollout(traj, bool(self.env.grade(task, traj.answer)))
+
+  def teacher_turns(self, task: Task, preference_name: str, rng: random.Random) -> list:
+    """The scripted teacher's calls on `task` (real tools or an expert, see `teacher_calls`)."""
+    return self.env.teacher_calls(task, self.tool_names, rng,
+                                  self.preferred_expert(preference_name))
+
+  async def demo(self, task: Task, preference_name: str, turns: list) -> Trajectory | None:
+    """The teacher's `turns` replayed through the episode loop; None if it did not answer."""
+    traj = await run_episode(ScriptedEngine(self.tokenizer, turns), self.tokenizer,
+                             self.tools_for(task), self.messages(task, preference_name),
+                             SamplingParams(), episode_config(self.config))
+    return traj if traj.finish_reason == "answer" else None
+
+  def tokenizer_texts(self, rng: random.Random) -> list[str]:
+    """The environment's text, prompts and teacher turns: what the tokenizer is trained on."""
+    texts = list(self.env.texts())
+    schemas = [t.schema() for t in self.tools_for(self.env.tasks("train")[0]).values()]
+    for task in rng.sample(self.env.tasks("train"), 600):
+      preference = rng.choice(list(self.config.preferences))
+      texts.append(render_prompt(self.messages(task, preference), schemas))
+      for name, args in self.env.teacher_calls(task, self.tool_names, rng,
+                                                self.preferred_expert(preference)):
+        texts.append(tool_call_text(name, args) + IM_END)
+    return texts
+
+
+def build_setup(config: ConfigDict, workdir: str):
+  """The run's setup for `config.env.name` (see the module docstring)."""
   validate(config)
+  if config.env.get("name", "toolscale_mini") == "tau2_domain":
+    from orchestra.train.domain_setup import build_domain_setup
+    return build_domain_setup(config, workdir)
   env = ToolScaleMini(seed=config.env.seed, n_entities=config.env.n_entities,
                       n_tasks=config.env.n_tasks)
   real_tools = {"answer": build_tool({"type": "answer"})}
@@ -130,33 +201,30 @@ def build_setup(config: ConfigDict, workdir: str) -> RunSetup:
                                              "top_k": config.tools.search_top_k})
   experts = {e.name: e for e in default_experts(config.env.seed)}
   setup = RunSetup(config, env, None, real_tools, experts, None)
-  setup.tokenizer = _tokenizer(setup, os.path.join(workdir, "tokenizer"))
-  m = config.model
-  setup.model_config = DecoderConfig(
-      "qwen3", vocab_size=len(setup.tokenizer), hidden_size=m.hidden_size,
-      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, qk_norm=True,
-      eos_token_id=setup.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=0)
+  setup.tokenizer = run_tokenizer(setup, os.path.join(workdir, "tokenizer"))
+  setup.model_config = model_config(config, setup.tokenizer)
   return setup
 
 
-def _tokenizer(setup: RunSetup, path: str):
-  """Loads the run's tokenizer, or trains one on the environment's own text and saves it."""
+def model_config(config: ConfigDict, tokenizer) -> DecoderConfig:
+  """The Qwen3-shaped decoder of `config.model` over the run's tokenizer."""
+  m = config.model
+  return DecoderConfig(
+      "qwen3", vocab_size=len(tokenizer), hidden_size=m.hidden_size,
+      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
+      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, qk_norm=True,
+      eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=0)
+
+
+def run_tokenizer(setup, path: str):
+  """Loads the run's tokenizer, or trains one on `setup.tokenizer_texts` and saves it."""
   from transformers import AutoTokenizer
 
   from orchestra.agent.tokenizer import train_tokenizer
   if os.path.isfile(os.path.join(path, "tokenizer.json")):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
-  rng = random.Random(0)
-  texts = list(setup.env.texts())
-  schemas = [t.schema() for t in setup.tools_for(setup.env.tasks("train")[0]).values()]
-  for task in rng.sample(setup.env.tasks("train"), 600):
-    preference = rng.choice(list(setup.config.preferences))
-    texts.append(render_prompt(setup.messages(task, preference), schemas))
-    for name, args in setup.env.teacher_calls(task, setup.tool_names, rng,
-                                              setup.preferred_expert(preference)):
-      texts.append(tool_call_text(name, args) + IM_END)
-  tokenizer = train_tokenizer(texts, setup.config.model.vocab_size, split_words=False,
+  tokenizer = train_tokenizer(setup.tokenizer_texts(random.Random(0)),
+                              setup.config.model.vocab_size, split_words=False,
                               split_digits=True)
   tokenizer.save_pretrained(path)
   return tokenizer

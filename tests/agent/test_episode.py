@@ -97,14 +97,15 @@ def test_scripted_episode_accounting(tokenizer, search_tool):
   assert (logps[np.asarray(traj.loss_mask) == 1] == -0.5).all()
   assert (logps[np.asarray(traj.loss_mask) == 0] == 0).all()
   assert traj.weight_versions == [3, 3, 3]
-  # Cost: each turn pays the orchestrator's tokens ($1/1M in over the whole context, $2/1M out)
-  # plus its tool; search charges per query token, the interpreter per second.
-  context = [sum(len(i) for i, _ in pieces[:k + 2]) for k in (0, 2, 4)]
+  # Cost: each turn pays the orchestrator's tokens ($1/1M in over the context it was given,
+  # $2/1M out) plus its tool; search charges per query token, the interpreter per second.
+  context = [sum(len(i) for i, _ in pieces[:k + 1]) for k in (0, 2, 4)]
   out_tokens = [len(pieces[k][0]) for k in (1, 3, 5)]
   for turn, ctx, out in zip(traj.turns, context, out_tokens, strict=True):
     assert turn.cost_usd >= (ctx * 1.0 + out * 2.0) / 1e6 - 1e-12
   assert traj.turns[0].cost_usd > (context[0] + 2 * out_tokens[0]) / 1e6     # search was charged
   assert traj.turns[1].cost_usd > (context[1] + 2 * out_tokens[1]) / 1e6     # interpreter seconds
+  assert traj.turns[2].cost_usd == pytest.approx((context[2] + 2 * out_tokens[2]) / 1e6)
   assert traj.cost_usd == pytest.approx(sum(t.cost_usd for t in traj.turns))
   assert traj.latency_s == pytest.approx(sum(t.latency_s for t in traj.turns)) and traj.latency_s > 0
 

@@ -28,16 +28,24 @@ DOMAINS = {
 
 
 def load_domain(name: str, data_dir: Path | str) -> Domain:
-  """Loads domain `name` from the tau2 data folder `data_dir` (holding `domains/<name>/`)."""
-  if name not in DOMAINS:
-    raise ValueError(f"unknown domain {name!r}; known domains: {sorted(DOMAINS)}")
-  module_name = DOMAINS[name]
+  """Loads domain `name` from the data folder `data_dir` (holding `domains/<name>/`).
+
+  `name` is a registered domain (airline, retail) or the import path of any module with
+  `build_domain(data_dir) -> Domain`: a ToolScale-format domain of your own is a module
+  with a `DB` and a `Toolkit` subclass plus a folder with db.json, policy.md, tasks.json
+  and (optionally) split_tasks.json; see `Domain.from_dir`.
+  """
+  module_name = DOMAINS.get(name, name)
   try:
     module = importlib.import_module(module_name)
   except ModuleNotFoundError as e:
-    if e.name != module_name:
+    if e.name is None or not module_name.startswith(e.name):
       raise
-    raise ValueError(f"domain {name!r} is registered but {module_name} is not written yet") from None
+    raise ValueError(f"unknown domain {name!r}: not one of {sorted(DOMAINS)} and no module "
+                     f"{module_name} to import (a domain of your own is a module with "
+                     "build_domain(data_dir))") from None
+  if not callable(getattr(module, "build_domain", None)):
+    raise ValueError(f"domain {name!r}: module {module_name} has no build_domain(data_dir)")
   return module.build_domain(data_dir)
 
 

@@ -21,7 +21,8 @@ sees tool calls. Both talk through any object with an async
 `chat(messages, tools=None, max_tokens=None, temperature=None)` returning a reply with
 `content`, `tool_calls` (OpenAI format), `prompt_tokens`, `completion_tokens`, `cost_usd`
 and `latency_s` -- e.g. `orchestra.eval.judge.ChatEndpoint` -- or, for tests and gold
-checks, `ScriptedAgent` / `ScriptedUser`.
+checks, `ScriptedAgent` / `ScriptedUser`. `TicketUser` is the offline user of RL runs without a
+simulator endpoint; `engine_agent.EngineAgent` is the policy under training as the agent.
 
 Accounting per episode: the agent's own tokens, dollars and seconds; the user simulator's
 separately (it is part of the benchmark, not of the agent's bill); extra tools' cost and
@@ -73,6 +74,11 @@ def scenario_text(task: Task) -> str:
   else:
     lines += ["Instructions:", "  " + str(ins)]
   return "\n".join(lines)
+
+
+def ticket_text(task: Task) -> str:
+  """The task as one opening message: `task.ticket` if it has one, else its user scenario."""
+  return task.ticket or scenario_text(task)
 
 
 def load_user_guidelines(data_dir: Path | str) -> str:
@@ -196,6 +202,22 @@ class ScriptedUser:
     return Reply(STOP, [])
 
 
+class TicketUser:
+  """An offline stand-in for the user simulator, after tau2's solo mode.
+
+  It opens with the task as a ticket (`task.ticket`, else the user scenario's text) and
+  ends the conversation (###STOP###) at the agent's first message to it, so the agent
+  must act on the ticket alone, then report. Used for teacher demonstrations and for RL
+  without a user-simulator endpoint; it never answers questions, so tasks that need a
+  dialogue (confirmations, details given on request) become harder, never easier.
+  """
+
+  async def respond(self, task: Task, conversation: list[dict]) -> Reply:
+    if any(m["role"] == "user" for m in conversation):
+      return Reply(STOP, [])
+    return Reply(ticket_text(task), [])
+
+
 @dataclasses.dataclass
 class EpisodeResult:
   """One conversational episode.
@@ -252,7 +274,8 @@ def _user_stopped(text: str) -> bool:
 
 async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
                            extra_tools: Sequence[Any] = (), max_steps: int = 100,
-                           max_errors: int = 10, trial: int = 0) -> EpisodeResult:
+                           max_errors: int = 10, trial: int = 0,
+                           system_prompt: Optional[str] = None) -> EpisodeResult:
   """Runs one episode of `task` on a fresh environment; never raises on model failures.
 
   Args:
@@ -264,6 +287,8 @@ async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
     max_steps: steps allowed before the episode is cut (tau2's max_steps; see above).
     max_errors: failed tool calls allowed (tau2's max_errors).
     trial: recorded in the result.
+    system_prompt: the agent's system message (default: tau2's instruction and the
+      domain policy, `agent_system_prompt`).
   """
   env = domain.new_env(task)
   extras = {t.name: t for t in extra_tools}
@@ -271,7 +296,7 @@ async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
   if clash:
     raise ValueError(f"extra tools {clash} clash with {domain.name} domain tool names")
   tools = domain.tool_schemas() + [t.schema() for t in extra_tools]
-  system = agent_system_prompt(domain.policy)
+  system = system_prompt if system_prompt is not None else agent_system_prompt(domain.policy)
   history: list[dict] = [{"role": "assistant", "content": FIRST_AGENT_MESSAGE}]
   res = EpisodeResult(task.id, trial, history, [], "", 1)
   errors = 0

@@ -12,6 +12,8 @@
   assistant text message with its commas removed (tau2's substring check).
 * ACTION: every gold action must match some predicted tool call: same name and equal
   values for `compare_args` (default: the keys of the predicted call's arguments).
+* ENV_ASSERTION: toolkit methods called on the agent's final environment must return
+  each assertion's `assert_value` (`check_env_assertions`).
 * NL_ASSERTION: an LLM judge decides each assertion on the user/assistant transcript;
   all must be met. Without a judge the component is None (not evaluated) and reported.
 * reward = product of the components named in the task's `reward_basis` (None skipped).
@@ -26,7 +28,7 @@ import dataclasses
 import math
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Sequence
 
-from orchestra.envs.domains.base import Action, Domain, Task
+from orchestra.envs.domains.base import Action, Domain, EnvAssertion, Task, Toolkit
 from orchestra.envs.domains.replay import evaluate_db, replay_tool_calls
 
 STOP_TERMINATIONS = ("user_stop", "agent_stop")
@@ -65,6 +67,28 @@ def check_communicate(info: Sequence[str], assistant_texts: Iterable[str]) -> li
   """For each string, whether it occurs in an assistant message (lower-cased, commas removed)."""
   texts = [t.lower().replace(",", "") for t in assistant_texts if t]
   return [any(s.lower() in t for t in texts) for s in info]
+
+
+def check_env_assertions(env: Toolkit, assertions: Sequence[EnvAssertion]) -> list[dict]:
+  """tau2's `run_env_assertion` on the agent's final environment, for each assertion.
+
+  The toolkit method `func_name(**arguments)` is called; the assertion is met when the
+  result equals `assert_value`. A call that raises is not met (tau2 would abort the
+  evaluation) and its error is recorded.
+  """
+  checks = []
+  for a in assertions:
+    if a.env_type != "assistant":
+      raise ValueError(f"env assertion {a.func_name!r} targets env_type {a.env_type!r}; "
+                       "this domain has no user tools")
+    check = {"func_name": a.func_name, "arguments": a.arguments, "message": a.message}
+    try:
+      result = env.run_function(a.func_name, a.arguments)
+      check.update(met=result == a.assert_value, result=result)
+    except Exception as e:  # noqa: BLE001 - recorded as an unmet assertion
+      check.update(met=False, error=f"{type(e).__name__}: {e}")
+    checks.append(check)
+  return checks
 
 
 @dataclasses.dataclass
@@ -129,10 +153,9 @@ async def evaluate_episode(domain: Domain, task: Task, *, termination: str,
     if "DB" in basis:
       breakdown["DB"] = db.reward
     if "ENV_ASSERTION" in basis:
-      if crit.env_assertions:
-        raise ValueError(f"task {task.id}: env_assertions are not supported by the "
-                         f"{domain.name} domain (airline/retail tasks have none)")
-      breakdown["ENV_ASSERTION"] = 1.0
+      checks = check_env_assertions(predicted, crit.env_assertions or [])
+      details["env_assertions"] = checks
+      breakdown["ENV_ASSERTION"] = 1.0 if all(c["met"] for c in checks) else 0.0
 
   assistant_texts = [m.get("content") or "" for m in messages if m.get("role") == "assistant"]
   if "COMMUNICATE" in basis:
