@@ -44,7 +44,9 @@ class Trajectory:
   cost_usd: float
   latency_s: float
   answer: str | None
-  finish_reason: str                          # "answer" | "max_turns" | "max_tokens" | "engine_error"
+  # "answer" | "max_turns" | "max_tokens" | "engine_error"; a tau2 conversation's termination
+  # ("user_stop", "agent_stop", "max_steps", ...) for domain episodes (EngineAgent)
+  finish_reason: str
   error: str | None = None                    # why an episode failed (engine errors)
 
   @property

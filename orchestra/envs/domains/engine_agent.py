@@ -25,7 +25,7 @@ and sets the trajectory's `finish_reason` to "max_turns" / "max_tokens".
 
 from __future__ import annotations
 
-from orchestra.agent.chat_format import observation_text, render_prompt
+from orchestra.agent.chat_format import TOOL_CALL_OPEN, observation_text, render_prompt
 from orchestra.agent.episode import (EpisodeConfig, Trajectory, Turn, append_tokens, encode,
                                      generate_turn, truncate_tokens)
 from orchestra.agent.parser import parse_turn
@@ -66,7 +66,8 @@ class EngineAgent:
       cost += turn.cost_usd
       latency += turn.latency_s
       parsed = parse_turn(turn.text, {t["function"]["name"] for t in tools})
-      errors = [e for e in parsed.errors if not e.startswith("no tool call")]
+      # Without a <tool_call> block the turn is a message to the user, not a format error.
+      errors = parsed.errors if TOOL_CALL_OPEN in turn.text else []
       turn.format_errors = errors + turn.format_errors
       if errors and not parsed.calls:
         # Nothing runnable: the environment never sees it; the policy reads the error.
@@ -82,8 +83,7 @@ class EngineAgent:
         turn.calls.append({"name": call.name, "arguments": call.arguments})
         self.trajectory.tool_calls[call.name] = self.trajectory.tool_calls.get(call.name, 0) + 1
       self._seen = len(history) + 1      # run_conversation appends this reply next
-      return Reply(parsed.content, calls, prompt_tokens,
-                        completion_tokens, cost, latency)
+      return Reply(parsed.content, calls, prompt_tokens, completion_tokens, cost, latency)
 
   def finish(self, episode: EpisodeResult) -> Trajectory:
     """Closes the trajectory with the conversation's outcome and accounting.
