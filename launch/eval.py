@@ -2,6 +2,8 @@
 
   # the main job: a run's policies and baselines under the config's preference vectors
   python launch/eval.py --config configs/tiny_cpu.py --workdir runs/tiny
+  # a run trained on a tau2-format domain: its rl and sft policies on the test split
+  python launch/eval.py --config configs/tau2_retail_cpu.py --workdir runs/retail
   # a QA benchmark (HLE, FRAMES, GSM8K or generic JSONL): see orchestra/eval/qa_cli.py
   python launch/eval.py --benchmark gsm8k --data gsm8k_test.jsonl --dry_run
   # a tau2-style domain: see orchestra/eval/tau2_cli.py
