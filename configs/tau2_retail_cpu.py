@@ -40,7 +40,7 @@ def get_config() -> ConfigDict:
   c.env = ConfigDict(dict(
       name="tau2_domain",
       domain="retail",                         # airline | retail | a module path (ToolScale-format)
-      data=DATA,                           # holds domains/<domain>/ (db, policy, tasks, splits)
+      data=DATA,                               # holds domains/<domain>/ (db, policy, tasks, splits)
       user="ticket",                           # "ticket" (offline) or "llm" (user-simulator endpoint)
       user_url="", user_model="", user_api_key_env="",
       user_price_in=0.0, user_price_out=0.0,   # USD per 1M tokens (reported, not the agent's bill)

@@ -49,6 +49,14 @@ class Trajectory:
   finish_reason: str
   error: str | None = None                    # why an episode failed (engine errors)
 
+  @classmethod
+  def from_prompt(cls, prompt_ids: list[int], finish_reason: str = "") -> "Trajectory":
+    """A trajectory holding only its prompt (no policy tokens, no turns yet)."""
+    n = len(prompt_ids)
+    return cls(token_ids=list(prompt_ids), loss_mask=[0] * n, behaviour_logprobs=[0.0] * n,
+               prompt_length=n, turns=[], tool_calls={}, cost_usd=0.0, latency_s=0.0,
+               answer=None, finish_reason=finish_reason)
+
   @property
   def format_ok(self) -> bool:
     return all(not t.format_errors for t in self.turns)
@@ -78,10 +86,8 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
                       ) -> Trajectory:
   """Runs the policy on `messages` (system + user) with `tools` until `answer` or a limit."""
   schemas = [tool.schema() for tool in tools.values()]
-  ids = encode(tokenizer, render_prompt(messages, schemas))
-  traj = Trajectory(token_ids=ids, loss_mask=[0] * len(ids), behaviour_logprobs=[0.0] * len(ids),
-                    prompt_length=len(ids), turns=[], tool_calls={}, cost_usd=0.0,
-                    latency_s=0.0, answer=None, finish_reason="max_turns")
+  traj = Trajectory.from_prompt(encode(tokenizer, render_prompt(messages, schemas)),
+                                finish_reason="max_turns")
   for _ in range(config.max_turns):
     if len(traj.token_ids) >= config.max_total_tokens:
       traj.finish_reason = "max_tokens"

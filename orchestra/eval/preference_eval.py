@@ -79,8 +79,8 @@ def evaluate(setup: RunSetup, workdir: str, policies=None, preferences=None) -> 
   preferences = list(preferences or cfg.preferences)
   baselines = [p for p in policies if p not in ("rl", "sft")]
   if baselines and not isinstance(setup, RunSetup):
-    raise ConfigValueError(f"policies {baselines} are toolscale-mini baselines; on a tau2 domain "
-                     "evaluate rl and sft (--policies=rl,sft)")
+    raise ConfigValueError(f"policies {baselines} are toolscale-mini baselines; on a tau2 "
+                           "domain evaluate rl and sft (--policies=rl,sft)")
   tasks = setup.tasks(cfg.split)[:cfg.num_tasks]
   engines = {}
   for policy in policies:

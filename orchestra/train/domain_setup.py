@@ -26,7 +26,6 @@ import os
 import random
 from typing import Any
 
-import numpy as np
 from ml_collections import ConfigDict
 
 from orchestra.agent.chat_format import IM_END, render_prompt, tool_call_text
@@ -42,8 +41,8 @@ from orchestra.envs.domains.evaluate import evaluate_episode, is_success
 from orchestra.envs.domains.replay import replay_gold
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Tool
-from orchestra.train.setup import (ConfigValueError, Rollout, episode_config, model_config,
-                                   run_tokenizer)
+from orchestra.train.setup import (ConfigValueError, Rollout, SetupBase, episode_config,
+                                   model_config, run_tokenizer)
 
 USERS = ("ticket", "llm")
 
@@ -55,7 +54,7 @@ def closing_message(task: Task) -> str:
 
 
 @dataclasses.dataclass
-class DomainSetup:
+class DomainSetup(SetupBase):
   config: ConfigDict
   domain: Domain
   extra_tools: dict[str, Tool]                  # offered next to the domain tools
@@ -64,13 +63,6 @@ class DomainSetup:
   user_model: Any = None                        # the LLM user's ChatEndpoint ("llm" users)
   guidelines: str = ""                          # tau2's user-simulator guidelines
   nl_judge: Any = None                          # NL-assertion judge, or None (not evaluated)
-
-  @property
-  def tool_names(self) -> tuple[str, ...]:
-    return tuple(self.config.tools.names)
-
-  def preference(self, name: str) -> np.ndarray:
-    return np.asarray(self.config.preferences[name], np.float64)
 
   def tasks(self, split: str) -> list[Task]:
     return self.domain.split(split)

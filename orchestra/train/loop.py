@@ -275,7 +275,7 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
   batch_trajs, batch_adv, batch_rewards, rewards, correct_all, kept_groups = [], [], [], [], [], 0
   for p, rollouts in zip(prefs, groups, strict=True):
     trajs = [r.trajectory for r in rollouts]
-    r, keep, correct = score_group(setup, setup.preference(p), list(rollouts))
+    r, keep, correct = score_group(setup, setup.preference(p), rollouts)
     a = np.zeros(len(r))
     if critic is None:
       a, keep = group_estimates(rl, r, keep)

@@ -96,18 +96,28 @@ def validate(config: ConfigDict) -> None:
       raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}")
 
 
+class SetupBase:
+  """What every setup derives from its config: the preference tools and vectors."""
+
+  config: ConfigDict
+
+  @property
+  def tool_names(self) -> tuple[str, ...]:
+    """The tools a preference vector weighs, in its order (then outcome, cost, latency)."""
+    return tuple(self.config.tools.names)
+
+  def preference(self, name: str) -> np.ndarray:
+    return np.asarray(self.config.preferences[name], np.float64)
+
+
 @dataclasses.dataclass
-class RunSetup:
+class RunSetup(SetupBase):
   config: ConfigDict
   env: ToolScaleMini
   tokenizer: object
   real_tools: dict[str, Tool]                 # shared across episodes
   experts: dict[str, SimulatedExpert]         # bound to each task
   model_config: DecoderConfig
-
-  @property
-  def tool_names(self) -> tuple[str, ...]:
-    return tuple(self.config.tools.names)
 
   def tools_for(self, task: Task) -> dict[str, Tool]:
     """The tool set of one episode: real tools, experts bound to `task`, and `answer`."""
@@ -117,9 +127,6 @@ class RunSetup:
       brief = self.config.tools.get("descriptions", {}).get(name)
       tools[name] = Presented(tool, brief) if brief else tool
     return tools
-
-  def preference(self, name: str) -> np.ndarray:
-    return np.asarray(self.config.preferences[name], np.float64)
 
   def preferred_expert(self, preference_name: str) -> str:
     """The scripted teacher's rule of thumb: the offered expert a preference points to.

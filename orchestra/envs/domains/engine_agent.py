@@ -53,7 +53,6 @@ class EngineAgent:
     self.trajectory: Trajectory | None = None
     self._seen = 0                   # history messages already in the token sequence
     self._pending_note = ""          # a format error to show with the next observation
-    self._calls = 0
 
   async def respond(self, system: str, history: list[dict], tools: list[dict]) -> Reply:
     self._extend(system, history, tools)
@@ -75,13 +74,12 @@ class EngineAgent:
         self._append_text(observation_text(turn.observation))
         continue
       self._pending_note = "Format error: " + "; ".join(errors) if errors else ""
-      calls = []
+      calls, counts = [], self.trajectory.tool_calls
       for call in parsed.calls:
-        self._calls += 1
-        calls.append({"id": f"call_{self._calls}", "name": call.name,
+        counts[call.name] = counts.get(call.name, 0) + 1
+        calls.append({"id": f"call_{sum(counts.values())}", "name": call.name,
                       "arguments": call.arguments})
         turn.calls.append({"name": call.name, "arguments": call.arguments})
-        self.trajectory.tool_calls[call.name] = self.trajectory.tool_calls.get(call.name, 0) + 1
       self._seen = len(history) + 1      # run_conversation appends this reply next
       return Reply(parsed.content, calls, prompt_tokens, completion_tokens, cost, latency)
 
@@ -95,9 +93,7 @@ class EngineAgent:
     before the agent's first turn gives an empty trajectory (nothing to learn from).
     """
     if self.trajectory is None:
-      self.trajectory = Trajectory(token_ids=[], loss_mask=[], behaviour_logprobs=[],
-                                   prompt_length=0, turns=[], tool_calls={}, cost_usd=0.0,
-                                   latency_s=0.0, answer=None, finish_reason="")
+      self.trajectory = Trajectory.from_prompt([])
     traj = self.trajectory
     if traj.finish_reason not in ("max_turns", "max_tokens", "engine_error"):
       traj.finish_reason, traj.error = episode.termination, episode.error
@@ -113,12 +109,8 @@ class EngineAgent:
     limit = self.config.max_observation_tokens
     new = [self._shown(m, limit) for m in history[self._seen:]]
     if self.trajectory is None:
-      ids = encode(self.tokenizer, render_prompt([{"role": "system", "content": system}] + new,
-                                                 tools))
-      self.trajectory = Trajectory(
-          token_ids=ids, loss_mask=[0] * len(ids), behaviour_logprobs=[0.0] * len(ids),
-          prompt_length=len(ids), turns=[], tool_calls={}, cost_usd=0.0, latency_s=0.0,
-          answer=None, finish_reason="")
+      self.trajectory = Trajectory.from_prompt(encode(
+          self.tokenizer, render_prompt([{"role": "system", "content": system}] + new, tools)))
     else:
       if self._pending_note:
         new.append({"role": "tool", "content": self._pending_note})
