@@ -10,6 +10,7 @@ episodes). Values follow DESIGN section 2 / the paper (arXiv 2511.21689).
 import os
 
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 # Expert pool and prices (USD per 1M tokens in/out) from shared/notes/toolorchestra-reference.md.
 EXPERTS = (
@@ -51,9 +52,11 @@ def get_config() -> ConfigDict:
       policy_price_in_per_1m=0.2, policy_price_out_per_1m=0.2))
   c.rl = ConfigDict(dict(
       algorithm="grpo", total_steps=300, tasks_per_step=16, group_size=8,
-      learning_rate=1e-6, clip_low=0.2, clip_high=0.28, dual_clip=10.0,
-      kl_coef=1e-4, kl_estimator="mse", entropy_coef=0.0, std_threshold=0.1,
-      invalid_format="drop", micro_batches=16))
+      learning_rate=1e-6, std_threshold=0.1, invalid_format="drop", micro_batches=16,
+      aggregation="token_mean",
+      loss=ConfigDict(dict(                    # orchestra.rl.update.PolicyLossConfig
+          clip_low=0.2, clip_high=0.28, dual_clip=10.0, tis_cap=placeholder(float),
+          kl_coef=1e-4, kl_estimator="mse", entropy_coef=0.0))))
   c.preferences = ConfigDict(dict(              # tools: one weight per expert + search + code
       balanced=(0.0,) * (len(EXPERTS) + 2) + (1.0, 0.5, 0.5),
       low_cost=(0.0,) * (len(EXPERTS) + 2) + (1.0, 2.0, 0.0),

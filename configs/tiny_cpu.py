@@ -8,6 +8,7 @@ Step counts: `sft.steps` (warm start on teacher demonstrations) and
 """
 
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 # Order of every preference vector: one weight per tool (TOOLS order), then outcome, cost, latency.
 TOOLS = ("code_interpreter", "local_search", "expert-small", "expert-large", "expert-batch")
@@ -60,6 +61,8 @@ def get_config() -> ConfigDict:
       steps=400,                               # optimizer steps on teacher demonstrations
       batch_size=16,                           # demonstrations per step
       num_demos=2000,                          # demonstration pool (train split)
+      # the share of demos where an expert answers (the rest run the real-tool plan)
+      expert_demo_fraction=0.75,
       learning_rate=5e-3,
       warmup_steps=10,
   ))
@@ -70,10 +73,19 @@ def get_config() -> ConfigDict:
       group_size=4,                            # episodes per task
       learning_rate=2e-4,
       warmup_steps=5,
-      clip_low=0.2,
-      clip_high=0.28,
-      kl_coef=0.0,                             # 0: no reference model at all
-      entropy_coef=0.01,                       # keeps exploring while routing is learned
+      micro_batches=1,                         # gradient accumulation steps per update
+      # how per-token losses are reduced: token_mean | seq_mean_token_mean | seq_sum_norm
+      # (Dr.GRPO, normalised by episode.max_total_tokens)
+      aggregation="token_mean",
+      loss=ConfigDict(dict(                    # orchestra.rl.update.PolicyLossConfig
+          clip_low=0.2,                        # ratio clipped to [1 - clip_low, 1 + clip_high]
+          clip_high=0.28,
+          dual_clip=placeholder(float),        # dual clip on negative advantages (None: off)
+          tis_cap=placeholder(float),          # truncated IS weight old/sampler (None: off)
+          kl_coef=0.0,                         # 0: no reference model at all
+          kl_estimator="mse",                  # k1 | k3 (low_var_kl) | mse (k2)
+          entropy_coef=0.01,                   # keeps exploring while routing is learned
+      )),
       std_threshold=0.05,                      # homogeneity filter on a group's reward std
       invalid_format="zero",                   # "zero" or "drop" episodes with bad tool calls
       max_concurrent_episodes=64,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
@@ -31,6 +32,10 @@ class Turn:
   format_errors: list[str]
   weight_version: int
   finish_reason: str                          # the engine's: "stop" | "length"
+
+
+# Finish reasons that are our failure, not the policy's ("max_turns"/"max_tokens" are its own).
+LOST_FINISH_REASONS = ("engine_error", "user_error")
 
 
 @dataclasses.dataclass
@@ -56,6 +61,12 @@ class Trajectory:
     return cls(token_ids=list(prompt_ids), loss_mask=[0] * n, behaviour_logprobs=[0.0] * n,
                prompt_length=n, turns=[], tool_calls={}, cost_usd=0.0, latency_s=0.0,
                answer=None, finish_reason=finish_reason)
+
+  @property
+  def lost(self) -> bool:
+    """Lost to our infrastructure (the engine or a simulated user failed), not the policy:
+    such an episode says nothing about the policy and is left out of training."""
+    return self.finish_reason in LOST_FINISH_REASONS
 
   @property
   def format_ok(self) -> bool:
@@ -127,11 +138,16 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
   (prompt tokens * price_in + generated tokens * price_out) / 1e6; its latency the
   declared per-token latency, or wall clock. An engine failure or timeout sets
   `finish_reason = "engine_error"` and the reason, then propagates.
+
+  With `sampling.seed` set, the turn samples with `turn_seed(seed, turn index)`: every
+  turn of an episode draws its own noise (the engine folds the token index into the
+  seed from 0 on each request, so one seed reused per turn would repeat the same draws).
   """
   im_end = tokenizer.convert_tokens_to_ids(IM_END)
   budget = config.max_total_tokens - len(traj.token_ids)
   turn_sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, budget),
-                                      stop_token_ids=(im_end,))
+                                      stop_token_ids=(im_end,),
+                                      seed=turn_seed(sampling.seed, len(traj.turns)))
   prompt_tokens = len(traj.token_ids)
   start = time.perf_counter()
   try:
@@ -158,6 +174,18 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
     turn.format_errors.append("turn cut off at the token limit")
   traj.turns.append(turn)
   return turn, completion
+
+
+def turn_seed(seed: int | None, turn: int) -> int | None:
+  """The sampling seed of turn `turn` of the episode seeded `seed` (None stays None).
+
+  A hash of (seed, turn), 31 bits (what every engine, vLLM included, accepts): distinct
+  across an episode's turns and reproducible from the episode's seed.
+  """
+  if seed is None:
+    return None
+  digest = hashlib.blake2b(f"{seed}:{turn}".encode(), digest_size=4).digest()
+  return int.from_bytes(digest, "little") >> 1
 
 
 async def _call_tool(tool: Tool, arguments, timeout_s: float) -> ToolResult:

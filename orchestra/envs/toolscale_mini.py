@@ -176,13 +176,15 @@ class ToolScaleMini:
     return texts
 
   def teacher_calls(self, task: Task, tool_names: Sequence[str], rng: random.Random,
-                    preferred_expert: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+                    preferred_expert: str | None = None,
+                    expert_probability: float = EXPERT_PROBABILITY
+                    ) -> list[tuple[str, dict[str, Any]]]:
     """A scripted demonstration: (tool name, arguments) calls that end the episode.
 
     Either the competent real-tool plan: `local_search` for each entity the question
     names (the query is the entity name), then `code_interpreter` printing the
     computation, then `answer` with the right number. Or, with probability
-    EXPERT_PROBABILITY (always when none of the plan's tools is offered), one call to
+    `expert_probability` (always when none of the plan's tools is offered), one call to
     an offered expert (any name in `tool_names` other than the real tools), which
     answers for the policy: `preferred_expert` (the caller's rule of thumb for the
     user's preference) with probability PREFERRED_PROBABILITY, else a uniform choice.
@@ -196,7 +198,7 @@ class ToolScaleMini:
       plan.append(("code_interpreter", {"code": draft.code}))
     plan = [(name, args) for name, args in plan if name in tool_names]
     experts = [name for name in tool_names if name not in REAL_TOOLS and name != "answer"]
-    if experts and (not plan or rng.random() < EXPERT_PROBABILITY):
+    if experts and (not plan or rng.random() < expert_probability):
       if preferred_expert in experts and rng.random() < PREFERRED_PROBABILITY:
         return [(preferred_expert, {"prompt": task.question})]
       return [(rng.choice(experts), {"prompt": task.question})]

@@ -267,7 +267,18 @@ class CausalLM(nnx.Module):
 
 
 class ValueModel(nnx.Module):
-  """Same backbone with a scalar head, for PPO: ids -> values [B, T] (float32)."""
+  """Same backbone with a scalar head, for PPO: ids -> values [B, T] (float32).
+
+  `values[:, t]` is V of the state *before* token t: it reads the hidden state at
+  t - 1 (which has seen tokens 0..t-1 only), so it never depends on token t or any
+  token after it, and the critic judges an action before seeing it (verl takes
+  `values[:, -response_length - 1:-1]` for the same reason):
+
+      values[:, t] = w . h[:, t - 1] + b    (t >= 1),        values[:, 0] = b
+
+  Position 0 (no state yet) gets the learned bias alone; it is always a prompt
+  token, so it never enters GAE or the value loss.
+  """
 
   def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
                remat: bool = False, rngs: nnx.Rngs):
@@ -278,6 +289,7 @@ class ValueModel(nnx.Module):
 
   def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None):
     hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
-    values_BT = jnp.einsum("btd,d->bt", hidden_BTD, self.value_head[...].astype(hidden_BTD.dtype),
-                           preferred_element_type=jnp.float32)
-    return values_BT + self.value_bias[...].astype(jnp.float32)
+    after_BT = jnp.einsum("btd,d->bt", hidden_BTD, self.value_head[...].astype(hidden_BTD.dtype),
+                          preferred_element_type=jnp.float32)
+    before_BT = jnp.pad(after_BT[:, :-1], ((0, 0), (1, 0)))      # shift right: state before t
+    return before_BT + self.value_bias[...].astype(jnp.float32)

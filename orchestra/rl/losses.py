@@ -67,21 +67,33 @@ def clipped_policy_loss(logp_BT, old_logp_BT, advantages_BT, *, clip_low: float 
   return loss, is_clipped
 
 
-def kl_penalty(logp_BT, ref_logp_BT, estimator: str = "mse"):
-  """Per-token KL(pi || pi_ref) estimates from sampled tokens (Schulman 2020), d = logp - ref_logp:
+KL_ESTIMATORS = ("k1", "k3", "low_var_kl", "mse", "k2")
+
+
+def kl_penalty(logp_BT, ref_logp_BT, estimator: str = "mse", mask_BT=None):
+  """Per-token KL(pi || pi_ref) estimates from tokens sampled from pi (Schulman 2020),
+  d = logp - ref_logp:
 
       k1  = d
       k3  = exp(-d) + d - 1         ("low_var_kl": unbiased, >= 0)
       mse = d^2 / 2                 (k2)
+
+  k3 is computed as verl's low_var_kl: d clamped to [-20, 20] before the exponent and
+  the estimate to at most 10, so one outlier token cannot blow up the loss. With
+  `mask_BT`, d is set to 0 off the mask *before* any exponent: a prompt or observation
+  token with |d| > 88 would otherwise give exp(d) = inf, and inf * 0 = nan in the loss.
   """
   d = logp_BT - ref_logp_BT
+  if mask_BT is not None:
+    d = jnp.where(mask_BT, d, 0.0)
   if estimator == "k1":
     return d
   if estimator in ("k3", "low_var_kl"):
-    return jnp.exp(-d) + d - 1.0
+    d = jnp.clip(d, -20.0, 20.0)
+    return jnp.minimum(jnp.exp(-d) + d - 1.0, 10.0)
   if estimator in ("mse", "k2"):
     return 0.5 * d * d
-  raise ValueError(f"kl estimator {estimator!r}: expected 'k1', 'k3'/'low_var_kl' or 'mse'/'k2'")
+  raise ValueError(f"kl estimator {estimator!r}: expected one of {KL_ESTIMATORS}")
 
 
 def clipped_value_loss(values_BT, old_values_BT, returns_BT, clip: float = 0.2):

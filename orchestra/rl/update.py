@@ -29,8 +29,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from orchestra.rl.losses import (aggregation_weights, clipped_policy_loss, clipped_value_loss,
-                                 kl_penalty, token_entropy, token_logprobs)
+from orchestra.rl.losses import (KL_ESTIMATORS, aggregation_weights, clipped_policy_loss,
+                                 clipped_value_loss, kl_penalty, token_entropy, token_logprobs)
 from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
 
 Batch = dict[str, jax.Array]
@@ -77,20 +77,44 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
 
 @dataclasses.dataclass(frozen=True)
 class PolicyLossConfig:
-  clip_low: float = 0.2
-  clip_high: float = 0.28
-  dual_clip: float | None = None
+  """The policy loss's settings (`config.rl.loss` of a run, plus the sampler's temperature).
+
+  Validated on construction; an error names the field.
+  """
+  clip_low: float = 0.2             # ratio clip 1 - clip_low
+  clip_high: float = 0.28           # ratio clip 1 + clip_high (DAPO clip-higher)
+  dual_clip: float | None = None    # cap -A * dual_clip on negative advantages; None = off
   tis_cap: float | None = None      # truncated importance weight old/behaviour; None = off
   kl_coef: float = 0.0              # 0: no reference model at all
-  kl_estimator: str = "mse"
+  kl_estimator: str = "mse"         # k1 | k3 (low_var_kl) | mse (k2)
   entropy_coef: float = 0.0
   temperature: float = 1.0          # the sampler's temperature
+
+  def __post_init__(self):
+    problems = []
+    for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
+      if getattr(self, name) < 0:
+        problems.append(f"{name}={getattr(self, name)} must be >= 0")
+    if self.clip_low >= 1:
+      problems.append(f"clip_low={self.clip_low} must be < 1 (the ratio's lower clip is "
+                      "1 - clip_low)")
+    if self.dual_clip is not None and self.dual_clip <= 1:
+      problems.append(f"dual_clip={self.dual_clip} must be > 1 (or None: off)")
+    if self.tis_cap is not None and self.tis_cap <= 0:
+      problems.append(f"tis_cap={self.tis_cap} must be > 0 (or None: off)")
+    if self.kl_estimator not in KL_ESTIMATORS:
+      problems.append(f"kl_estimator={self.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
+    if not self.temperature > 0:
+      problems.append(f"temperature={self.temperature} must be > 0: log-probs at "
+                      "temperature 0 divide by zero (greedy decoding is for evaluation)")
+    if problems:
+      raise ValueError("; ".join(problems))
 
 
 def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
   """loss = sum_t w_t [PG_t + kl_coef KL_t - entropy_coef H_t] over policy tokens."""
 
-  required = ("tokens", "attention_mask", "advantages", "behaviour_logp")
+  required = ("tokens", "attention_mask", "loss_mask", "advantages", "behaviour_logp")
   required += ("ref_logp",) if cfg.kl_coef else ()
 
   def loss_fn(model, batch):
@@ -105,16 +129,19 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
         tis_cap=cfg.tis_cap)
     entropy = token_entropy(logits, cfg.temperature)
     loss_BT = pg - cfg.entropy_coef * entropy
-    token_w = batch["token_weight"]
+    mask, token_w = batch["loss_mask"], batch["token_weight"]
+    # KL(sampler || learner): the tokens were sampled by the sampler, so it is the first
+    # argument (d = behaviour_logp - logp).
+    sampler_kl = kl_penalty(jax.lax.stop_gradient(batch["behaviour_logp"]),
+                            jax.lax.stop_gradient(logp), "k3", mask)
     metrics = {
         "pg_loss": (pg * batch["loss_weight"]).sum(),
         "entropy": (entropy * token_w).sum(),
         "clip_frac": (clipped * token_w).sum(),
-        # KL(sampler || learner) estimate: how far the sampler drifted from the learner.
-        "approx_kl_sampler": (kl_penalty(logp, batch["behaviour_logp"], "k3") * token_w).sum(),
+        "approx_kl_sampler": (sampler_kl * token_w).sum(),
     }
     if cfg.kl_coef:
-      kl = kl_penalty(logp, batch["ref_logp"], cfg.kl_estimator)
+      kl = kl_penalty(logp, batch["ref_logp"], cfg.kl_estimator, mask)
       loss_BT = loss_BT + cfg.kl_coef * kl
       metrics["kl"] = (kl * token_w).sum()
     return (loss_BT * batch["loss_weight"]).sum(), metrics

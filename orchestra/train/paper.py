@@ -20,6 +20,7 @@ from jax.sharding import AbstractMesh, AxisType
 from ml_collections import ConfigDict
 
 from orchestra.models import CausalLM, DecoderConfig, RopeConfig
+from orchestra.rl.update import PolicyLossConfig
 from orchestra.sharding import MESH_AXES, default_rules, logical_to_spec, resolve_mesh_shape
 
 
@@ -106,9 +107,10 @@ def dry_run(config: ConfigDict) -> str:
   lines.append(f"rollouts: {len(engine.base_urls)} vLLM server(s), each started as: "
                f"{' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(argv)}")
   rl = config.rl
+  loss = PolicyLossConfig(**rl.loss.to_dict(), temperature=config.episode.temperature)
   lines.append(f"rl: {rl.algorithm}, {rl.total_steps} steps x {rl.tasks_per_step} tasks x "
-               f"{rl.group_size} episodes, lr {rl.learning_rate:g}, clip {rl.clip_low}/"
-               f"{rl.clip_high}, KL {rl.kl_estimator} {rl.kl_coef:g}")
+               f"{rl.group_size} episodes, lr {rl.learning_rate:g}, {rl.micro_batches} "
+               f"micro-batches, {rl.aggregation}; loss {loss}")
   n_tools = len(config.preferences[next(iter(config.preferences))])
   lines.append(f"preferences: {sorted(config.preferences)} ({n_tools} weights each)")
   lines.append("missing for a real launch: " + ("; ".join(needs) if needs else "nothing"))

@@ -30,10 +30,12 @@ from orchestra.agent.preferences import preference_instruction
 from orchestra.engines import SamplingParams
 from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.models.config import DecoderConfig
+from orchestra.rl.update import PolicyLossConfig
 from orchestra.tools import Presented, Tool, build_tool
 
 SYSTEM_PROMPT = "You orchestrate tools to answer questions. Call one tool per turn; finish with answer."
 ENVS = ("toolscale_mini", "tau2_domain")
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_norm")
 
 
 @dataclasses.dataclass
@@ -41,6 +43,11 @@ class Rollout:
   """One graded episode: the trajectory and whether the task was solved."""
   trajectory: Trajectory
   correct: bool
+
+
+def policy_loss_config(config: ConfigDict) -> PolicyLossConfig:
+  """`config.rl.loss` as the loss's dataclass, at the sampler's temperature."""
+  return PolicyLossConfig(**config.rl.loss.to_dict(), temperature=config.episode.temperature)
 
 
 def episode_config(config: ConfigDict) -> EpisodeConfig:
@@ -75,10 +82,27 @@ def validate(config: ConfigDict) -> None:
   for field, value in positive.items():
     if value < 1:
       raise ConfigValueError(f"config.{field}={value} must be >= 1")
+  for field in ("sft.learning_rate", "rl.learning_rate", "rl.value_learning_rate"):
+    stage, key = field.split(".")
+    if not config[stage][key] > 0:
+      raise ConfigValueError(f"config.{field}={config[stage][key]} must be > 0")
   for field in ("sft.steps", "rl.total_steps"):
     stage, key = field.split(".")
     if config[stage][key] < 0:
       raise ConfigValueError(f"config.{field}={config[stage][key]} must be >= 0")
+  if not config.episode.temperature > 0:
+    raise ConfigValueError(f"config.episode.temperature={config.episode.temperature} must be "
+                           "> 0: RL samples rollouts and scores log-probs at that temperature "
+                           "(greedy decoding is config.eval.temperature)")
+  try:
+    policy_loss_config(config)
+  except (TypeError, ValueError) as e:
+    raise ConfigValueError(f"config.rl.loss: {e}") from None
+  if config.rl.micro_batches < 1:
+    raise ConfigValueError(f"config.rl.micro_batches={config.rl.micro_batches} must be >= 1")
+  if config.rl.aggregation not in AGGREGATIONS:
+    raise ConfigValueError(f"config.rl.aggregation={config.rl.aggregation!r}: expected one of "
+                           f"{AGGREGATIONS}")
   if config.rl.algorithm not in ("grpo", "rloo", "ppo"):
     raise ConfigValueError(f"config.rl.algorithm={config.rl.algorithm!r}: "
                            "expected grpo, rloo or ppo")
@@ -89,6 +113,9 @@ def validate(config: ConfigDict) -> None:
   if env not in ENVS:
     raise ConfigValueError(f"config.env.name={env!r}: expected one of {ENVS}")
   if env == "toolscale_mini":
+    if not 0 <= config.sft.expert_demo_fraction <= 1:
+      raise ConfigValueError(f"config.sft.expert_demo_fraction={config.sft.expert_demo_fraction} "
+                             "must be in [0, 1]")
     unknown_tools = [t for t in config.tools.names
                      if t not in ("code_interpreter", "local_search")
                      and t not in {e.name for e in default_experts(0)}]
@@ -166,7 +193,8 @@ class RunSetup(SetupBase):
   def teacher_turns(self, task: Task, preference_name: str, rng: random.Random) -> list:
     """The scripted teacher's calls on `task` (real tools or an expert, see `teacher_calls`)."""
     return self.env.teacher_calls(task, self.tool_names, rng,
-                                  self.preferred_expert(preference_name))
+                                  self.preferred_expert(preference_name),
+                                  self.config.sft.expert_demo_fraction)
 
   async def demo(self, task: Task, preference_name: str, turns: list) -> Trajectory | None:
     """The teacher's `turns` replayed through the episode loop; None if it did not answer."""
@@ -182,8 +210,7 @@ class RunSetup(SetupBase):
     for task in rng.sample(self.env.tasks("train"), 600):
       preference = rng.choice(list(self.config.preferences))
       texts.append(render_prompt(self.messages(task, preference), schemas))
-      for name, args in self.env.teacher_calls(task, self.tool_names, rng,
-                                                self.preferred_expert(preference)):
+      for name, args in self.teacher_turns(task, preference, rng):
         texts.append(tool_call_text(name, args) + IM_END)
     return texts
 

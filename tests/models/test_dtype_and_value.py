@@ -54,8 +54,28 @@ def test_value_model_shares_the_policy_backbone(qwen3_dir):
   np.testing.assert_array_equal(np.asarray(values), 0.0)   # zero-initialised head
   critic.value_head[...] = jnp.ones_like(critic.value_head[...])
   hidden, _ = policy.model(jnp.asarray(ids), jnp.asarray(mask))
-  np.testing.assert_allclose(np.asarray(critic(jnp.asarray(ids), jnp.asarray(mask))),
-                             np.asarray(hidden.sum(-1)), atol=1e-4)
+  values = np.asarray(critic(jnp.asarray(ids), jnp.asarray(mask)))
+  # values[:, t] reads the hidden state at t - 1 (the state before token t); 0 is the bias.
+  np.testing.assert_allclose(values[:, 1:], np.asarray(hidden.sum(-1))[:, :-1], atol=1e-4)
+  np.testing.assert_array_equal(values[:, 0], 0.0)
+
+
+def test_value_at_t_does_not_see_token_t_or_later():
+  """Contract: values[:, t] is V of the state before token t."""
+  cfg = DecoderConfig("qwen3", vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=4)
+  critic = ValueModel(cfg, rngs=nnx.Rngs(0))
+  critic.value_head[...] = jax.random.normal(jax.random.key(1), critic.value_head[...].shape)
+  critic.value_bias[...] = jnp.asarray(0.5)
+  ids = np.asarray(jax.random.randint(jax.random.key(2), (2, 12), 0, 32))
+  values = np.asarray(critic(jnp.asarray(ids)))
+  assert np.all(values[:, 0] == 0.5)                    # no state yet: the learned bias
+  for t in (1, 5, 10):
+    changed = ids.copy()
+    changed[:, t:] = (changed[:, t:] + 7) % 32          # token t and everything after it
+    other = np.asarray(critic(jnp.asarray(changed)))
+    np.testing.assert_array_equal(other[:, :t + 1], values[:, :t + 1])
+    assert np.abs(other[:, t + 1:] - values[:, t + 1:]).max() > 1e-4   # later values do see it
 
 
 def test_random_init_model_runs_with_remat():

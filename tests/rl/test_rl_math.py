@@ -127,3 +127,18 @@ def test_clipped_value_loss():
   # V=2.5, V_old=2, R=2.6: clipped V = 2.2 -> .5 * max(.01, .16) = .08.
   out = clipped_value_loss(jnp.array([1.0, 2.5]), jnp.array([0.5, 2.0]), jnp.array([2.0, 2.6]))
   np.testing.assert_allclose(out, [0.845, 0.08], rtol=1e-5)
+
+
+def test_k3_is_finite_off_the_mask_and_clamped():
+  # A prompt token the learner finds very unlikely: d = logp - ref = -200, exp(-d) overflows.
+  logp, ref = jnp.array([[-201.0, -1.0]]), jnp.array([[-1.0, -2.0]])
+  mask = jnp.array([[False, True]])
+
+  def total(lp):
+    return (kl_penalty(lp, ref, "k3", mask) * mask).sum()
+
+  value, grad = jax.value_and_grad(total)(logp)
+  assert float(value) == pytest.approx(np.exp(-1.0) + 1.0 - 1.0)       # only t = 1 counts
+  assert np.isfinite(np.asarray(grad)).all() and float(grad[0, 0]) == 0.0
+  # On the mask, an outlier is clamped (verl's low_var_kl): d in [-20, 20], k3 <= 10.
+  assert float(kl_penalty(jnp.array([[-300.0]]), jnp.array([[-1.0]]), "k3")[0, 0]) == 10.0

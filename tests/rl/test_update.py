@@ -95,6 +95,38 @@ def test_metrics_and_kl_reference():
   assert float(metrics["grad_norm"]) > 0
 
 
+def test_approx_kl_sampler_is_kl_of_sampler_from_learner():
+  """Hand case: sampler p = [.7, .2, .1], learner q = [.3, .4, .3] at every position.
+
+  Ten sampled tokens in the sampler's exact proportions (7 x 0, 2 x 1, 1 x 2): the mean of
+  k3 over them is E_p[q/p - 1 - log(q/p)] = KL(p || q) = 0.3446 (KL(q || p) = 0.3527).
+  """
+  p, q = np.array([0.7, 0.2, 0.1]), np.array([0.3, 0.4, 0.3])
+  tokens = jnp.asarray([[0] + [0] * 7 + [1] * 2 + [2]], jnp.int32)      # t = 0 is the prompt
+  logits = jnp.broadcast_to(jnp.log(jnp.asarray(q, jnp.float32)), (1, 11, 3))
+  mask = jnp.asarray([[False] + [True] * 10])
+  behaviour = jnp.where(mask, jnp.log(jnp.asarray(p, jnp.float32))[tokens], 0.0)
+  weight = mask / mask.sum()
+  batch = {"tokens": tokens, "attention_mask": jnp.ones_like(mask), "loss_mask": mask,
+           "advantages": jnp.zeros((1, 11)), "behaviour_logp": behaviour,
+           "loss_weight": weight, "token_weight": weight}
+  _, metrics = policy_loss_fn(PolicyLossConfig())(lambda tokens, attention: logits, batch)
+  kl_p_q = float((p * np.log(p / q)).sum())
+  assert kl_p_q == pytest.approx(0.3446, abs=1e-4)
+  assert float(metrics["approx_kl_sampler"]) == pytest.approx(kl_p_q, abs=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", 0.0, "temperature=0.0 must be > 0"),
+    ("dual_clip", 0.5, "dual_clip=0.5 must be > 1"),
+    ("kl_estimator", "k4", "kl_estimator='k4'"),
+    ("clip_low", -0.1, "clip_low=-0.1 must be >= 0"),
+])
+def test_policy_loss_config_names_the_bad_field(field, value, message):
+  with pytest.raises(ValueError, match=message):
+    PolicyLossConfig(**{field: value})
+
+
 def test_ppo_policy_and_value_steps():
   batch = make_batch()
   policy = policy_learner(lr=5e-3)
