@@ -56,4 +56,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from orchestra.train.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

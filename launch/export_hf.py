@@ -19,16 +19,20 @@ def main(argv):
   del argv
   from orchestra.checkpoint import CheckpointError
   from orchestra.checkpoint.export import restore_policy
+  from orchestra.checkpoint.hf import check_export_destination
   from orchestra.models import save_hf
 
   try:
+    if FLAGS.out:                     # refuse a bad destination before the slow restore
+      check_export_destination(os.path.abspath(FLAGS.out))
     model, step = restore_policy(FLAGS.workdir, FLAGS.step)
+    out = FLAGS.out or os.path.join(FLAGS.workdir, "hf", f"step_{step}")
+    path = save_hf(model, out, tokenizer_dir=FLAGS.tokenizer_dir, dtype=FLAGS.dtype)
   except CheckpointError as e:
     raise app.UsageError(str(e)) from None
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "hf", f"step_{step}")
-  path = save_hf(model, out, tokenizer_dir=FLAGS.tokenizer_dir, dtype=FLAGS.dtype)
   print(f"exported step {step} ({FLAGS.dtype}) to {path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from orchestra.train.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

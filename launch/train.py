@@ -19,6 +19,15 @@ flags.DEFINE_bool("progress", True, "show a progress bar")
 FLAGS = flags.FLAGS
 
 
+def prepare_workdir(workdir: str) -> None:
+  """Creates the run folder; a path that is a file or not writable is a clear error."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir={workdir} is a file, not a folder")
+  os.makedirs(workdir, exist_ok=True)
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise PermissionError(f"--workdir={workdir} is not writable")
+
+
 def main(argv):
   del argv
   config = FLAGS.config
@@ -34,20 +43,28 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
   from orchestra.train.loop import train
-  from orchestra.train.setup import ConfigValueError, build_setup
+  from orchestra.train.run_record import RunRecordError, record_config
+  from orchestra.train.setup import ConfigValueError, build_setup, validate
 
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
   try:
+    validate(config)                   # before anything is written into the run folder
+    prepare_workdir(FLAGS.workdir)
+    changes = {} if FLAGS.dry_run else record_config(config, FLAGS.workdir)
     setup = build_setup(config, FLAGS.workdir)
-  except ConfigValueError as e:
+  except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError) as e:
     raise app.UsageError(str(e)) from None
+  if changes:
+    logging.warning("relaunch with changed settings (logged in config_overrides.jsonl): %s",
+                    ", ".join(f"{k}={new!r}" for k, (_, new) in changes.items()))
   if FLAGS.dry_run:
     print(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
           f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
     return
-  metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
+  from orchestra.checkpoint import CheckpointError
+  try:
+    metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
+  except CheckpointError as e:
+    raise app.UsageError(str(e)) from None
   logging.info("done: %s", metrics)
   print(f"training done; checkpoints in {os.path.join(FLAGS.workdir, 'checkpoints')}. "
         f"Evaluate with: python launch/eval.py --config <same config> --workdir {FLAGS.workdir}")

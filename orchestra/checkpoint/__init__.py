@@ -1,7 +1,8 @@
 """Checkpoints: orbax save/restore/resume of training state, Hugging Face import/export."""
 
-from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 from orchestra.checkpoint.hf import load_hf, save_hf, tensor_map
 from orchestra.checkpoint.manager import CheckpointManager
 
-__all__ = ["CheckpointError", "CheckpointManager", "load_hf", "save_hf", "tensor_map"]
+__all__ = ["CheckpointError", "CheckpointManager", "StepNotRestored", "load_hf", "save_hf",
+           "tensor_map"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 
 import jax
+from absl import logging
 from flax import nnx
 
-from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 from orchestra.checkpoint.hf import save_hf
 from orchestra.checkpoint.manager import CheckpointManager
 from orchestra.models.config import DecoderConfig
@@ -22,26 +23,45 @@ MODEL_CONFIG_KEY = "model_config"
 
 
 def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple[CausalLM, int]:
-  """The `CausalLM` saved at `step` (default newest) of a run, on the default device."""
+  """The `CausalLM` saved at `step` of a run, on the default device, and that step.
+
+  Without `step`, the newest step that reads: a damaged newest step is skipped with a
+  warning naming it, and the one before is used.
+  """
   manager = CheckpointManager(workdir, async_save=False, read_only=True)
   try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    if step is not None:
+      return _restore_policy(manager, step), step
+    steps = manager.all_steps()
+    if not steps:
       raise CheckpointError(f"no complete checkpoint in {manager.directory}")
-    meta = manager.restore_metadata(step)
-    if MODEL_CONFIG_KEY not in meta:
-      raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "
-                            "was it written by an Orchestra training run?")
-    cfg = DecoderConfig.from_dict(meta[MODEL_CONFIG_KEY])
-    abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
-    graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        abstract_params)
-    items, _ = manager.restore({PARAMS_ITEM: like}, step)
+    for candidate in reversed(steps):
+      try:
+        return _restore_policy(manager, candidate), candidate
+      except StepNotRestored as e:
+        if candidate == steps[0]:
+          raise
+        logging.warning("skipping checkpoint step %d: %s", candidate, e)
   finally:
     manager.close()
-  return nnx.merge(graphdef, items[PARAMS_ITEM], rest), step
+
+
+def _restore_policy(manager: CheckpointManager, step: int) -> CausalLM:
+  if step not in manager.all_steps():
+    raise CheckpointError(f"step {step} is not in {manager.directory}; "
+                          f"available: {manager.all_steps()}")
+  meta = manager.restore_metadata(step)
+  if MODEL_CONFIG_KEY not in meta:
+    raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "
+                          "was it written by an Orchestra training run?")
+  cfg = DecoderConfig.from_dict(meta[MODEL_CONFIG_KEY])
+  abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+  graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                      abstract_params)
+  items, _ = manager.restore({PARAMS_ITEM: like}, step)
+  return nnx.merge(graphdef, items[PARAMS_ITEM], rest)
 
 
 def export_checkpoint(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,

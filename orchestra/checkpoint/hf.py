@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -235,9 +236,10 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
 
   Args:
     model: a `CausalLM` (sharded or not; each tensor is gathered in turn).
-    out_dir: destination folder, replaced as a whole: files are written to
-      a temporary sibling folder which is renamed into place at the end, so a
-      crash never leaves a half-written checkpoint under `out_dir`.
+    out_dir: destination folder: absent, empty, or a previous export, which is
+      replaced as a whole (anything else is refused, see `check_export_destination`).
+      Files are written to a temporary sibling folder which is renamed into place at
+      the end, so a crash never leaves a half-written checkpoint under `out_dir`.
     tokenizer_dir: folder whose tokenizer files are copied alongside.
     dtype: "float32" or "bfloat16" for the weights (default: the params' dtype).
     max_shard_bytes: split the weights into files of at most this size.
@@ -259,6 +261,7 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
     raise CheckpointError(f"tokenizer_dir={tokenizer_dir}: no tokenizer files found "
                           f"(looked for {', '.join(TOKENIZER_FILES[:2])}, ...)")
 
+  check_export_destination(out_dir)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
@@ -274,12 +277,40 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
         src = os.path.join(tokenizer_dir, name)
         if os.path.isfile(src):
           shutil.copy2(src, os.path.join(tmp_dir, name))
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp_dir, out_dir)
+    if os.path.exists(out_dir):              # a previous export (checked above): swap it out
+      old_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+      os.replace(out_dir, os.path.join(old_dir, "export"))
+      os.replace(tmp_dir, out_dir)
+      shutil.rmtree(old_dir, ignore_errors=True)
+    else:
+      os.replace(tmp_dir, out_dir)
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
   return out_dir
+
+
+_EXPORT_FILE = re.compile(r"(config\.json|generation_config\.json|model\.safetensors"
+                          r"|model-\d{5}-of-\d{5}\.safetensors|model\.safetensors\.index\.json)")
+
+
+def check_export_destination(out_dir: str) -> None:
+  """Raises unless `out_dir` is absent, empty, or a previous export (safe to replace).
+
+  An export replaces its destination as a whole, so a folder holding anything an
+  export does not write (a run's checkpoints, metrics, notes) is refused, never deleted.
+  """
+  if not os.path.exists(out_dir):
+    return
+  if not os.path.isdir(out_dir):
+    raise CheckpointError(f"export destination {out_dir} is a file, not a folder")
+  entries = os.listdir(out_dir)
+  foreign = [e for e in entries if not (os.path.isfile(os.path.join(out_dir, e))
+                                        and (_EXPORT_FILE.fullmatch(e) or e in TOKENIZER_FILES))]
+  if entries and (foreign or "config.json" not in entries):
+    shown = ", ".join(sorted(foreign or entries)[:5])
+    raise CheckpointError(f"export destination {out_dir} is not empty and not a previous export "
+                          f"(it holds {shown}); refusing to replace it: choose a new or empty "
+                          "folder")
 
 
 def _write_weights(flat, entries: list[TensorMap], np_dtype, out_dir: str, max_shard_bytes: int):

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 
 CHECKPOINT_SUBDIR = "checkpoints"
 META = "meta"
@@ -33,6 +33,11 @@ def _flatten(tree) -> tuple[dict[str, Any], Any, list[str]]:
   if len(set(keys)) != len(keys):
     raise CheckpointError("two leaves of the state flatten to the same name")
   return dict(zip(keys, (leaf for _, leaf in leaves_with_path))), treedef, keys
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0][:500] if text else type(e).__name__
 
 
 def _key_name(key) -> str:
@@ -106,9 +111,10 @@ class CheckpointManager:
     args[META] = ocp.args.JsonRestore()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-      raise CheckpointError(f"{self.directory}/{step} does not match the requested state: "
-                            f"{e}") from e
+    except Exception as e:  # noqa: BLE001 - orbax raises bare Exception on unreadable data
+      raise StepNotRestored(f"{self.directory}/{step} does not restore (damaged, or not the "
+                            f"requested state): {type(e).__name__}: {_first_line(e)}",
+                            step) from e
     items = {}
     for name, (like_flat, treedef, keys) in flat_like.items():
       flat = restored[name]
@@ -117,6 +123,23 @@ class CheckpointManager:
                 if isinstance(like_flat[k], jax.Array) else flat[k] for k in keys]
       items[name] = jax.tree_util.tree_unflatten(treedef, leaves)
     return items, restored[META]
+
+  def replace(self, step: int, items: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """`save`, first deleting an existing `step` (a stage redone after a resume)."""
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
+    self.save(step, items, metadata)
+
+  def set_aside(self, step: int) -> str:
+    """Moves a damaged `step` out of the checkpoint folder (kept, never deleted), so it is
+    no longer a candidate and the step number can be saved again; returns where."""
+    dest = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints", str(step))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if os.path.exists(dest):
+      dest = f"{dest}.{len(os.listdir(os.path.dirname(dest)))}"
+    os.replace(os.path.join(self.directory, str(step)), dest)
+    self._manager.reload()
+    return dest
 
   def restore_metadata(self, step: int | None = None) -> dict:
     """Only the JSON metadata of `step` (default newest)."""

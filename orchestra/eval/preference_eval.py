@@ -86,7 +86,9 @@ def evaluate(setup: RunSetup, workdir: str, policies=None, preferences=None) -> 
   for policy in policies:
     if policy in ("rl", "sft"):
       source = workdir if policy == "rl" else os.path.join(workdir, SFT_DIR)
-      engines[policy] = JaxEngine(restore_policy(source)[0])
+      model, step = restore_policy(source)
+      print(f"{policy}: checkpoint step {step} of {source}")
+      engines[policy] = JaxEngine(model)
   sampling = SamplingParams(max_tokens=setup.config.episode.turn_tokens,
                             temperature=cfg.temperature, seed=0)
 

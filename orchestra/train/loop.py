@@ -34,16 +34,16 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from orchestra.agent.episode import Trajectory
-from orchestra.checkpoint import CheckpointManager
+from orchestra.checkpoint import CheckpointError, CheckpointManager, StepNotRestored
 from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, ValueModel
 from orchestra.rewards import keep_group, preference_rewards
 from orchestra.rl import gae, group_advantages, rloo_advantages
-from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
-                                 policy_loss_fn, sft_loss_fn, value_loss_fn)
+from orchestra.rl.update import (Learner, OptimizerConfig, make_optimizer, policy_loss_fn,
+                                 sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
-from orchestra.train.setup import Rollout
+from orchestra.train.setup import Rollout, policy_loss_config
 
 SFT_DIR = "sft"          # the SFT-only policy (eval's `sft` baseline) lives in workdir/sft
 
@@ -68,14 +68,19 @@ async def teacher_demos(setup, n: int, seed: int) -> list[Trajectory]:
 def score_group(setup, preference: np.ndarray, rollouts: list[Rollout]):
   """(rewards [G], keep [G], correct [G]) of one group, per DESIGN section 2.
 
-  `keep` drops invalid-format episodes when `rl.invalid_format == "drop"`; with
-  "zero" they stay in the batch with reward 0.
+  `keep` always drops episodes lost to an engine or user-simulator failure (our fault,
+  not the policy's: `Trajectory.lost`), and drops invalid-format episodes when
+  `rl.invalid_format == "drop"` (with "zero" they stay in the group with reward 0).
+  Episodes that ran out of turns or tokens stay, as wrong: that is the policy's doing.
+  The preference reward's min-max runs over the kept episodes.
   """
   rl = setup.config.rl
   trajs = [r.trajectory for r in rollouts]
   valid = np.asarray([t.format_ok for t in trajs])
-  keep = valid if rl.invalid_format == "drop" else np.ones(len(trajs), bool)
-  correct = np.asarray([r.correct for r in rollouts]) & valid
+  keep = np.asarray([not t.lost for t in trajs])
+  if rl.invalid_format == "drop":
+    keep &= valid
+  correct = np.asarray([r.correct for r in rollouts]) & valid & keep
   rewards = np.zeros(len(trajs))
   if keep.any():
     idx = np.flatnonzero(keep)
@@ -117,11 +122,24 @@ def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: C
 
 
 class MetricsWriter:
-  """Metrics per step to `metrics.jsonl` and TensorBoard (`tb/`)."""
+  """Metrics per step to `metrics.jsonl` and TensorBoard (`tb/`).
 
-  def __init__(self, workdir: str):
+  On a resume from step `resume_step`, rows of later steps (written by the killed run
+  after its last checkpoint, and about to be redone) are dropped first, so the file
+  holds each step once.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
     from tensorboardX import SummaryWriter
     self.path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        rows = [line for line in f if line.strip()]
+      kept = [line for line in rows if json.loads(line)["step"] <= resume_step]
+      if len(kept) < len(rows):
+        with open(self.path + ".tmp", "w") as f:
+          f.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
     self.tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def write(self, step: int, metrics: dict):
@@ -139,7 +157,8 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage:
   if critic is not None:
     items["value_params"] = critic.params
     items["value_train_state"] = {"opt_state": critic.opt_state}
-  manager.save(step, items, {"stage": stage, "model_config": setup.model_config.to_dict()})
+  # `replace`: after a resume from an older step, SFT's end may already have been saved.
+  manager.replace(step, items, {"stage": stage, "model_config": setup.model_config.to_dict()})
 
 
 def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
@@ -152,6 +171,14 @@ def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
       value_loss_fn(config.rl.value_clip))
 
 
+def make_reference(config: ConfigDict, workdir: str) -> Learner | None:
+  """The KL reference: the post-SFT policy (workdir/sft), frozen; None when kl_coef is 0."""
+  if not config.rl.loss.kl_coef:
+    return None
+  sft_policy, _ = restore_policy(os.path.join(workdir, SFT_DIR))
+  return Learner(sft_policy, optax.set_to_zero(), sft_loss_fn())
+
+
 def train(setup, workdir: str, progress: bool = True) -> dict:
   """Runs (or resumes) SFT then RL; returns the last RL step's metrics.
 
@@ -159,22 +186,30 @@ def train(setup, workdir: str, progress: bool = True) -> dict:
   user's or expert's HTTP connections) live for the whole run.
   """
   with asyncio.Runner() as runner:
-    return _train(setup, workdir, progress, runner)
+    skipped: dict[int, str] = {}       # steps that did not restore -> why
+    while True:
+      try:
+        return _train(setup, workdir, progress, runner, skipped)
+      except StepNotRestored as e:
+        skipped[e.step] = str(e)
+        logging.warning("checkpoint step %d does not restore; trying the step before it. %s",
+                        e.step, e)
 
 
-def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner) -> dict:
+def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
+           skipped: dict[int, str]) -> dict:
   config = setup.config
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
-  writer = MetricsWriter(workdir)
   model = CausalLM(setup.model_config, remat=config.model.get("remat", False),
                    rngs=nnx.Rngs(config.seed))
   step, stage = 0, "sft"
-  latest = manager.latest_step()
+  latest = _resume_step(manager, skipped)
   if latest is not None:
-    meta = manager.restore_metadata(latest)
+    meta = _restoring(manager, latest, lambda: manager.restore_metadata(latest))
     step, stage = latest, meta["stage"]
-    logging.info("resuming %s at step %d", stage, step)
+    logging.warning("resuming %s at step %d", stage, step)
+  writer = MetricsWriter(workdir, resume_step=step)
 
   bar = _progress(progress, sft_steps + rl_steps, step)
   if step < sft_steps:
@@ -182,7 +217,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner) -> dict:
         learning_rate=config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
         schedule="cosine", total_steps=sft_steps)), sft_loss_fn())
     if latest is not None:
-      _restore(manager, learner)
+      _restore(manager, latest, learner, skipped=skipped)
     demos = runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
     rng = np.random.RandomState(config.seed)
     order = [rng.permutation(len(demos)) for _ in range(sft_steps * config.sft.batch_size
@@ -211,21 +246,16 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner) -> dict:
 
   learner = Learner(model, make_optimizer(OptimizerConfig(
       learning_rate=config.rl.learning_rate, warmup_steps=config.rl.warmup_steps)),
-      policy_loss_fn(PolicyLossConfig(clip_low=config.rl.clip_low, clip_high=config.rl.clip_high,
-                                      kl_coef=config.rl.kl_coef,
-                                      entropy_coef=config.rl.entropy_coef,
-                                      temperature=config.episode.temperature)))
+      policy_loss_fn(policy_loss_config(config)), num_micro_batches=config.rl.micro_batches,
+      aggregation=config.rl.aggregation, norm_constant=config.episode.max_total_tokens)
   if latest is not None and stage == "sft" and step == sft_steps:
-    _restore_params_only(manager, learner)       # SFT finished in an earlier run
+    # SFT finished in an earlier run; RL starts with a fresh optimizer.
+    _restore(manager, latest, learner, params_only=True, skipped=skipped)
   # PPO's critic starts from the SFT trunk; an RL checkpoint then overwrites it.
   critic = make_critic(config, learner.model) if config.rl.algorithm == "ppo" else None
   if latest is not None and stage == "rl":
-    _restore(manager, learner, critic)
-  # The KL reference is the post-SFT policy, frozen; with kl_coef 0 it is never built.
-  reference = None
-  if config.rl.kl_coef:
-    sft_policy, _ = restore_policy(os.path.join(workdir, SFT_DIR))
-    reference = Learner(sft_policy, optax.set_to_zero(), sft_loss_fn())
+    _restore(manager, latest, learner, critic, skipped=skipped)
+  reference = make_reference(config, workdir)
   engine = JaxEngine(learner.model, weight_version=step)
   metrics = {}
   while step < sft_steps + rl_steps:
@@ -292,13 +322,15 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
       "latency_s": float(np.mean([t.latency_s for t in all_trajs])),
       "format_ok": float(np.mean([t.format_ok for t in all_trajs])),
       "kept_groups": kept_groups, "rollout_s": rollout_s,
+      "lost_episodes": int(sum(t.lost for t in all_trajs)),   # engine/user failures, dropped
       "generated_tokens": int(sum(sum(t.loss_mask) for t in all_trajs)),
   }
   for name in setup.tool_names:
     metrics[f"calls/{name}"] = float(np.mean([t.tool_calls.get(name, 0) for t in all_trajs]))
   if batch_trajs:
     start = time.perf_counter()
-    batch = pack(batch_trajs, batch_adv, max_length=e.max_total_tokens)
+    batch = pack(batch_trajs, batch_adv, rows_multiple=rl.micro_batches,
+                 max_length=e.max_total_tokens)
     if critic is not None:
       ppo_targets(critic, batch, np.asarray(batch_rewards, np.float32), rl)
       value_metrics = critic.update(batch)
@@ -316,21 +348,52 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
   return metrics
 
 
-def _restore(manager: CheckpointManager, learner: Learner, critic: Learner | None = None):
-  like = {"params": learner.params, "train_state": {"opt_state": learner.opt_state}}
+def _resume_step(manager: CheckpointManager, skipped: dict[int, str]) -> int | None:
+  """The newest step not yet found unrestorable; None for a fresh run.
+
+  If every step failed to restore, nothing is resumed from scratch over them: the run
+  stops with each step's reason.
+  """
+  steps = [s for s in manager.all_steps() if s not in skipped]
+  if not steps and skipped:
+    manager.close()
+    reasons = "\n".join(f"  step {s}: {why}" for s, why in sorted(skipped.items()))
+    raise CheckpointError(f"no checkpoint in {manager.directory} restores:\n{reasons}")
+  return steps[-1] if steps else None
+
+
+def _restoring(manager: CheckpointManager, step: int, restore):
+  """Runs `restore()` of `step`; closes the manager if it fails (the caller falls back)."""
+  try:
+    return restore()
+  except StepNotRestored:
+    manager.close()
+    raise
+
+
+def _restore(manager: CheckpointManager, step: int, learner: Learner,
+             critic: Learner | None = None, params_only: bool = False,
+             skipped: dict[int, str] | None = None):
+  """Restores `step` into the learner (and critic).
+
+  Once it has, the newer `skipped` steps are known to be damaged (an older step
+  restored into the same state): they are moved aside, kept, so saves can reuse their
+  step numbers.
+  """
+  like = {"params": learner.params}
+  if not params_only:
+    like["train_state"] = {"opt_state": learner.opt_state}
   if critic is not None:
     like.update(value_params=critic.params, value_train_state={"opt_state": critic.opt_state})
-  items, _ = manager.restore(like)
+  items, _ = _restoring(manager, step, lambda: manager.restore(like, step))
   learner.params = items["params"]
-  learner.opt_state = items["train_state"]["opt_state"]
+  if not params_only:
+    learner.opt_state = items["train_state"]["opt_state"]
   if critic is not None:
     critic.params = items["value_params"]
     critic.opt_state = items["value_train_state"]["opt_state"]
-
-
-def _restore_params_only(manager: CheckpointManager, learner: Learner):
-  items, _ = manager.restore({"params": learner.params})
-  learner.params = items["params"]
+  for damaged in sorted(s for s in skipped or {} if s > step):
+    logging.warning("checkpoint step %d moved to %s", damaged, manager.set_aside(damaged))
 
 
 def _progress(enabled: bool, total: int, initial: int):

@@ -2,10 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -15,6 +16,7 @@ SHORT = ["--config.sft.steps=4", "--config.sft.num_demos=48", "--config.sft.batc
          "--config.rl.total_steps=3", "--config.rl.tasks_per_step=2", "--config.rl.group_size=2",
          "--config.checkpoint.every=2", "--config.model.num_layers=2", "--noprogress"]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+pytestmark = pytest.mark.slow            # every test here starts launch/*.py
 
 
 def launch(script, *args, timeout=600):
@@ -31,7 +33,9 @@ def steps(workdir):
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  out = launch("train.py", f"--workdir={workdir}", *SHORT)
+  # Micro-batches (3 kept episodes pad to 4 rows) and the loss's optional terms take effect.
+  out = launch("train.py", f"--workdir={workdir}", *SHORT, "--config.rl.micro_batches=2",
+               "--config.rl.loss.dual_clip=3.0", "--config.rl.loss.tis_cap=2.0")
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir
 
@@ -49,11 +53,13 @@ def test_short_main_job_runs_both_stages(short_run):
     assert os.path.exists(os.path.join(short_run, name)), name
 
 
-def test_eval_writes_table_json_and_plot(short_run):
-  out = launch("eval.py", f"--workdir={short_run}", "--config.eval.num_tasks=3",
+def test_eval_writes_table_json_and_plot(short_run, tmp_path):
+  run = str(tmp_path / "run")
+  shutil.copytree(short_run, run)                       # the module's run stays untouched
+  out = launch("eval.py", f"--workdir={run}", "--config.eval.num_tasks=3",
                "--config.model.num_layers=2")
   assert out.returncode == 0, out.stderr[-3000:]
-  with open(os.path.join(short_run, "eval", "report.json")) as f:
+  with open(os.path.join(run, "eval", "report.json")) as f:
     rows = json.load(f)
   assert {(r["policy"], r["preference"]) for r in rows} == {
       (p, q) for p in ("rl", "sft", "random", "cheapest", "strongest")
@@ -65,38 +71,75 @@ def test_eval_writes_table_json_and_plot(short_run):
   cheapest = next(r for r in rows if r["policy"] == "cheapest")
   assert strongest["mean_cost_usd"] > 10 * cheapest["mean_cost_usd"]
   assert strongest["tool_calls"]["expert-large"] == 1.0
-  png = os.path.join(short_run, "eval", "pareto.png")
+  png = os.path.join(run, "eval", "pareto.png")
   assert os.path.getsize(png) > 10_000 and "| rl | balanced |" in out.stdout
+
+
+def newest_checkpoint(workdir):
+  from orchestra.checkpoint import CheckpointManager
+  with CheckpointManager(workdir, read_only=True) as manager:
+    return manager.latest_step()
 
 
 def test_killed_run_resumes_and_finishes(tmp_path):
   workdir = str(tmp_path / "run")
-  args = [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--config={CONFIG}",
-          f"--workdir={workdir}", *SHORT]
-  proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metrics = os.path.join(workdir, "metrics.jsonl")
-  deadline = time.time() + 300
-  while time.time() < deadline:        # kill once the first checkpoint (step 2) is written
-    if os.path.exists(metrics) and len(open(metrics).readlines()) >= 3:
-      break
-    time.sleep(0.1)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert len(steps(workdir)) < 7
+  stopper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_stop_after.py")
+  proc = subprocess.Popen([sys.executable, stopper, "2", f"--config={CONFIG}",
+                           f"--workdir={workdir}", *SHORT], env=ENV, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  watchdog = threading.Timer(300, proc.kill)            # a hung run fails, never hangs
+  watchdog.start()
+  try:
+    lines = []
+    for line in proc.stdout:                            # until the stop line (or EOF)
+      if line.startswith("CHECKPOINTED"):
+        lines.append(line)
+        break
+  finally:
+    proc.kill()                                         # SIGKILL at a known point: step 2
+    proc.wait()
+    watchdog.cancel()
+  assert lines == ["CHECKPOINTED 2\n"] and proc.returncode == -signal.SIGKILL
+  resume_from = newest_checkpoint(workdir)
+  assert resume_from == 2
   out = launch("train.py", f"--workdir={workdir}", *SHORT[:-1])
   assert out.returncode == 0, out.stderr[-3000:]
+  assert f"at step {resume_from}" in out.stderr, out.stderr[-3000:]
   rows = steps(workdir)
-  assert rows[-1]["step"] == 7 and rows[-1]["stage"] == "rl"
-  assert sorted({r["step"] for r in rows}) == list(range(1, 8))      # every step ran at least once
+  # Each step once: the rows the killed run wrote after its checkpoint are redone, not kept.
+  assert [r["step"] for r in rows] == list(range(1, 8))
+  assert [r["stage"] for r in rows] == ["sft"] * 4 + ["rl"] * 3
 
 
 def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
-  out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.kl_coef=0.1",
-               "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0", "--noprogress")
+  import numpy as np
+  import torch
+  from transformers import AutoModelForCausalLM
+  from orchestra.train.loop import SFT_DIR, make_reference
+  from ml_collections import ConfigDict
+  out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.loss.kl_coef=0.1",
+               "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0",
+               "--config.rl.warmup_steps=0", "--noprogress")      # step 1 updates at full lr
   assert out.returncode == 0, out.stderr[-3000:]
   rl_rows = [r for r in steps(str(tmp_path)) if r["stage"] == "rl"]
-  assert len(rl_rows) == 2 and all("kl" in r for r in rl_rows if "loss" in r)
-  assert any("loss" in r for r in rl_rows)
+  assert len(rl_rows) == 2 and all("loss" in r for r in rl_rows), rl_rows
+  assert rl_rows[0]["kl"] < 1e-10          # the first RL step's policy is the reference
+  assert rl_rows[1]["kl"] > 1e-7           # after one update it has moved
+  # The reference scores tokens as the exported SFT policy does under transformers.
+  hf_dir = str(tmp_path / "sft_hf")
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export_hf.py"),
+                        f"--workdir={tmp_path / SFT_DIR}", f"--out={hf_dir}", "--dtype=float32"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  reference = make_reference(ConfigDict({"rl": {"loss": {"kl_coef": 0.1}}}), str(tmp_path))
+  tokens = np.random.RandomState(0).randint(0, 1024, (2, 24)).astype(np.int32)
+  ref_logp = np.asarray(reference.logprobs(tokens, np.ones_like(tokens, bool)))
+  torch_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+  with torch.no_grad():
+    logits = torch_model(torch.from_numpy(tokens).long()).logits
+  picked = torch.log_softmax(logits[:, :-1], -1).gather(
+      -1, torch.from_numpy(tokens[:, 1:, None]).long())[..., 0].numpy()
+  np.testing.assert_allclose(ref_logp[:, 1:], picked, atol=2e-4)
 
 
 def test_ppo_trains_a_value_model_and_resumes_it(tmp_path):
@@ -116,6 +159,10 @@ def test_ppo_trains_a_value_model_and_resumes_it(tmp_path):
     ("--config.rl.group_size=0", "config.rl.group_size=0"),
     ("--config.train_preferences=('greedy',)", "config.train_preferences names ['greedy']"),
     ("--config.rl.totl_steps=3", "totl_steps"),
+    ("--config.episode.temperature=0", "config.episode.temperature=0.0 must be > 0"),
+    ("--config.rl.loss.dual_clip=0.5", "config.rl.loss: dual_clip=0.5 must be > 1"),
+    ("--config.rl.loss.kl_estimator=k4", "config.rl.loss: kl_estimator='k4'"),
+    ("--config.rl.aggregation=sum", "config.rl.aggregation='sum'"),
 ])
 def test_bad_configs_fail_naming_the_field(tmp_path, override, message):
   out = launch("train.py", f"--workdir={tmp_path}", "--dry_run", override, timeout=300)
