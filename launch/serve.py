@@ -2,18 +2,22 @@
 
   python launch/serve.py --model_dir=/tmp/hf --port=8000 [--served_model_name=policy]
 
+It binds the port before it prints "serving NAME on http://HOST:PORT"; with --port=0 the
+system picks a free port and that line names it (how the tests start it without a race).
+
 The routes match vLLM's (token-id completions with logprobs, chat with tool
 calls, pause/resume/reload_weights), so the trainer and evaluators talk to it
 exactly as they talk to a vLLM server.
 """
 
 import os
+import socket
 
 from absl import app, flags, logging
 
 flags.DEFINE_string("model_dir", None, "HF folder (config.json, safetensors, tokenizer)",
                     required=True)
-flags.DEFINE_integer("port", 8000, "TCP port")
+flags.DEFINE_integer("port", 8000, "TCP port (0: any free port, printed once bound)")
 flags.DEFINE_string("host", "127.0.0.1", "interface to bind (0.0.0.0 to expose the server)")
 flags.DEFINE_string("served_model_name", None, "model name reported (default: the folder name)")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "parameter and compute dtype")
@@ -44,9 +48,24 @@ def main(argv):
   name = FLAGS.served_model_name or os.path.basename(os.path.normpath(FLAGS.model_dir))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, pad_id=pad)
-  print(f"serving {name} on http://{FLAGS.host}:{FLAGS.port}", flush=True)
-  uvicorn.run(create_app(engine, tokenizer, name, FLAGS.max_model_len), host=FLAGS.host,
-              port=FLAGS.port, log_level="warning")
+  sock = bind(FLAGS.host, FLAGS.port)
+  print(f"serving {name} on http://{FLAGS.host}:{sock.getsockname()[1]}", flush=True)
+  server = uvicorn.Server(uvicorn.Config(create_app(engine, tokenizer, name, FLAGS.max_model_len),
+                                         log_level="warning"))
+  server.run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+  """A TCP socket bound to (host, port), as uvicorn binds it; port 0 lets the system pick."""
+  sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    sock.bind((host, port))
+  except OSError as e:
+    sock.close()
+    raise app.UsageError(f"--host={host} --port={port}: cannot bind ({e.strerror}); pick "
+                         "another --port, or --port=0 for any free one") from None
+  return sock
 
 
 if __name__ == "__main__":

@@ -28,6 +28,22 @@ from orchestra.models.decoding import Sampler, generate
 from orchestra.shapes import bucket_length
 
 
+def _param_shapes(model: CausalLM) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """Each parameter's path ("model/layers/0/...") -> (shape, dtype)."""
+  return {"/".join(map(str, path)): (tuple(np.shape(v)), v.dtype)
+          for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def _check_same_shapes(served: CausalLM, new: CausalLM) -> None:
+  """Raises ValueError unless `new` has exactly the parameters (names and shapes) of `served`."""
+  old_shapes, new_shapes = _param_shapes(served), _param_shapes(new)
+  shape = lambda shapes, name: str(shapes[name][0]) if name in shapes else "no such parameter"
+  for name in sorted(old_shapes.keys() | new_shapes.keys()):
+    if shape(old_shapes, name) != shape(new_shapes, name):
+      raise ValueError(f"the new weights do not fit the served model (another architecture?): "
+                       f"{name}: new {shape(new_shapes, name)}, served {shape(old_shapes, name)}")
+
+
 def _next_pow2(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
@@ -83,11 +99,16 @@ class JaxEngine:
     """Swaps in new weights between batches.
 
     `source` is an `nnx.State` of parameters (e.g. `Learner.params`), a
-    `CausalLM`, or the path of a Hugging Face folder.
+    `CausalLM`, or the path of a Hugging Face folder (loaded in the dtype of the
+    weights it replaces). A model or folder whose parameter shapes differ from
+    the served model's is refused with a ValueError naming the first mismatch.
     """
     if isinstance(source, (str, os.PathLike)):
       from orchestra.checkpoint.hf import load_hf
-      source = await asyncio.to_thread(load_hf, source)
+      dtype = str(next(iter(_param_shapes(self.model).values()))[1])   # keep the served dtype
+      source = await asyncio.to_thread(load_hf, source, dtype)
+    if isinstance(source, CausalLM):
+      _check_same_shapes(self.model, source)
     async with self._swap_lock:
       if isinstance(source, CausalLM):
         self.model = source

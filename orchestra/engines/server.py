@@ -12,7 +12,8 @@ Routes (the subset of vLLM's API the trainer and evaluators use):
   POST /collective_rpc        {"method": "reload_weights", "kwargs": {"weights_path": DIR}}
   GET  /weight_version        extension: the current weight version
 Each choice also reports the `weight_version` that produced it (as vLLM 0.33
-does with `return_weight_versions`).
+does with `return_weight_versions`). A malformed request (body, field, pause mode,
+reload folder) is answered 400 with a detail that names what is wrong, never a 500.
 """
 
 from __future__ import annotations
@@ -53,17 +54,82 @@ class _Gate:
       self.idle.set()
 
 
-def _sampling(body: dict[str, Any], default_max: int, extra_stops: tuple[int, ...] = ()):
-  top_k = int(body.get("top_k") or 0)
+def _number(body: dict[str, Any], name: str, kind: type, default, valid, expected: str,
+            where: str = ""):
+  """`body[name]` as `kind` (int or float), or `default` when absent or null.
+
+  A value that is no such number or fails `valid` is a 400 naming the field
+  (`where` + `name`) and saying what is `expected`, as vLLM's validation errors do.
+  """
+  value = body.get(name)
+  if value is None:
+    return default
   try:
-    return SamplingParams(
-        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or default_max),
-        temperature=float(1.0 if body.get("temperature") is None else body["temperature"]),
-        top_p=float(body.get("top_p") or 1.0), top_k=max(top_k, 0),
-        stop_token_ids=tuple(int(t) for t in body.get("stop_token_ids") or ()) + extra_stops,
-        seed=body.get("seed"))
+    if (isinstance(value, (bool, list, dict))
+        or (kind is int and isinstance(value, float) and not value.is_integer())):
+      raise TypeError
+    number = kind(value)
+  except (TypeError, ValueError):
+    number = None
+  if number is None or not valid(number):
+    raise HTTPException(400, f"{where}{name} must be {expected}, got {value!r}")
+  return number
+
+
+def _sampling(body: dict[str, Any], default_max: int, extra_stops: tuple[int, ...] = ()):
+  """The request's SamplingParams; an invalid field is a 400 that names it (as vLLM's are)."""
+  max_name = "max_completion_tokens" if body.get("max_tokens") is None else "max_tokens"
+  max_tokens = _number(body, max_name, int, default_max, lambda v: v >= 1, "an integer >= 1")
+  temperature = _number(body, "temperature", float, 1.0, lambda v: v >= 0, "a number >= 0")
+  top_p = _number(body, "top_p", float, 1.0, lambda v: 0 < v <= 1, "a number in (0, 1]")
+  top_k = _number(body, "top_k", int, 0, lambda v: v >= -1, "an integer >= -1 (-1 or 0: off)")
+  seed = _number(body, "seed", int, None, lambda v: True, "an integer")
+  stops = body.get("stop_token_ids") or []
+  if not (isinstance(stops, list)
+          and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stops)):
+    raise HTTPException(400, f"stop_token_ids must be a list of token ids, got {stops!r}")
+  try:
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                          top_k=max(top_k, 0), stop_token_ids=tuple(stops) + extra_stops,
+                          seed=seed)
   except (TypeError, ValueError) as e:
     raise HTTPException(400, f"invalid sampling parameters: {e}") from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+  """The request body, which must be a JSON object; a 400 otherwise (not a 500)."""
+  try:
+    body = await request.json()
+  except ValueError as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    raise HTTPException(400, f"request body is not valid JSON: {e}") from None
+  if not isinstance(body, dict):
+    raise HTTPException(400, f"request body must be a JSON object, got {type(body).__name__}")
+  return body
+
+
+def _check_chat(body: dict[str, Any]) -> None:
+  """400s naming the field for chat requests vLLM would refuse (instead of a 500 or a guess)."""
+  messages = body.get("messages")
+  if not isinstance(messages, list) or not messages:
+    raise HTTPException(400, "messages must be a non-empty list")
+  for i, message in enumerate(messages):
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+      raise HTTPException(400, f"messages[{i}] must be an object with a string role, "
+                               f"got {message!r}"[:300])
+  tools = body.get("tools")
+  if tools is not None:
+    if not isinstance(tools, list):
+      raise HTTPException(400, f"tools must be a list, got {type(tools).__name__}")
+    for i, tool in enumerate(tools):
+      function = tool.get("function") if isinstance(tool, dict) else None
+      if (not isinstance(function, dict) or tool.get("type", "function") != "function"
+          or not isinstance(function.get("name"), str) or not function["name"]):
+        raise HTTPException(400, f"tools[{i}] must be {{\"type\": \"function\", \"function\": "
+                                 f"{{\"name\": ..., \"parameters\": ...}}}}, got {tool!r}"[:300])
+  if _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1") != 1:
+    raise HTTPException(400, "n must be 1: this server returns one chat choice per request")
+  if body.get("stream"):
+    raise HTTPException(400, "stream must be false: this server does not stream")
 
 
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) -> FastAPI:
@@ -99,11 +165,13 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) 
 
   @app.post("/v1/completions")
   async def completions(request: Request):
-    body = await request.json()
+    body = await _json_object(request)
     check_model(body)
+    if body.get("stream"):
+      raise HTTPException(400, "stream must be false: this server does not stream")
     prompts = _prompts(body.get("prompt"), tokenizer)
     sampling = _sampling(body, default_max=16)
-    n = int(body.get("n") or 1)
+    n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
     jobs = [run(p, sampling if sampling.seed is None else
                 dataclasses.replace(sampling, seed=sampling.seed + k))
             for p in prompts for k in range(n)]
@@ -132,11 +200,10 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) 
 
   @app.post("/v1/chat/completions")
   async def chat(request: Request):
-    body = await request.json()
+    body = await _json_object(request)
     check_model(body)
-    messages, tools = body.get("messages"), body.get("tools") or None
-    if not isinstance(messages, list) or not messages:
-      raise HTTPException(400, "messages must be a non-empty list")
+    _check_chat(body)
+    messages, tools = body["messages"], body.get("tools") or None
     try:
       prompt = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
                                              tokenize=False)
@@ -202,15 +269,18 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) 
 
   @app.post("/collective_rpc")
   async def collective_rpc(request: Request):
-    body = await request.json()
+    body = await _json_object(request)
     if body.get("method") != "reload_weights":
       raise HTTPException(400, f"method {body.get('method')!r} is not supported; "
                                "only reload_weights")
     kwargs = body.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+      raise HTTPException(400, f"kwargs must be an object, got {type(kwargs).__name__}")
     path = kwargs.get("weights_path")
-    if not path:
+    if not path or not isinstance(path, str):
       raise HTTPException(400, "reload_weights needs kwargs.weights_path (an HF folder)")
-    version = int(kwargs.get("weight_version", engine.weight_version + 1))
+    version = _number(kwargs, "weight_version", int, engine.weight_version + 1, lambda v: v >= 0,
+                      "an integer >= 0", where="kwargs.")
     try:
       await engine.update_weights(path, version)
     except Exception as e:  # noqa: BLE001 - report a bad folder to the trainer

@@ -26,7 +26,8 @@ small bootstrap (`_BOOTSTRAP`, run with `-c`) sets up layers 2-4 and then
    `_posixsubprocess.fork_exec`, which CPython does not audit, so it is
    replaced and its re-import refused); writes, deletes, renames, links,
    chmods etc. whose real path (symlinks and `dir_fd`s resolved) is outside
-   the working directory; opening another process's `/proc/<pid>/...`; ctypes
+   the working directory; opening another process's `/proc/<pid>/...`, also
+   through a symlink or a magic link such as `/proc/<pid>/fd/N`; ctypes
    library loading (except libraries inside the Python installation, which
    torch needs), symbol look-up, foreign calls and raw memory access; `gc`
    object enumeration; and signals to other processes.
@@ -160,6 +161,7 @@ def install_audit_hook(workdir):
   # Bound now, so that rebinding e.g. `os.path.realpath` later does not reach the hook.
   realpath, join, fsdecode, fspath, readlink = (os.path.realpath, os.path.join, os.fsdecode,
                                                 os.fspath, os.readlink)
+  dirname, getcwd = os.path.dirname, os.getcwd
   own_proc, own_pid = f"/proc/{os.getpid()}", os.getpid()
   python_dirs = tuple(realpath(p) + "/" for p in {sys.prefix, sys.base_prefix})
 
@@ -184,10 +186,40 @@ def install_audit_hook(workdir):
     return (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit()
             and not (real + "/").startswith(own_proc + "/"))
 
+  def through_other_process(path):
+    """Whether resolving `path` passes through another process's /proc/<pid>/ at any step.
+
+    `realpath` alone would miss it: /proc/<pid>/fd/N and .../cwd are magic links, so
+    resolving them lands on whatever file the other process holds (a memfd, a deleted
+    file); a symlink in the working directory can point at them too.
+    """
+    if isinstance(path, int):
+      return other_process(resolve(path))
+    path = fsdecode(fspath(path))
+    current, pending, hops = ("/" if path.startswith("/") else getcwd()), path.split("/"), 0
+    pending.reverse()
+    while pending:
+      name = pending.pop()
+      if name in ("", "."):
+        continue
+      current = dirname(current) if name == ".." else join(current, name)
+      if other_process(current):
+        return True
+      try:
+        target = readlink(current)
+      except OSError:   # not a link (or not there): the walk goes on from here
+        continue
+      hops += 1
+      if hops > 40:     # a link loop: the open itself fails with ELOOP
+        return False
+      current = "/" if target.startswith("/") else dirname(current)
+      pending.extend(reversed(target.split("/")))
+    return False
+
   def check_open(path, mode, flags):
     """Why the `open` event is refused, or None."""
     real = resolve(path)
-    if other_process(real):
+    if other_process(real) or through_other_process(path):
       return "reading other processes' /proc entries is not allowed"
     writes = (flags & WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
     if writes and not writable(real):

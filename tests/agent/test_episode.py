@@ -1,7 +1,6 @@
 """Episodes: scripted policy accounting, random-model robustness, concurrency."""
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -36,15 +35,6 @@ class ScriptedEngine:
     self.prompts.append(list(prompt_ids))
     ids = self.tokenizer(self.turns.pop(0), add_special_tokens=False)["input_ids"]
     return Completion(ids, [-0.5] * len(ids), "stop", self.weight_version)
-
-
-class Sleep(Tool):
-  name, description = "sleep", "Waits 200 ms."
-  parameters = {"type": "object", "properties": {}}
-
-  async def run(self, args):
-    await asyncio.sleep(0.2)
-    return ToolResult(text="slept", cost_usd=0.001)
 
 
 def call(name, args):
@@ -141,8 +131,35 @@ def test_random_model_runs_to_max_turns_without_crashing(tokenizer):
     assert sum(traj.loss_mask) > 0 and all(v == 0 for v in traj.weight_versions)
 
 
+class Rendezvous(Tool):
+  """Waits until `n` calls are inside it at once (or `give_up_s` passes); records the peak."""
+
+  name, description = "sleep", "Waits for the others."
+  parameters = {"type": "object", "properties": {}}
+
+  def __init__(self, n, give_up_s=10.0):
+    self.n, self.give_up_s = n, give_up_s
+    self.inside = self.peak = 0
+    self.all_in = asyncio.Event()
+
+  async def run(self, args):
+    self.inside += 1
+    self.peak = max(self.peak, self.inside)
+    if self.inside == self.n:
+      self.all_in.set()
+    try:   # episodes run one at a time would never meet: give up, let the rest through, fail
+      await asyncio.wait_for(self.all_in.wait(), self.give_up_s)
+    except TimeoutError:
+      self.all_in.set()
+    finally:
+      self.inside -= 1
+    return ToolResult(text="slept", cost_usd=0.001)
+
+
 def test_64_episodes_with_a_slow_tool_run_concurrently(tokenizer):
-  tools = {"sleep": Sleep(), "answer": build_tool({"type": "answer"})}
+  """All 64 episodes are inside their tool call at the same moment (serial runs would peak at 1)."""
+  rendezvous = Rendezvous(64)
+  tools = {"sleep": rendezvous, "answer": build_tool({"type": "answer"})}
 
   async def one(i):
     engine = ScriptedEngine(tokenizer, [call("sleep", {}), call("answer", {"answer": str(i)})])
@@ -151,27 +168,39 @@ def test_64_episodes_with_a_slow_tool_run_concurrently(tokenizer):
   async def main():
     return await asyncio.gather(*(one(i) for i in range(64)))
 
-  start = time.perf_counter()
   trajs = asyncio.run(main())
-  elapsed = time.perf_counter() - start
   assert [t.answer for t in trajs] == [str(i) for i in range(64)]
-  assert elapsed < 0.25 * 64 * 0.2, elapsed          # serial would take 12.8 s
+  assert rendezvous.peak == 64
+  assert all(t.turns[0].observation == "slept" and t.cost_usd >= 0.001 for t in trajs)
 
 
 def test_hung_tool_times_out_and_the_episode_goes_on(tokenizer):
+  """A tool that never returns is cancelled at `tool_timeout_s`; the episode carries on."""
   class Hang(Tool):
     name, description, parameters = "hang", "Never returns.", {"type": "object", "properties": {}}
+    entered = cancelled = False
 
     async def run(self, args):
-      await asyncio.sleep(3600)
+      Hang.entered = True
+      try:
+        await asyncio.Event().wait()           # nothing ever sets it
+      except asyncio.CancelledError:
+        Hang.cancelled = True
+        raise
 
   tools = {"hang": Hang(), "answer": build_tool({"type": "answer"})}
   engine = ScriptedEngine(tokenizer, [call("hang", {}), call("answer", {"answer": "ok"})])
-  start = time.perf_counter()
-  traj = asyncio.run(run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams(),
-                                 EpisodeConfig(tool_timeout_s=0.2)))
-  assert time.perf_counter() - start < 3
-  assert traj.answer == "ok" and "timed out after 0.2 s" in traj.turns[0].observation
+
+  async def main():   # the outer bound only turns a missing timeout into a failure, not a hang
+    return await asyncio.wait_for(run_episode(engine, tokenizer, tools, MESSAGES, SamplingParams(),
+                                              EpisodeConfig(tool_timeout_s=0.2)), 20)
+
+  traj = asyncio.run(main())
+  assert Hang.entered and Hang.cancelled
+  assert traj.answer == "ok" and traj.finish_reason == "answer"
+  assert traj.turns[0].observation.count("timed out after 0.2 s") == 1
+  assert traj.turns[0].latency_s >= 0.2                     # the timeout is what the turn cost
+  assert engine.turns == [] and len(engine.prompts) == 2    # the policy was asked again
 
 
 def test_run_episodes_bounds_concurrency(tokenizer):

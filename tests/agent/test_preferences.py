@@ -26,6 +26,7 @@ def test_priority_names_the_heavier_of_cost_and_latency(cost, latency, gist):
   assert f"Priority: {gist}." in preference_instruction([1.0, cost, latency], [])
 
 
+@pytest.mark.slow
 def test_vllm_server_prints_the_rl_command():
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "vllm_server.py"),

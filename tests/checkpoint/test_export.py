@@ -38,6 +38,7 @@ def trained_run(tmp_path_factory):
   return workdir, learner.model, tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_export_script_output_matches_flax_logits(trained_run, tmp_path, dtype):
   import torch
@@ -69,6 +70,7 @@ def test_restore_policy_errors(tmp_path):
     restore_policy(tmp_path / "foreign")
 
 
+@pytest.mark.slow
 def test_export_script_reports_a_missing_run_clearly(tmp_path):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export_hf.py"),

@@ -1,22 +1,32 @@
-"""launch/serve.py with the official openai client, HTTPEngine, weight reload, dead server."""
+"""launch/serve.py with the official openai client, HTTPEngine, weight reload, dead server;
+the app's 400s and pause modes in process (`create_app` over a stub or tiny engine).
+
+Each test stands alone: the tests on the shared `server` leave it as they found it
+(same weights, resumed), and the ones that break something get their own.
+"""
 
 import asyncio
+import contextlib
 import json
 import os
-import time
+import socket
 
 import httpx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from serve_fixture import serve
+from sleeps_fixture import sleeps  # noqa: F401 (a fixture)
 from tokenizer_fixture import make_tokenizer
 
 from orchestra.agent.episode import run_episode
-from orchestra.engines import EngineError, SamplingParams
+from orchestra.engines import Completion, EngineError, SamplingParams
 from orchestra.engines.http_engine import HTTPEngine, vllm_serve_command
-from orchestra.models import CausalLM, DecoderConfig, save_hf
+from orchestra.engines.jax_engine import JaxEngine
+from orchestra.engines.server import create_app
+from orchestra.models import CausalLM, DecoderConfig, load_hf, save_hf
 from orchestra.models.decoding import generate
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
                                  policy_loss_fn)
@@ -64,9 +74,10 @@ def server(tmp_path_factory):
   model_dir = save_hf(model, root / "tool-caller", tokenizer_dir=str(root / "tok"))
   with serve(model_dir) as (url, proc):
     yield {"url": url, "proc": proc, "tokenizer": tokenizer, "model": model, "root": root,
-           "prompt_ids": prompt_ids}
+           "prompt_ids": prompt_ids, "model_dir": model_dir}
 
 
+@pytest.mark.slow
 def test_openai_client_models_completions_and_tool_calls(server):
   import openai
   client = openai.OpenAI(base_url=server["url"] + "/v1", api_key="unused")
@@ -91,6 +102,7 @@ def test_openai_client_models_completions_and_tool_calls(server):
   assert json.loads(message.tool_calls[0].function.arguments) == {"query": "Veloria"}
 
 
+@pytest.mark.slow
 def test_bad_requests_get_clear_400s(server):
   r = httpx.post(server["url"] + "/v1/completions", json={"prompt": [], "max_tokens": 2})
   assert r.status_code == 400 and "prompt" in r.text
@@ -100,33 +112,38 @@ def test_bad_requests_get_clear_400s(server):
   assert r.status_code == 400 and "token ids" in r.text
 
 
+@pytest.mark.slow
 def test_http_engine_generates_and_reloads_weights(server):
-  tokenizer = server["tokenizer"]
-  other_cfg = server["model"].config
-  other = CausalLM(other_cfg, rngs=nnx.Rngs(42))
+  other = CausalLM(server["model"].config, rngs=nnx.Rngs(42))
   other_dir = save_hf(other, server["root"] / "other")
   prompt = server["prompt_ids"]
   greedy = SamplingParams(max_tokens=8, temperature=0.0)
+  start_version = httpx.get(server["url"] + "/weight_version").json()["weight_version"]
 
   async def main():
-    engine = HTTPEngine([server["url"]], "tool-caller")
-    before = await engine.generate(prompt, greedy)
-    await engine.update_weights(other_dir, version=1)
-    after = await engine.generate(prompt, greedy)
-    paused = httpx.get(server["url"] + "/is_paused").json()["is_paused"]
-    await engine.aclose()
-    return before, after, paused
+    engine = HTTPEngine([server["url"]], "tool-caller", weight_version=start_version)
+    try:
+      before = await engine.generate(prompt, greedy)
+      await engine.update_weights(other_dir, version=start_version + 1)
+      after = await engine.generate(prompt, greedy)
+      paused = httpx.get(server["url"] + "/is_paused").json()["is_paused"]
+      version = httpx.get(server["url"] + "/weight_version").json()["weight_version"]
+    finally:   # the shared server goes back to the fitted weights for the other tests
+      await engine.update_weights(server["model_dir"], version=start_version + 2)
+      await engine.aclose()
+    return before, after, paused, version
 
-  before, after, paused = asyncio.run(main())
+  before, after, paused, version = asyncio.run(main())
   first, _ = generate(server["model"], [prompt], max_new_tokens=8)
   second, _ = generate(other, [prompt], max_new_tokens=8)
-  assert before.token_ids == np.asarray(first)[0].tolist() and before.weight_version == 0
-  assert after.token_ids == np.asarray(second)[0].tolist() and after.weight_version == 1
+  assert before.token_ids == np.asarray(first)[0].tolist()
+  assert after.token_ids == np.asarray(second)[0].tolist()
+  assert (before.weight_version, after.weight_version) == (start_version, start_version + 1)
   assert before.token_ids != after.token_ids and not paused
-  assert httpx.get(server["url"] + "/weight_version").json() == {"weight_version": 1}
-  assert tokenizer is not None
+  assert version == start_version + 1
 
 
+@pytest.mark.slow
 def test_llm_tool_against_the_server(server):
   tool = build_tool({"type": "llm", "name": "expert-1", "model": "tool-caller",
                      "base_url": server["url"] + "/v1", "price_in_per_1m": 2.0,
@@ -140,20 +157,31 @@ def test_llm_tool_against_the_server(server):
   assert tool.schema()["function"]["name"] == "expert-1"
 
 
-def test_dead_server_fails_episodes_with_a_reason(server):
-  server["proc"].kill()
-  server["proc"].wait()
+@contextlib.contextmanager
+def dead_url():
+  """A 127.0.0.1 URL whose port is held (bound, never listening): connecting is refused."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
-  async def main():
-    engine = HTTPEngine([server["url"]], "tool-caller", max_retries=1, backoff_s=0.05)
-    start = time.perf_counter()
-    traj = await run_episode(engine, server["tokenizer"], {"answer": build_tool({"type": "answer"})},
-                             MESSAGES, SamplingParams(max_tokens=8))
-    return traj, time.perf_counter() - start
 
-  traj, elapsed = asyncio.run(main())
-  assert traj.finish_reason == "engine_error" and "unreachable" in traj.error
-  assert elapsed < 10
+def test_dead_server_fails_episodes_with_a_reason(sleeps):
+  """A server that refuses connections ends the episode after the retry policy's 2 tries."""
+  tokenizer = make_tokenizer()
+  with dead_url() as url:
+    async def main():
+      engine = HTTPEngine([url], "tool-caller", max_retries=1, backoff_s=0.05)
+      try:
+        return await run_episode(engine, tokenizer, {"answer": build_tool({"type": "answer"})},
+                                 MESSAGES, SamplingParams(max_tokens=8))
+      finally:
+        await engine.aclose()
+
+    traj = asyncio.run(main())
+  assert traj.finish_reason == "engine_error" and "unreachable after 2 tries" in traj.error
+  assert url in traj.error and "ConnectError" in traj.error
+  assert sleeps == [0.05]            # one backoff between the two tries, none after the last
+  assert traj.turns == []
 
 
 def test_vllm_serve_command():
@@ -173,3 +201,282 @@ def test_http_engine_requires_its_api_key(monkeypatch):
   with pytest.raises(EngineError):
     asyncio.run(HTTPEngine(["http://127.0.0.1:1"], "m", max_retries=0).generate(
         [1, 2], SamplingParams(max_tokens=1)))
+
+
+# In process: `create_app` over a stub engine (400s, pause modes) or a tiny JaxEngine (reload).
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return make_tokenizer()
+
+
+class HeldEngine:
+  """A stub engine: each generate call waits for `release`; counts calls started and finished."""
+
+  weight_version = 0
+
+  def __init__(self, released=False):
+    self.release = asyncio.Event()
+    if released:
+      self.release.set()
+    self.started = self.finished = 0
+
+  async def generate(self, prompt_ids, sampling):
+    self.started += 1
+    await self.release.wait()
+    self.finished += 1
+    return Completion([5, 6], [-0.1, -0.2], "length", self.weight_version)
+
+
+def app_client(engine, tokenizer):
+  """An httpx client calling the app over `engine` in this event loop (no socket)."""
+  app = create_app(engine, tokenizer, "stub", max_model_len=4096)
+  return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+
+
+async def settle(turns=200):
+  """Lets every task that can make progress do so (a request not held would reach the engine)."""
+  for _ in range(turns):
+    await asyncio.sleep(0)
+
+
+async def until(predicate, what, turns=2000):
+  for _ in range(turns):
+    if await predicate():
+      return
+    await asyncio.sleep(0)
+  raise AssertionError(f"never happened: {what}")
+
+
+COMPLETION = {"prompt": [1, 2, 3], "max_tokens": 2}
+
+
+@pytest.mark.parametrize("mode", ["wait", "abort"])
+def test_pause_drains_in_flight_requests_and_holds_new_ones(tokenizer, mode):
+  """wait (and abort, which cannot cut a batch short here) returns once in-flight requests end;
+  requests arriving while paused reach the engine only after /resume."""
+  engine = HeldEngine()
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      async def started_one():
+        return engine.started == 1
+
+      async def paused():
+        return (await client.get("/is_paused")).json()["is_paused"]
+
+      first = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
+      await until(started_one, "the first request reaches the engine")
+      pause = asyncio.create_task(client.post("/pause", params={"mode": mode}))
+      await until(paused, "the server reports it is paused")
+      await settle()
+      assert not pause.done()                      # still draining the in-flight request
+      second = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
+      await settle()
+      assert engine.started == 1                   # the new request waits at the gate
+      engine.release.set()
+      assert (await first).status_code == 200
+      response = await pause
+      assert response.status_code == 200 and response.json() == {"paused": True}
+      await settle()
+      assert engine.started == 1 and not second.done()
+      assert (await client.post("/resume")).json() == {"paused": False}
+      assert (await second).status_code == 200
+      assert engine.started == engine.finished == 2 and not await paused()
+
+  asyncio.run(main())
+
+
+def test_pause_keep_returns_at_once_and_lets_in_flight_requests_finish(tokenizer):
+  engine = HeldEngine()
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      async def started_one():
+        return engine.started == 1
+
+      first = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
+      await until(started_one, "the first request reaches the engine")
+      response = await asyncio.wait_for(client.post("/pause", params={"mode": "keep"}), 10)
+      assert response.json() == {"paused": True} and engine.finished == 0
+      assert (await client.get("/is_paused")).json() == {"is_paused": True}
+      second = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
+      engine.release.set()
+      assert (await first).status_code == 200      # the in-flight request was kept, not lost
+      await settle()
+      assert engine.started == 1 and not second.done()
+      await client.post("/resume")
+      assert (await second).status_code == 200 and engine.started == 2
+
+  asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", ["", "drain", "WAIT"])
+def test_pause_with_an_unknown_mode_is_a_400_and_does_not_pause(tokenizer, mode):
+  async def main():
+    async with app_client(HeldEngine(released=True), tokenizer) as client:
+      response = await client.post("/pause", params={"mode": mode})
+      return response, (await client.get("/is_paused")).json()
+
+  response, paused = asyncio.run(main())
+  assert response.status_code == 400 and "mode" in response.json()["detail"]
+  assert "wait, keep or abort" in response.json()["detail"] and paused == {"is_paused": False}
+
+
+USER = [{"role": "user", "content": "What is the capital of Veloria?"}]
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"{not json", "JSON"),
+    ([USER], "JSON object"),
+    ({}, "messages"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": []}, "messages"),
+    ({"messages": ["hi"]}, "messages[0]"),
+    ({"messages": [{"content": "no role"}]}, "messages[0]"),
+    ({"messages": USER + [{"role": "user", "content": 5}]}, "messages"),
+    ({"messages": USER, "tools": "local_search"}, "tools"),
+    ({"messages": USER, "tools": [{"type": "function"}]}, "tools[0]"),
+    ({"messages": USER, "tools": TOOLS + [{"type": "function", "function": {"description": "x"}}]},
+     "tools[1]"),
+    ({"messages": USER, "max_tokens": "many"}, "max_tokens"),
+    ({"messages": USER, "max_tokens": 0}, "max_tokens"),
+    ({"messages": USER, "max_completion_tokens": -3}, "max_completion_tokens"),
+    ({"messages": USER, "temperature": -1}, "temperature"),
+    ({"messages": USER, "top_p": 0}, "top_p"),
+    ({"messages": USER, "top_p": 1.5}, "top_p"),
+    ({"messages": USER, "top_k": -5}, "top_k"),
+    ({"messages": USER, "seed": "lucky"}, "seed"),
+    ({"messages": USER, "stop_token_ids": "2"}, "stop_token_ids"),
+    ({"messages": USER, "n": 2}, "n"),
+    ({"messages": USER, "stream": True}, "stream"),
+])
+def test_bad_chat_requests_are_400s_naming_the_field(tokenizer, body, field):
+  engine = HeldEngine(released=True)
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      if isinstance(body, bytes):
+        return await client.post("/v1/chat/completions", content=body,
+                                 headers={"content-type": "application/json"})
+      return await client.post("/v1/chat/completions", json=body)
+
+  response = asyncio.run(main())
+  assert response.status_code == 400, response.text
+  assert field in response.json()["detail"]
+  assert engine.started == 0
+
+
+def test_a_good_chat_request_to_the_same_app_is_answered(tokenizer):
+  """The control for the 400s above: the same app answers a well-formed request."""
+  engine = HeldEngine(released=True)
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      return await client.post("/v1/chat/completions", json={
+          "messages": USER, "tools": TOOLS, "max_tokens": 4, "temperature": 0, "top_p": 1,
+          "top_k": -1, "n": 1, "stream": False, "seed": 3})
+
+  response = asyncio.run(main())
+  assert response.status_code == 200, response.text
+  assert response.json()["choices"][0]["finish_reason"] == "length" and engine.started == 1
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"prompt": [1, 2], "n": 0}, "n"),
+    ({"prompt": [1, 2], "n": "two"}, "n"),
+    ({"prompt": [1, 2], "max_tokens": 2.5}, "max_tokens"),
+    ({"prompt": [1, 2], "stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"prompt": [1, 2], "stream": True}, "stream"),
+])
+def test_bad_completion_requests_are_400s_naming_the_field(tokenizer, body, field):
+  engine = HeldEngine(released=True)
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      return await client.post("/v1/completions", json=body)
+
+  response = asyncio.run(main())
+  assert response.status_code == 400 and field in response.json()["detail"], response.text
+  assert engine.started == 0
+
+
+TINY = dict(model_type="qwen3", hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2,
+            num_kv_heads=1, head_dim=16, qk_norm=True)
+
+
+@pytest.fixture(scope="module")
+def folders(tokenizer, tmp_path_factory):
+  """HF folders: `same` fits the tiny served model, `other` is a deeper model, `empty` is empty."""
+  root = tmp_path_factory.mktemp("reload")
+  cfg = DecoderConfig(vocab_size=len(tokenizer), **TINY)
+  deeper = DecoderConfig(vocab_size=len(tokenizer), **{**TINY, "num_layers": 2})
+  (root / "empty").mkdir()
+  return {"cfg": cfg, "root": root, "empty": str(root / "empty"),
+          "same": save_hf(CausalLM(cfg, rngs=nnx.Rngs(1)), root / "same"),
+          "other": save_hf(CausalLM(deeper, rngs=nnx.Rngs(2)), root / "other")}
+
+
+def reload(client, **kwargs):
+  return client.post("/collective_rpc", json={"method": "reload_weights", "kwargs": kwargs})
+
+
+@pytest.mark.parametrize("case, field", [
+    ("missing", "config.json"), ("empty", "config.json"), ("other", "do not fit"),
+    ("no_path", "kwargs.weights_path"), ("path_not_text", "kwargs.weights_path"),
+    ("bad_version", "kwargs.weight_version"), ("negative_version", "kwargs.weight_version"),
+    ("kwargs_not_object", "kwargs must be an object"), ("other_method", "method 'load_weights'"),
+])
+def test_reload_with_a_bad_folder_or_request_is_a_400_and_keeps_the_weights(
+    tokenizer, folders, case, field):
+  model = CausalLM(folders["cfg"], rngs=nnx.Rngs(0))
+  engine = JaxEngine(model)
+  bodies = {
+      "missing": {"weights_path": str(folders["root"] / "nope")},
+      "empty": {"weights_path": folders["empty"]},
+      "other": {"weights_path": folders["other"]},
+      "no_path": {},
+      "path_not_text": {"weights_path": 5},
+      "bad_version": {"weights_path": folders["same"], "weight_version": "next"},
+      "negative_version": {"weights_path": folders["same"], "weight_version": -1},
+  }
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      if case == "kwargs_not_object":
+        response = await client.post("/collective_rpc", json={"method": "reload_weights",
+                                                             "kwargs": folders["same"]})
+      elif case == "other_method":
+        response = await client.post("/collective_rpc", json={
+            "method": "load_weights", "kwargs": {"weights_path": folders["same"]}})
+      else:
+        response = await reload(client, **bodies[case])
+      return response, (await client.get("/weight_version")).json()
+
+  response, version = asyncio.run(main())
+  assert response.status_code == 400, response.text
+  assert field in response.json()["detail"]
+  assert engine.model is model and version == {"weight_version": 0}
+
+
+def test_reload_from_a_good_folder_swaps_weights_and_keeps_the_served_dtype(tokenizer, folders):
+  """The control for the 400s above; the folder (float32) is loaded as the served bfloat16."""
+  model = CausalLM(folders["cfg"], param_dtype=jnp.bfloat16, dtype=jnp.bfloat16,
+                   rngs=nnx.Rngs(0))
+  engine = JaxEngine(model)
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      response = await reload(client, weights_path=folders["same"], weight_version=4)
+      return response, (await client.get("/weight_version")).json()
+
+  response, version = asyncio.run(main())
+  assert response.status_code == 200, response.text
+  assert response.json()["weight_version"] == 4 and version == {"weight_version": 4}
+  assert engine.model is not model
+  dtypes = {v.dtype for v in jax.tree.leaves(nnx.state(engine.model, nnx.Param))}
+  assert dtypes == {jnp.dtype(jnp.bfloat16)}
+  loaded = nnx.state(load_hf(folders["same"]), nnx.Param)
+  np.testing.assert_allclose(np.asarray(engine.model.lm_head[...], np.float32),
+                             np.asarray(loaded["lm_head"][...]), rtol=1e-2, atol=1e-2)

@@ -3,8 +3,8 @@
 The end-to-end test serves a tiny Qwen3 with launch/serve.py. It is fitted in the test (a few
 SFT steps) to answer each benchmark question with one turn that calls local_search and
 code_interpreter and submits "51", so a run exercises the real episode loop, both tools, the
-grader and the report. The run is SIGKILLed once some items are in results.jsonl; the rerun
-must run only the remaining ones.
+grader and the report. The run (eval_stop_after.py) halts right after its third line in
+results.jsonl and is SIGKILLed there; the rerun must run only the remaining ones.
 """
 
 import json
@@ -12,16 +12,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
+from data_paths import BENCHMARKS, require_data
 from serve_fixture import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = str(ROOT / "launch" / "eval.py")
-# CI clones the repository with a copy of shared/ beside it.
-BENCHMARKS = (ROOT / ".." / "shared" / "data" / "benchmarks").resolve()
+STOP_AFTER = str(Path(__file__).with_name("eval_stop_after.py"))
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
@@ -34,12 +34,14 @@ def last_json_line(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
 
 
-needs_benchmarks = pytest.mark.skipif(
-    not BENCHMARKS.is_dir(), reason=f"benchmark files not found at {BENCHMARKS} (the shared/ "
-    "folder beside the repository); they are not copied into the repository")
+@pytest.fixture
+def benchmarks():
+  """The real benchmark files (not copied into the repository; CI has shared/ beside it)."""
+  return require_data(BENCHMARKS, "benchmark files",
+                      "the shared/ folder beside the repository")
 
 
-@needs_benchmarks
+@pytest.mark.slow
 @pytest.mark.parametrize("benchmark, name, n_items, categories", [
     ("hle", "hle_500.json", 500, {"Math": 215, "Computer Science/AI": 63, "Physics": 50,
                                   "Humanities/Social Science": 50, "Other": 45,
@@ -48,8 +50,8 @@ needs_benchmarks = pytest.mark.skipif(
     ("gsm8k", "gsm8k_test.jsonl", 1319, {"gsm8k": 1319}),
     ("jsonl", "frames_qa.jsonl", 824, {"uncategorized": 824}),
 ])
-def test_dry_run_on_the_real_files(benchmark, name, n_items, categories):
-  proc = eval_py("--benchmark", benchmark, "--data", str(BENCHMARKS / name), "--dry_run")
+def test_dry_run_on_the_real_files(benchmarks, benchmark, name, n_items, categories):
+  proc = eval_py("--benchmark", benchmark, "--data", str(benchmarks / name), "--dry_run")
   assert proc.returncode == 0, proc.stderr
   summary = last_json_line(proc.stdout)
   assert summary["benchmark"] == benchmark
@@ -64,14 +66,15 @@ def test_dry_run_on_the_real_files(benchmark, name, n_items, categories):
   assert summary["orchestrator"] is None and summary["grader"] == "rules"
 
 
-@needs_benchmarks
-def test_dry_run_limit_and_sample_on_real_gsm8k():
-  proc = eval_py("--benchmark", "gsm8k", "--data", str(BENCHMARKS / "gsm8k_test.jsonl"),
+@pytest.mark.slow
+def test_dry_run_limit_and_sample_on_real_gsm8k(benchmarks):
+  proc = eval_py("--benchmark", "gsm8k", "--data", str(benchmarks / "gsm8k_test.jsonl"),
                  "--dry_run", "--sample", "25", "--seed", "3")
   assert proc.returncode == 0, proc.stderr
   assert last_json_line(proc.stdout)["n_items"] == 25
 
 
+@pytest.mark.slow
 def test_dry_run_names_the_first_bad_row(tmp_path):
   data = tmp_path / "qa.jsonl"
   data.write_text('{"question": "a?", "answer": "b"}\n\n{"question": "c?"}\n{"oops"\n')
@@ -88,6 +91,7 @@ def test_dry_run_names_the_first_bad_row(tmp_path):
   assert proc.returncode != 0 and f"{array}, line 3: row 1: field 'answer_type'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_counts_skipped_image_rows(tmp_path):
   rows = [{"id": "a", "question": "q1", "answer": "1", "answer_type": "exactMatch",
            "category": "Math", "image": ""},
@@ -114,6 +118,7 @@ def test_noresume_moves_the_old_run_aside(tmp_path):
   assert any(n.startswith("run.json.old-") for n in names)
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_clear_message(tmp_path):
   data = tmp_path / "qa.jsonl"
   data.write_text('{"question": "a?", "answer": "b"}\n')
@@ -222,9 +227,9 @@ def served_policy(tmp_path_factory):
   tokenizer.save_pretrained(root / "tok")
   model_dir = save_hf(model, root / "policy", tokenizer_dir=str(root / "tok"))
 
-  with serve(model_dir) as (url, _):
+  with serve(model_dir) as (url, _):     # read-only for the tests: each writes under tmp_path
     yield {"url": url, "model_dir": model_dir, "data": data, "index": root / "index",
-           "root": root, "max_tokens": target_len + 8}
+           "max_tokens": target_len + 8}
 
 
 def run_args(policy, out):
@@ -241,8 +246,9 @@ def complete_lines(path):
   return [line for line in path.read_bytes().split(b"\n")[:-1] if line.strip()]
 
 
-def test_dry_run_validates_endpoint_settings_without_calling_them(served_policy):
-  args = run_args(served_policy, served_policy["root"] / "dry")
+@pytest.mark.slow
+def test_dry_run_validates_endpoint_settings_without_calling_them(served_policy, tmp_path):
+  args = run_args(served_policy, tmp_path / "dry")
   args[args.index("--base_url") + 1] = "http://127.0.0.1:1/v1"      # nothing listens there
   proc = eval_py(*args, "--dry_run")
   assert proc.returncode == 0, proc.stderr
@@ -250,22 +256,38 @@ def test_dry_run_validates_endpoint_settings_without_calling_them(served_policy)
   assert summary["n_items"] == 8 and summary["by_category"] == {"arithmetic": 7, "geography": 1}
   assert summary["tools"] == ["answer", "code_interpreter", "local_search"]
   assert summary["orchestrator"] == {"kind": "checkpoint", "model": "policy"}
-  assert not (served_policy["root"] / "dry" / "results.jsonl").exists()
+  assert not (tmp_path / "dry" / "results.jsonl").exists()
 
 
-def test_run_killed_halfway_resumes_only_the_remaining_items(served_policy):
-  out = served_policy["root"] / "run"
+@pytest.mark.slow
+def test_run_killed_halfway_resumes_only_the_remaining_items(served_policy, tmp_path):
+  out = tmp_path / "run"
   results = out / "results.jsonl"
-  proc = subprocess.Popen([sys.executable, EVAL, *run_args(served_policy, out)], env=ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 90
-  while len(complete_lines(results)) < 3 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  output = proc.communicate()[0]
-  assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{output}"
+  # The run halts right after its 3rd result line and waits to be killed: no timing guess.
+  proc = subprocess.Popen([sys.executable, STOP_AFTER, "3", *run_args(served_policy, out)],
+                          env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  watchdog = threading.Timer(240, proc.kill)          # a hung run fails below, not forever
+  watchdog.start()
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if "STOPPED AFTER 3 RESULTS" in line:
+        break
+    else:
+      pytest.fail("the run ended (or hung for 240 s) before its 3rd result:\n"
+                  + "".join(lines)[-3000:])
+    proc.kill()
+    output = "".join(lines) + proc.communicate(timeout=60)[0]
+  finally:
+    watchdog.cancel()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == -signal.SIGKILL, output
   done_before = {json.loads(line)["id"] for line in complete_lines(results)}
-  assert 3 <= len(done_before) < len(QUESTIONS), output
+  assert len(done_before) == 3, output
   assert not (out / "report.json").exists()
 
   proc = eval_py(*run_args(served_policy, out), timeout=120)
@@ -291,9 +313,10 @@ def test_run_killed_halfway_resumes_only_the_remaining_items(served_policy):
       "answer", "code_interpreter", "local_search"]
 
 
-def test_chat_orchestrator_through_the_servers_chat_route(served_policy):
+@pytest.mark.slow
+def test_chat_orchestrator_through_the_servers_chat_route(served_policy, tmp_path):
   """--orchestrator chat: the same model prompted over /v1/chat/completions with `tools`."""
-  out = served_policy["root"] / "chat"
+  out = tmp_path / "chat"
   args = run_args(served_policy, out)
   args[args.index("checkpoint")] = "chat"
   proc = eval_py(*args, "--limit", "3", "--price_in", "100", "--price_out", "1000",

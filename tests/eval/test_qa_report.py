@@ -82,6 +82,7 @@ def write_run(tmp_path, name, benchmark, label, records):
   return run
 
 
+@pytest.mark.slow
 def test_comparison_table_and_compare_cli(tmp_path):
   cheap = [record(i, i % 2 == 0, 0.001, 30.0, ["x"]) for i in range(10)]    # 5 / 10
   dear = [record(i, i < 8, 0.05, 90.0, ["x"]) for i in range(10)]           # 8 / 10

@@ -1,20 +1,75 @@
 """code_interpreter: ordinary code works, and every escape attempt becomes an error observation."""
 
 import asyncio
+import functools
 import os
+import signal
 import socket
 import time
 import uuid
 
 import pytest
 
+from orchestra.tools import code_interpreter
 from orchestra.tools.base import ToolConfigError, build_tool
 from orchestra.tools.code_interpreter import CodeInterpreter
+
+# The bootstrap's steps that set up one layer each (see the module docstring).
+KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts, no network, ...
+HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
+FORK_GUARD = "refuse_fork_exec()"                 # _posixsubprocess.fork_exec replaced
 
 
 def run(code, **options):
   """Runs `code` through a fresh tool, as a model's tool call would."""
   return asyncio.run(CodeInterpreter(**options)({"code": code}))
+
+
+def without(monkeypatch, *steps):
+  """Leaves bootstrap steps out of every run in this test, to check the other layers alone."""
+  bootstrap = code_interpreter._BOOTSTRAP
+  for step in steps:
+    assert f"\n  {step}\n" in bootstrap, f"the bootstrap no longer calls {step}"
+    bootstrap = bootstrap.replace(f"\n  {step}\n", "\n")
+  monkeypatch.setattr(code_interpreter, "_BOOTSTRAP", bootstrap)
+
+
+@functools.cache
+def kernel_layer():
+  """What layer 3 gives on this machine: (read-only mounts, a user namespace of its own)."""
+  probe = run("import os\nprint(bool(os.statvfs('/').f_flag & os.ST_RDONLY), "
+              "os.readlink('/proc/self/ns/user'))")
+  read_only, user_ns = probe.text.split("stdout:\n")[1].split()[:2]
+  return read_only == "True", user_ns != os.readlink("/proc/self/ns/user")
+
+
+def only(layer, monkeypatch, guards="files"):
+  """Sets up `layer` ("both", "hook" or "kernel") for this test, or skips if the kernel layer
+  cannot guard `guards` ("files": read-only mounts; "proc": a user namespace) here."""
+  if layer == "hook":
+    without(monkeypatch, KERNEL_LAYER)
+  elif layer == "kernel":
+    read_only_mounts, user_namespace = kernel_layer()
+    if guards == "files" and not read_only_mounts:
+      pytest.skip("no mount namespace on this machine (no CAP_SYS_ADMIN?): only the audit "
+                  "hook guards files")
+    if guards == "proc" and not user_namespace:
+      pytest.skip("no user namespace on this machine: only the audit hook guards /proc")
+    without(monkeypatch, HOOK_LAYER)
+
+
+def stdout(result):
+  return result.text.split("stdout:\n", 1)[1].split("\nstderr:\n")[0]
+
+
+def alive(pid):
+  """Whether process `pid` exists and is not a zombie (killed, but not yet reaped)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      state = f.read().rsplit(")", 1)[1].split()[0]
+  except (FileNotFoundError, ProcessLookupError):
+    return False
+  return state not in ("Z", "X")
 
 
 def test_print_gives_output_cost_and_latency():
@@ -41,11 +96,55 @@ def test_bad_arguments_give_an_error_result(args):
   assert result.error and result.text.startswith("Error")
 
 
-def test_infinite_loop_times_out():
-  start = time.perf_counter()
-  result = run("while True: pass", timeout_s=2)
-  assert result.error in ("timeout", "cpu time limit exceeded")
-  assert time.perf_counter() - start < 6
+def test_infinite_loop_is_killed_at_the_wall_clock_timeout():
+  """CPU limit far away: only the wall-clock timeout can end it, with SIGKILL."""
+  result = run("while True: pass", timeout_s=1, cpu_time_s=60)
+  assert result.error == "timeout"
+  assert result.usage["exit_code"] == -signal.SIGKILL
+  assert result.text.startswith("timed out after 1 s (killed)")
+
+
+def test_busy_loop_hits_the_cpu_time_limit():
+  """Wall clock far away: RLIMIT_CPU ends it with SIGXCPU, reported as the CPU limit."""
+  result = run("while True: pass", timeout_s=120, cpu_time_s=1)
+  assert result.error == "cpu time limit exceeded"
+  assert result.usage["exit_code"] == -signal.SIGXCPU
+  assert "cpu time limit of 1 s exceeded" in result.text
+
+
+def test_timeout_kills_the_whole_process_group(monkeypatch):
+  """A child the code forked (here past the hook, which would refuse the fork) dies with it."""
+  without(monkeypatch, HOOK_LAYER, FORK_GUARD)
+  code = ("import os, time\npid = os.fork()\nif pid == 0:\n  time.sleep(600)\n  os._exit(0)\n"
+          "print('child', pid, flush=True)\ntime.sleep(600)")
+  result = run(code, timeout_s=2)
+  child = int(stdout(result).split()[1])
+  try:
+    assert result.error == "timeout"
+    for _ in range(500):                     # SIGKILL was sent before run() returned
+      if not alive(child):
+        break
+      time.sleep(0.01)
+    assert not alive(child), f"the forked child {child} outlived the timeout"
+  finally:
+    if alive(child):
+      os.kill(child, signal.SIGKILL)
+
+
+def test_writing_past_the_file_size_limit_fails_and_is_reported():
+  code = """
+import os
+with open('small.bin', 'wb') as f:
+  f.write(b'x' * (2**20 - 1024))
+try:
+  with open('big.bin', 'wb') as f:
+    f.write(b'x' * (3 * 2**20))
+finally:
+  print(os.path.getsize('small.bin'), os.path.getsize('big.bin'))
+"""
+  result = run(code, max_file_mb=1)
+  assert result.error == "exit code 1: OSError: [Errno 27] File too large"
+  assert stdout(result).split() == [str(2**20 - 1024), str(2**20)]   # cut at exactly 1 MB
 
 
 def test_huge_allocation_hits_the_memory_limit():
@@ -171,14 +270,132 @@ print(os.getcwd())
   assert "data.json" not in run("import os\nprint(os.listdir('.'))").text
 
 
-def test_calls_run_concurrently():
-  tool = CodeInterpreter()
+def sandboxes():
+  """Sandbox processes (children of this process, in an orchestra_code_ folder) now alive."""
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    except OSError:
+      continue
+    if int(ppid) == os.getpid() and state != "Z" and b"orchestra_code_" in cmdline:
+      found.append(int(pid))
+  return found
 
-  async def eight():
-    return await asyncio.gather(*[tool({"code": "import time; time.sleep(0.5)"}) for _ in range(8)])
 
-  start = time.perf_counter()
-  results = asyncio.run(eight())
-  elapsed = time.perf_counter() - start
-  assert all(r.error is None for r in results)
-  assert elapsed < 2.5, f"8 x 0.5 s took {elapsed:.2f} s"
+def test_calls_run_concurrently(tmp_path):
+  """Eight calls have eight sandboxes alive at once; calls run one by one would show one.
+
+  Each sandbox waits for a file the test creates once it has seen all eight (or after
+  30 s, to fail rather than hang).
+  """
+  go = tmp_path / "go"
+  code = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+          "print('released')")
+  tool = CodeInterpreter(timeout_s=120)
+
+  async def main():
+    calls = asyncio.gather(*[tool({"code": code}) for _ in range(8)])
+    loop, peak = asyncio.get_running_loop(), 0
+    deadline = loop.time() + 30
+    while peak < 8 and loop.time() < deadline:
+      peak = max(peak, len(sandboxes()))
+      await asyncio.sleep(0.02)
+    go.touch()
+    return peak, await calls
+
+  peak, results = asyncio.run(main())
+  assert peak == 8
+  assert all(r.error is None and stdout(r) == "released\n" for r in results)
+
+
+LAYERS = ["both", "hook", "kernel"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("escape", ["file", "folder"])
+def test_symlinks_do_not_let_writes_escape(tmp_path, monkeypatch, layer, escape):
+  """A link in the working folder to an outside file or folder: writing through it fails."""
+  only(layer, monkeypatch)
+  victim = tmp_path / "victim.txt"
+  victim.write_text("precious")
+  if escape == "file":
+    code = f"import os\nos.symlink({str(victim)!r}, 'link')\nopen('link', 'w').write('pwned')"
+  else:
+    code = (f"import os\nos.symlink({str(tmp_path)!r}, 'link')\n"
+            "open('link/planted.txt', 'w').write('pwned')")
+  result = run(code)
+  assert result.error and result.usage["exit_code"] == 1
+  if layer == "hook":
+    assert result.error.startswith("blocked: writing outside the working directory")
+  assert victim.read_text() == "precious" and not (tmp_path / "planted.txt").exists()
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("escape", ["out", "in", "through_link"])
+def test_renames_do_not_move_files_across_the_working_folder(tmp_path, monkeypatch, layer,
+                                                             escape):
+  """Renaming out of the folder, taking an outside file in, or out via a linked folder: refused."""
+  only(layer, monkeypatch)
+  victim = tmp_path / "victim.txt"
+  victim.write_text("precious")
+  code = {"out": f"open('f', 'w').write('x')\nos.rename('f', {str(tmp_path / 'moved.txt')!r})",
+          "in": f"os.rename({str(victim)!r}, 'stolen.txt')",
+          "through_link": (f"open('f', 'w').write('x')\nos.symlink({str(tmp_path)!r}, 'link')\n"
+                           "os.replace('f', 'link/moved.txt')")}[escape]
+  result = run("import os\n" + code)
+  assert result.error and result.usage["exit_code"] == 1
+  if layer == "hook":
+    assert result.error.startswith("blocked: changing files outside")
+  assert victim.read_text() == "precious" and not (tmp_path / "moved.txt").exists()
+
+
+@pytest.fixture
+def parent_secret():
+  """(fd, text): an anonymous file (memfd) this process holds open, with a secret in it."""
+  secret = f"orchestra-secret-{uuid.uuid4().hex}"
+  fd = os.memfd_create("secret")
+  os.write(fd, secret.encode())
+  yield fd, secret
+  os.close(fd)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("route", ["fd", "fd_via_symlink", "fd_via_dotdot", "environ_via_symlink"])
+def test_another_process_secrets_cannot_be_read_via_proc_links(parent_secret, monkeypatch,
+                                                               layer, route):
+  """/proc/<parent>/fd/N leads to files only the parent has open; environ to its API keys.
+
+  `realpath` sees straight through such magic links, so the hook must check every hop.
+  """
+  only(layer, monkeypatch, guards="proc")
+  fd, secret = parent_secret
+  target = {"fd": f"f'/proc/{{os.getppid()}}/fd/{fd}'",
+            "fd_via_symlink": f"os.symlink(f'/proc/{{os.getppid()}}/fd/{fd}', 'link') or 'link'",
+            "fd_via_dotdot": f"f'/proc/self/../{{os.getppid()}}/fd/{fd}'",
+            "environ_via_symlink": "os.symlink(f'/proc/{os.getppid()}/environ', 'link') or 'link'"}
+  result = run(f"import os\nprint(open({target[route]}, 'rb').read())")
+  assert secret not in result.text and stdout(result) == "(empty)"
+  assert result.error and result.usage["exit_code"] == 1
+  if layer == "hook":
+    assert result.error == "blocked: reading other processes' /proc entries is not allowed"
+  else:
+    assert result.error.startswith(("blocked", "exit code 1: PermissionError"))
+
+
+@pytest.mark.parametrize("where", ["path", "abstract"])
+def test_unix_socket_connect_is_refused(tmp_path, where):
+  """A Unix socket (e.g. Docker's) crosses network namespaces; the hook refuses `connect`."""
+  address = str(tmp_path / "s.sock") if where == "path" else f"\0orchestra-{uuid.uuid4().hex}"
+  with socket.socket(socket.AF_UNIX) as listener:
+    listener.bind(address)
+    listener.listen(1)
+    result = run(f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({address!r})\n"
+                 "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')")
+    assert result.error == "blocked: network access is not allowed"
+    listener.setblocking(False)
+    with pytest.raises(BlockingIOError):
+      listener.accept()

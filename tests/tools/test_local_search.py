@@ -171,6 +171,7 @@ def test_build_index_writes_index_docs_and_meta(hashing_index):
   assert os.listdir(os.path.dirname(hashing_index)) == ["hashing"]   # no temporary folders left
 
 
+@pytest.mark.slow
 def test_build_script_matches_library_and_replaces_an_old_index(corpus_path, hashing_index,
                                                                 tmp_path):
   out = str(tmp_path / "scripted")
@@ -263,6 +264,7 @@ def test_corrupt_index_or_bad_options_are_config_errors(hashing_index, tmp_path)
     build_tool({"type": "local_search", "index_dir": hashing_index, "topk": 2})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad_line,problem", [
     ('{"id": "x", "title": "Broken", "text": "no closing brace"', "invalid JSON"),
     ({"id": "x", "title": "No text"}, "missing field(s) ['text']"),

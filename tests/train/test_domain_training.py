@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from data_paths import TAU2, require_data
 from toy_domain import write_data
 
 from orchestra.agent.episode import ScriptedEngine
@@ -21,8 +22,6 @@ from orchestra.train.setup import ConfigValueError, build_setup
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "tau2_retail_cpu.py")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-TAU2 = os.environ.get("ORCHESTRA_TAU2_DATA", os.path.join(ROOT, os.pardir, "shared", "data",
-                                                          "tau2"))
 SMALL = dict(model=dict(num_layers=2, hidden_size=64, intermediate_size=128, vocab_size=600),
              episode=dict(max_turns=4, turn_tokens=24, max_total_tokens=768))
 
@@ -38,8 +37,9 @@ def load_config(**overrides):
   return config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def library_dir(tmp_path_factory):
+  """The toy domain's data, a fresh folder per test (a test may add files to it)."""
   return str(write_data(tmp_path_factory.mktemp("library")))
 
 
@@ -59,6 +59,7 @@ def launch(script, *args):
                          *args], capture_output=True, text=True, env=ENV, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_eval_and_resume_on_a_custom_domain(tmp_path, library_dir):
   workdir = str(tmp_path / "run")
   out = launch("train.py", f"--workdir={workdir}", *toy_flags(library_dir))
@@ -131,10 +132,10 @@ def test_an_llm_user_simulator_talks_to_the_policy(tmp_path, library_dir):
   assert rollout.trajectory.cost_usd < 0.5       # the simulator's bill is not the agent's
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(TAU2, "domains", "retail")),
-                    reason=f"tau2 data not found at {TAU2}")
 def test_retail_gold_demos_reach_reward_one(tmp_path):
-  config = load_config(env=dict(data=TAU2))
+  require_data(TAU2 / "domains" / "retail", "tau2 data",
+               "expected <repo>/../shared/data/tau2; set ORCHESTRA_TAU2_DATA to point elsewhere")
+  config = load_config(env=dict(data=str(TAU2)))
   setup = build_setup(config, str(tmp_path))
   tasks = setup.tasks("train")[:12]
 

@@ -9,6 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, params, per_device", [("qwen3_8b_grpo", "8.19B", "0.95 GiB"),
                                                       ("qwen3_1p7b_grpo", "1.72B", "3.20 GiB")])
 def test_paper_config_dry_run(name, params, per_device, tmp_path):
@@ -29,6 +30,7 @@ def test_paper_config_dry_run(name, params, per_device, tmp_path):
   assert "EXPERT_API_KEY" not in os.environ
 
 
+@pytest.mark.slow
 def test_paper_config_refuses_real_training_without_the_vllm_path():
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),
@@ -39,6 +41,7 @@ def test_paper_config_refuses_real_training_without_the_vllm_path():
   assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_unknown_config_field_fails_with_its_name():
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),

@@ -1,29 +1,21 @@
 """Fixtures for the tau2 domain tests: the shared data folder, loaded domains, gold replays.
 
 The data lives outside the repository, at `<repo>/../shared/data/tau2` (CI runs a clone with
-a copy of shared/ beside it); every test that needs it is skipped with a clear reason when
-it is absent.
+a copy of shared/ beside it); every test that needs it goes through `data_paths.require_data`:
+skipped with a clear reason when it is absent, failed when ORCHESTRA_REQUIRE_DATA is set (CI).
 """
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-DATA = Path(os.environ.get("ORCHESTRA_TAU2_DATA", REPO.parent / "shared" / "data" / "tau2"))
-
-
-def _require_data() -> Path:
-  if not (DATA / "domains" / "airline" / "db.json").is_file():
-    pytest.skip(f"tau2 data not found at {DATA} (expected <repo>/../shared/data/tau2; "
-                "set ORCHESTRA_TAU2_DATA to point elsewhere)")
-  return DATA
+from data_paths import TAU2, require_data
 
 
 @pytest.fixture(scope="session")
 def tau2_data() -> Path:
-  return _require_data()
+  require_data(TAU2 / "domains" / "airline" / "db.json", "tau2 data",
+               "expected <repo>/../shared/data/tau2; set ORCHESTRA_TAU2_DATA to point elsewhere")
+  return TAU2
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ import sys
 import pytest
 from serve_fixture import serve
 
+pytestmark = pytest.mark.slow     # every test here starts launch/eval.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 EVAL = os.path.join(REPO, "launch", "eval.py")

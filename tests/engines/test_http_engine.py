@@ -1,0 +1,279 @@
+"""HTTPEngine against tiny HTTP servers on 127.0.0.1: retries, counted tries, least-busy routing.
+
+The servers (`FakeServer`) run in the test's own event loop, speak just enough
+HTTP/1.1 for httpx, count every request they get, can drop the first N
+connections unanswered (a retryable failure for the client), answer an error
+status, or hold requests in flight until released. The `sleeps` fixture records
+`asyncio.sleep` calls instead of sleeping, so backoffs are checked exactly and cost no time.
+"""
+
+import asyncio
+import json
+import socket
+
+import pytest
+from sleeps_fixture import REAL_SLEEP, sleeps  # noqa: F401 (sleeps: a fixture)
+
+from orchestra.engines import EngineError, SamplingParams
+from orchestra.engines.http_engine import HTTPEngine
+
+GREEDY = SamplingParams(max_tokens=2, temperature=0.0)
+
+
+class FakeServer:
+  """A minimal vLLM-like server: /v1/completions answers tokens [7, 8] with logprobs.
+
+  Args:
+    drop_first: close this many connections without a response before answering.
+    errors: {path: HTTP status} answered with `{"error": ...}` instead of 200.
+    held: if True, completions wait for `release` before answering.
+  """
+
+  def __init__(self, drop_first=0, errors=None, held=False):
+    self.drop_first, self.errors = drop_first, errors or {}
+    self.release = asyncio.Event()
+    if not held:
+      self.release.set()
+    self.requests = []                   # (method, path, JSON body) of every request received
+    self.in_flight = self.peak = 0
+
+  async def __aenter__(self):
+    self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+    return self
+
+  async def __aexit__(self, *exc):
+    self.release.set()
+    self._server.close()
+    await self._server.wait_closed()
+
+  @property
+  def completions(self):
+    return sum(path == "/v1/completions" for _, path, _ in self.requests)
+
+  async def _handle(self, reader, writer):
+    try:
+      head = (await reader.readuntil(b"\r\n\r\n")).decode()
+      method, path, _ = head.split("\r\n")[0].split(" ")
+      length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n")
+                     if line.lower().startswith("content-length:")), 0)
+      body = json.loads(await reader.readexactly(length)) if length else None
+      self.requests.append((method, path, body))
+      if len(self.requests) <= self.drop_first:
+        return                           # hang up without a word: RemoteProtocolError
+      self.in_flight += 1
+      self.peak = max(self.peak, self.in_flight)
+      try:
+        if path == "/v1/completions":
+          await self.release.wait()
+      finally:
+        self.in_flight -= 1
+      status = self.errors.get(path.split("?")[0], 200)
+      answer = ({"choices": [{"token_ids": [7, 8], "logprobs": {"token_logprobs": [-0.5, -0.25]},
+                              "finish_reason": "length", "weight_version": 3}]}
+                if status == 200 else {"error": "model overloaded"})
+      payload = json.dumps(answer).encode()
+      writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                   + payload)
+      await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+      pass
+    finally:
+      writer.close()
+
+
+async def until(predicate, what, limit_s=30.0):
+  """Waits (really, whatever `sleeps` did) until `predicate()`; fails after `limit_s`."""
+  loop = asyncio.get_running_loop()
+  deadline = loop.time() + limit_s
+  while not predicate():
+    if loop.time() > deadline:
+      raise AssertionError(f"never happened: {what}")
+    await REAL_SLEEP(0.001)
+
+
+def test_retries_dropped_connections_with_backoff_then_succeeds(sleeps):
+  async def main():
+    async with FakeServer(drop_first=2) as server:
+      engine = HTTPEngine([server.url], "m", max_retries=2, backoff_s=0.5)
+      try:
+        return await engine.generate([1, 2, 3], GREEDY), server.requests
+      finally:
+        await engine.aclose()
+
+  completion, requests = asyncio.run(main())
+  assert completion.token_ids == [7, 8] and completion.logprobs == [-0.5, -0.25]
+  assert completion.weight_version == 3 and completion.finish_reason == "length"
+  assert len(requests) == 3                          # two dropped, the third answered
+  assert all(body == requests[0][2] for _, _, body in requests)   # the same request each time
+  assert requests[0][2]["prompt"] == [1, 2, 3] and requests[0][2]["return_token_ids"]
+  assert sleeps == [0.5, 1.0]                        # exponential backoff between tries
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 3])
+def test_gives_up_after_exactly_max_retries_plus_one_tries(sleeps, max_retries):
+  async def main():
+    async with FakeServer(drop_first=100) as server:
+      engine = HTTPEngine([server.url], "m", max_retries=max_retries, backoff_s=0.25)
+      try:
+        with pytest.raises(EngineError) as error:
+          await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+      return str(error.value), server.completions
+
+  message, tries = asyncio.run(main())
+  assert tries == max_retries + 1
+  assert f"unreachable after {max_retries + 1} tries" in message
+  assert sleeps == [0.25 * 2**k for k in range(max_retries)]      # none after the last try
+
+
+def test_a_refused_connection_counts_as_a_try(sleeps):
+  """Nothing listening (the port held, not listening): the same policy, ConnectError named."""
+  with socket.socket() as held:
+    held.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{held.getsockname()[1]}"
+
+    async def main():
+      engine = HTTPEngine([url], "m", max_retries=2, backoff_s=0.1)
+      try:
+        with pytest.raises(EngineError, match="unreachable after 3 tries .ConnectError"):
+          await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+
+    asyncio.run(main())
+  assert sleeps == [0.1, 0.2]
+
+
+def test_an_http_error_status_is_not_retried(sleeps):
+  async def main():
+    async with FakeServer(errors={"/v1/completions": 503}) as server:
+      engine = HTTPEngine([server.url], "m", max_retries=3, backoff_s=0.1)
+      try:
+        with pytest.raises(EngineError, match="HTTP 503.*model overloaded"):
+          await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+      return server.completions
+
+  assert asyncio.run(main()) == 1 and sleeps == []
+
+
+def test_concurrent_requests_spread_evenly_over_the_servers():
+  """Six requests in flight at once on three servers: two each, never three on one."""
+  async def main():
+    async with FakeServer(held=True) as a, FakeServer(held=True) as b, FakeServer(held=True) as c:
+      servers = [a, b, c]
+      engine = HTTPEngine([s.url for s in servers], "m")
+      try:
+        jobs = [asyncio.create_task(engine.generate([i + 1], GREEDY)) for i in range(6)]
+        await until(lambda: sum(s.in_flight for s in servers) == 6, "six requests in flight")
+        in_flight = [s.in_flight for s in servers]
+        for s in servers:
+          s.release.set()
+        results = await asyncio.gather(*jobs)
+      finally:
+        await engine.aclose()
+      return in_flight, [s.peak for s in servers], results
+
+  in_flight, peaks, results = asyncio.run(main())
+  assert in_flight == [2, 2, 2] and peaks == [2, 2, 2]
+  assert all(r.token_ids == [7, 8] for r in results)
+
+
+def test_requests_avoid_a_busy_server_until_it_is_free():
+  """Least busy, not round robin: while one server holds a request, the next five (sent one
+  after another) all go to the two idle servers; once it is free it takes requests again."""
+  async def main():
+    async with FakeServer(held=True) as a, FakeServer(held=True) as b, FakeServer(held=True) as c:
+      servers = [a, b, c]
+      engine = HTTPEngine([s.url for s in servers], "m")
+      try:
+        stuck = asyncio.create_task(engine.generate([1], GREEDY))
+        await until(lambda: sum(s.in_flight for s in servers) == 1, "the first request arrives")
+        busy = next(s for s in servers if s.in_flight)
+        idle = [s for s in servers if s is not busy]
+        for s in idle:
+          s.release.set()
+        for i in range(5):
+          done, _ = await asyncio.wait([asyncio.create_task(engine.generate([i + 2], GREEDY))],
+                                       timeout=10)
+          assert done, "a request was sent to the busy server (it holds requests)"
+        during = [busy.completions] + [s.completions for s in idle]
+        busy.release.set()
+        await stuck
+        await asyncio.gather(*(engine.generate([9], GREEDY) for _ in range(3)))
+        after = [busy.completions] + [s.completions for s in idle]
+      finally:
+        await engine.aclose()
+      return during, after
+
+  during, after = asyncio.run(main())
+  assert during[0] == 1 and during[1] + during[2] == 5
+  assert [x - y for x, y in zip(after, during, strict=True)] == [1, 1, 1]
+
+
+def test_a_failed_request_frees_its_slot_on_the_server():
+  """A failed request must stop counting as in flight, or its server is shunned for good.
+
+  Four concurrent requests split 2/2; the dead server's two fail while the live one holds
+  its two. Two more then both go to the dead server (0 in flight < 2); had the failures
+  kept their slots (2 = 2), the two would split 1/1.
+  """
+  async def main():
+    async with FakeServer(drop_first=100) as dead, FakeServer(held=True) as live:
+      engine = HTTPEngine([dead.url, live.url], "m", max_retries=0)
+      try:
+        first = [asyncio.create_task(engine.generate([1], GREEDY)) for _ in range(4)]
+        await until(lambda: sum(t.done() for t in first) == 2 and live.in_flight == 2,
+                    "two requests failed on the dead server, two held on the live one")
+        then = [asyncio.create_task(engine.generate([2], GREEDY)) for _ in range(2)]
+        await until(lambda: len(dead.requests) + live.in_flight == 6, "all six requests sent")
+        live.release.set()
+        outcomes = await asyncio.gather(*first, *then, return_exceptions=True)
+      finally:
+        await engine.aclose()
+      return len(dead.requests), live.completions, outcomes
+
+  dead_requests, live_requests, outcomes = asyncio.run(main())
+  assert (dead_requests, live_requests) == (4, 2)
+  assert sum(isinstance(o, EngineError) for o in outcomes) == 4
+
+
+def test_update_weights_walks_every_server_through_vllms_reload_routes():
+  async def main():
+    async with FakeServer() as a, FakeServer() as b:
+      engine = HTTPEngine([a.url, b.url], "m")
+      try:
+        await engine.update_weights("/ckpt/step_7", version=7)
+      finally:
+        await engine.aclose()
+      return engine.weight_version, [[(m, p, body) for m, p, body in s.requests] for s in (a, b)]
+
+  version, requests = asyncio.run(main())
+  assert version == 7
+  for server_requests in requests:
+    assert server_requests == [
+        ("POST", "/pause?mode=wait", None),
+        ("POST", "/collective_rpc", {"method": "reload_weights",
+                                     "kwargs": {"weights_path": "/ckpt/step_7",
+                                                "weight_version": 7}}),
+        ("POST", "/reset_prefix_cache", None),
+        ("POST", "/resume", None)]
+
+
+def test_a_failed_reload_still_resumes_the_server():
+  async def main():
+    async with FakeServer(errors={"/collective_rpc": 400}) as server:
+      engine = HTTPEngine([server.url], "m")
+      try:
+        with pytest.raises(EngineError, match="collective_rpc: HTTP 400"):
+          await engine.update_weights("/nope", version=1)
+      finally:
+        await engine.aclose()
+      return [p for _, p, _ in server.requests], engine.weight_version
+
+  paths, version = asyncio.run(main())
+  assert paths == ["/pause?mode=wait", "/collective_rpc", "/resume"] and version == 0
