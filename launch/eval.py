@@ -118,7 +118,8 @@ def preference_eval():
     raise app.UsageError("--config and --workdir are required (or --benchmark ...)")
   from orchestra.checkpoint import CheckpointError
   from orchestra.eval.preference_eval import evaluate, write_report
-  from orchestra.train.setup import ConfigValueError, build_setup
+  from orchestra.train.setup import build_setup
+  from orchestra.train.setup_base import ConfigValueError
 
   try:
     setup = build_setup(FLAGS.config, FLAGS.workdir)

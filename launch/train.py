@@ -44,7 +44,8 @@ def main(argv):
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
   from orchestra.train.loop import train
   from orchestra.train.run_record import RunRecordError, record_config
-  from orchestra.train.setup import ConfigValueError, build_setup, validate
+  from orchestra.train.setup import build_setup
+  from orchestra.train.setup_base import ConfigValueError, validate
 
   try:
     validate(config)                   # before anything is written into the run folder

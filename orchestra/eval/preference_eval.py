@@ -28,7 +28,8 @@ from orchestra.agent.episode import scripted_completion
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.rewards import preference_rewards
 from orchestra.train.loop import SFT_DIR
-from orchestra.train.setup import ConfigValueError, RunSetup
+from orchestra.train.setup import RunSetup
+from orchestra.train.setup_base import ConfigValueError
 
 _NUMBER = re.compile(r"-?\d+")
 

@@ -41,8 +41,8 @@ from orchestra.envs.domains.evaluate import evaluate_episode, is_success
 from orchestra.envs.domains.replay import replay_gold
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Tool
-from orchestra.train.setup import (ConfigValueError, Rollout, SetupBase, episode_config,
-                                   model_config, run_tokenizer)
+from orchestra.train.setup_base import (ConfigValueError, Rollout, SetupBase, episode_config,
+                                        model_config, run_tokenizer)
 
 USERS = ("ticket", "llm")
 

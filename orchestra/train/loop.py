@@ -4,7 +4,7 @@ One RL step, as data:
   1. sample `tasks_per_step` train tasks, each with a preference vector;
   2. run `group_size` episodes per task concurrently on the in-process engine
      (`setup.rollout`: a toolscale-mini episode, or a conversation on a tau2-format
-     domain; see orchestra/train/setup.py and domain_setup.py);
+     domain; see orchestra/train/setup.py, domain_setup.py and setup_base.py);
   3. grade them and compute the ToolOrchestra reward within each group;
   4. advantages: GRPO (group z-score) or RLOO per group, dropping homogeneous
      groups; or PPO, where a value model (initialised from the SFT policy's
@@ -43,7 +43,7 @@ from orchestra.rl import gae, group_advantages, rloo_advantages
 from orchestra.rl.update import (Learner, OptimizerConfig, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
-from orchestra.train.setup import Rollout, policy_loss_config
+from orchestra.train.setup_base import Rollout, policy_loss_config
 
 SFT_DIR = "sft"          # the SFT-only policy (eval's `sft` baseline) lives in workdir/sft
 

@@ -17,7 +17,8 @@ from toy_domain import write_data
 from orchestra.agent.episode import ScriptedEngine
 from orchestra.engines import SamplingParams
 from orchestra.envs.domains.conversation import Reply
-from orchestra.train.setup import ConfigValueError, build_setup
+from orchestra.train.setup import build_setup
+from orchestra.train.setup_base import ConfigValueError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "tau2_retail_cpu.py")

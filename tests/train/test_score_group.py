@@ -6,7 +6,7 @@ from ml_collections import ConfigDict
 
 from orchestra.agent.episode import Trajectory, Turn
 from orchestra.train.loop import score_group
-from orchestra.train.setup import Rollout
+from orchestra.train.setup_base import Rollout
 
 
 class Setup:
@@ -52,7 +52,7 @@ def test_invalid_format_drop_or_zero():
 def test_every_loss_field_of_the_config_reaches_the_loss():
   import importlib.util
   import os
-  from orchestra.train.setup import policy_loss_config
+  from orchestra.train.setup_base import policy_loss_config
   path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "tiny_cpu.py")
   spec = importlib.util.spec_from_file_location("tiny_cpu", path)
   module = importlib.util.module_from_spec(spec)
