@@ -49,7 +49,7 @@ def main(argv):
   import transformers
   from flax import nnx
 
-  from orchestra.models import load_hf
+  from orchestra.checkpoint import load_hf
   from orchestra.models.decoding import generate
 
   config = transformers.Qwen3Config(

@@ -58,7 +58,8 @@ def main(argv):
   from orchestra.agent import EpisodeConfig, run_episodes
   from orchestra.agent.tokenizer import train_tokenizer
   from orchestra.engines import JaxEngine, SamplingParams
-  from orchestra.models import DecoderConfig, load_hf, save_hf, CausalLM
+  from orchestra.checkpoint import load_hf, save_hf
+  from orchestra.models import DecoderConfig, CausalLM
   from orchestra.models.decoding import generate
   from orchestra.tools import build_tool
 

@@ -20,7 +20,7 @@ def main(argv):
   from orchestra.checkpoint import CheckpointError
   from orchestra.checkpoint.export import restore_policy
   from orchestra.checkpoint.hf import check_export_destination
-  from orchestra.models import save_hf
+  from orchestra.checkpoint import save_hf
 
   try:
     if FLAGS.out:                     # refuse a bad destination before the slow restore

@@ -31,11 +31,13 @@ def main(argv):
   import uvicorn
   from transformers import AutoTokenizer
 
-  from orchestra.agent.chat_format import CHAT_TEMPLATE
+  from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END
+  from orchestra.agent.parser import parse_turn
   from orchestra.checkpoint import CheckpointError
   from orchestra.engines.jax_engine import JaxEngine
   from orchestra.engines.server import create_app
-  from orchestra.models import ConfigError, load_hf
+  from orchestra.checkpoint import load_hf
+  from orchestra.models import ConfigError
 
   try:
     model = load_hf(FLAGS.model_dir, dtype=FLAGS.dtype)
@@ -50,8 +52,9 @@ def main(argv):
   engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, pad_id=pad)
   sock = bind(FLAGS.host, FLAGS.port)
   print(f"serving {name} on http://{FLAGS.host}:{sock.getsockname()[1]}", flush=True)
-  server = uvicorn.Server(uvicorn.Config(create_app(engine, tokenizer, name, FLAGS.max_model_len),
-                                         log_level="warning"))
+  app_ = create_app(engine, tokenizer, name, FLAGS.max_model_len, tool_call_parser=parse_turn,
+                    end_of_turn=IM_END)
+  server = uvicorn.Server(uvicorn.Config(app_, log_level="warning"))
   server.run(sockets=[sock])
 
 

@@ -85,7 +85,7 @@ class HTTPEngine:
     """Reloads every server from `source`, an exported HF folder readable by the servers."""
     if not isinstance(source, (str, os.PathLike)):
       raise TypeError("HTTP engines reload from an exported HF folder path; "
-                      "export params with orchestra.models.save_hf first")
+                      "export params with orchestra.checkpoint.save_hf first")
     path = os.fspath(source)
 
     async def reload(url):

@@ -23,13 +23,12 @@ import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from orchestra.agent.chat_format import IM_END
-from orchestra.agent.parser import parse_turn
 from orchestra.engines.base import EngineError, SamplingParams
 
 
@@ -132,12 +131,19 @@ def _check_chat(body: dict[str, Any]) -> None:
     raise HTTPException(400, "stream must be false: this server does not stream")
 
 
-def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) -> FastAPI:
-  """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods)."""
+def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
+               tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str) -> FastAPI:
+  """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
+
+  The chat format is the caller's: `end_of_turn` is the token that closes an assistant
+  turn (e.g. "<|im_end|>"), and `tool_call_parser(text, tool_names)` returns an object
+  with `.content` (text outside the calls) and `.calls` (each with `.name`, `.arguments`),
+  e.g. `orchestra.agent.parser.parse_turn`. The engine layer parses nothing itself.
+  """
   app = FastAPI(title="orchestra serve")
   gate = _Gate()
   created = int(time.time())
-  eos = tokenizer.convert_tokens_to_ids(IM_END)
+  eos = tokenizer.convert_tokens_to_ids(end_of_turn)
   eos_ids = tuple(t for t in {eos, tokenizer.eos_token_id} if t is not None and t >= 0)
 
   def check_model(body):
@@ -212,13 +218,13 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768) 
     prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     c = await run(prompt_ids, _sampling(body, default_max=512, extra_stops=eos_ids))
     text = tokenizer.decode(c.token_ids, skip_special_tokens=False)
-    for stop in (IM_END, tokenizer.eos_token):
+    for stop in (end_of_turn, tokenizer.eos_token):
       if stop and text.endswith(stop):
         text = text[:-len(stop)]
     message: dict[str, Any] = {"role": "assistant", "content": text}
     finish = c.finish_reason
     if tools and body.get("tool_choice") != "none":
-      parsed = parse_turn(text, {t["function"]["name"] for t in tools})
+      parsed = tool_call_parser(text, {t["function"]["name"] for t in tools})
       if parsed.calls:
         message["content"] = parsed.content or None
         message["tool_calls"] = [

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from orchestra.checkpoint import CheckpointError, CheckpointManager
-from orchestra.models import CausalLM, DecoderConfig, load_hf, save_hf
+from orchestra.checkpoint import load_hf, save_hf
+from orchestra.models import CausalLM, DecoderConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=16, intermediate_size=24, num_layers=1,

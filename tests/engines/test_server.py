@@ -21,12 +21,15 @@ from serve_fixture import serve
 from sleeps_fixture import sleeps  # noqa: F401 (a fixture)
 from tokenizer_fixture import make_tokenizer
 
+from orchestra.agent.chat_format import IM_END
+from orchestra.agent.parser import parse_turn
 from orchestra.agent.episode import run_episode
 from orchestra.engines import Completion, EngineError, SamplingParams
 from orchestra.engines.http_engine import HTTPEngine, vllm_serve_command
 from orchestra.engines.jax_engine import JaxEngine
 from orchestra.engines.server import create_app
-from orchestra.models import CausalLM, DecoderConfig, load_hf, save_hf
+from orchestra.checkpoint import load_hf, save_hf
+from orchestra.models import CausalLM, DecoderConfig
 from orchestra.models.decoding import generate
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
                                  policy_loss_fn)
@@ -231,7 +234,8 @@ class HeldEngine:
 
 def app_client(engine, tokenizer):
   """An httpx client calling the app over `engine` in this event loop (no socket)."""
-  app = create_app(engine, tokenizer, "stub", max_model_len=4096)
+  app = create_app(engine, tokenizer, "stub", max_model_len=4096, tool_call_parser=parse_turn,
+                   end_of_turn=IM_END)
   return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
 
 

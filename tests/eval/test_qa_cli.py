@@ -202,7 +202,7 @@ def served_policy(tmp_path_factory):
   from orchestra.agent.tokenizer import train_tokenizer
   from orchestra.envs.qa import load_jsonl
   from orchestra.eval.benchmark import build_tools, messages_for, simple_tool_specs
-  from orchestra.models import save_hf
+  from orchestra.checkpoint import save_hf
   from orchestra.tools.embedders import make_embedder
   from orchestra.tools.local_search import build_index
 

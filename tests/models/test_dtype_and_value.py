@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 from hf_fixtures import make_hf_model, padded_batch
 
-from orchestra.models import CausalLM, ConfigError, DecoderConfig, ValueModel, load_hf
+from orchestra.checkpoint import load_hf
+
+from orchestra.models import CausalLM, ConfigError, DecoderConfig, ValueModel
 
 
 @pytest.fixture(scope="module")

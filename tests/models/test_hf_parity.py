@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 from hf_fixtures import TINY_CONFIGS, hf_logits, make_hf_model, padded_batch
 
-from orchestra.models import CausalLM, load_hf, save_hf
+from orchestra.checkpoint import load_hf, save_hf
+
+from orchestra.models import CausalLM
 
 FAMILIES = sorted(TINY_CONFIGS)
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from hf_fixtures import make_hf_model, padded_batch
 
-from orchestra.models import KVCache, load_hf
+from orchestra.checkpoint import load_hf
+
+from orchestra.models import KVCache
 from orchestra.models.decoding import GREEDY, Sampler, generate, processed_logprobs
 
 

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 from hf_fixtures import make_hf_model, padded_batch
 
-from orchestra.models import CausalLM, DecoderConfig, load_hf
+from orchestra.checkpoint import load_hf
+
+from orchestra.models import CausalLM, DecoderConfig
 from orchestra.sharding import (MeshError, default_rules, make_forward, make_mesh,
                                 make_value_and_grad, resolve_mesh_shape, sharded_init,
                                 state_shardings)

@@ -78,7 +78,8 @@ def tiny_chat_model(root, tau2_data):
   from orchestra.envs.domains import load_domain
   from orchestra.envs.domains.conversation import (agent_system_prompt, load_user_guidelines,
                                                    user_system_prompt)
-  from orchestra.models import CausalLM, DecoderConfig, save_hf
+  from orchestra.checkpoint import save_hf
+  from orchestra.models import CausalLM, DecoderConfig
   domain = load_domain("retail", tau2_data)
   guidelines = load_user_guidelines(tau2_data)
   corpus = (CORPUS * 5 + [json.dumps(domain.tool_schemas())] * 3
