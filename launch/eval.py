@@ -117,14 +117,14 @@ def preference_eval():
   if FLAGS.config is None or not FLAGS.workdir:
     raise app.UsageError("--config and --workdir are required (or --benchmark ...)")
   from orchestra.checkpoint import CheckpointError
-  from orchestra.eval.preference_eval import evaluate, write_report
+  from orchestra.eval.preference_eval import PolicyChoiceError, evaluate, write_report
   from orchestra.train.setup import build_setup
   from orchestra.train.setup_base import ConfigValueError
 
   try:
     setup = build_setup(FLAGS.config, FLAGS.workdir)
     rows = evaluate(setup, FLAGS.workdir, policies=FLAGS.policies)
-  except (ConfigValueError, CheckpointError) as e:
+  except (ConfigValueError, CheckpointError, PolicyChoiceError) as e:
     raise app.UsageError(str(e)) from None
   paths = write_report(rows, os.path.join(FLAGS.workdir, "eval"))
   with open(paths["md"]) as f:

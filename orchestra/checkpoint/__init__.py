@@ -2,7 +2,7 @@
 
 from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 from orchestra.checkpoint.hf import load_hf, save_hf, tensor_map
-from orchestra.checkpoint.manager import CheckpointManager
+from orchestra.checkpoint.manager import SFT_DIR, CheckpointManager
 
-__all__ = ["CheckpointError", "CheckpointManager", "StepNotRestored", "load_hf", "save_hf",
+__all__ = ["SFT_DIR", "CheckpointError", "CheckpointManager", "StepNotRestored", "load_hf", "save_hf",
            "tensor_map"]

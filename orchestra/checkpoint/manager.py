@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 
 CHECKPOINT_SUBDIR = "checkpoints"
+SFT_DIR = "sft"          # a training run's SFT-only policy: <workdir>/sft/checkpoints
 META = "meta"
 
 

@@ -27,9 +27,7 @@ from orchestra.agent.chat_format import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
 from orchestra.agent.episode import scripted_completion
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.rewards import preference_rewards
-from orchestra.train.loop import SFT_DIR
-from orchestra.train.setup import RunSetup
-from orchestra.train.setup_base import ConfigValueError
+from orchestra.checkpoint import SFT_DIR
 
 _NUMBER = re.compile(r"-?\d+")
 
@@ -54,13 +52,13 @@ class ScriptedAgent:
     return scripted_completion(self.tokenizer, name, args, self.weight_version)
 
 
-def _expert_by_price(setup: RunSetup, cheapest: bool) -> str:
+def _expert_by_price(setup, cheapest: bool) -> str:
   experts = [n for n in setup.tool_names if n in setup.experts]
   price = lambda n: setup.experts[n].price_in_per_1m + setup.experts[n].price_out_per_1m
   return (min if cheapest else max)(experts, key=price)
 
 
-def _baseline_call(setup: RunSetup, policy: str, task, rng: random.Random):
+def _baseline_call(setup, policy: str, task, rng: random.Random):
   if policy in ("cheapest", "strongest"):
     return _expert_by_price(setup, policy == "cheapest"), {"prompt": task.question}
   name = rng.choice(setup.tool_names)
@@ -72,15 +70,23 @@ def _baseline_call(setup: RunSetup, policy: str, task, rng: random.Random):
   return name, ({"query": task.question} if name == "local_search" else {"code": "print(0)"})
 
 
-def evaluate(setup: RunSetup, workdir: str, policies=None, preferences=None) -> list[dict]:
-  """Rows of per-(policy, preference) metrics on `config.eval.split`."""
+class PolicyChoiceError(ValueError):
+  """Policies asked for that this setup cannot run (scripted baselines off toolscale-mini)."""
+
+
+def evaluate(setup, workdir: str, policies=None, preferences=None) -> list[dict]:
+  """Rows of per-(policy, preference) metrics on `config.eval.split`.
+
+  `setup` is a run setup (`orchestra.train.setup.build_setup`); the scripted baselines
+  need toolscale-mini's (its `experts` and `env.teacher_calls`).
+  """
   from orchestra.checkpoint.export import restore_policy
   cfg = setup.config.eval
   policies = list(policies or cfg.policies)
   preferences = list(preferences or cfg.preferences)
   baselines = [p for p in policies if p not in ("rl", "sft")]
-  if baselines and not isinstance(setup, RunSetup):
-    raise ConfigValueError(f"policies {baselines} are toolscale-mini baselines; on a tau2 "
+  if baselines and not hasattr(setup, "experts"):
+    raise PolicyChoiceError(f"policies {baselines} are toolscale-mini baselines; on a tau2 "
                            "domain evaluate rl and sft (--policies=rl,sft)")
   tasks = setup.tasks(cfg.split)[:cfg.num_tasks]
   engines = {}

@@ -34,7 +34,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from orchestra.agent.episode import Trajectory
-from orchestra.checkpoint import CheckpointError, CheckpointManager, StepNotRestored
+from orchestra.checkpoint import SFT_DIR, CheckpointError, CheckpointManager, StepNotRestored
 from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, ValueModel
@@ -45,7 +45,6 @@ from orchestra.rl.update import (Learner, OptimizerConfig, make_optimizer, polic
 from orchestra.train.batching import pack
 from orchestra.train.setup_base import Rollout, policy_loss_config
 
-SFT_DIR = "sft"          # the SFT-only policy (eval's `sft` baseline) lives in workdir/sft
 
 
 async def teacher_demos(setup, n: int, seed: int) -> list[Trajectory]:

@@ -115,7 +115,8 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
   import numpy as np
   import torch
   from transformers import AutoModelForCausalLM
-  from orchestra.train.loop import SFT_DIR, make_reference
+  from orchestra.checkpoint import SFT_DIR
+  from orchestra.train.loop import make_reference
   from ml_collections import ConfigDict
   out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.loss.kl_coef=0.1",
                "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0",
