@@ -19,10 +19,7 @@ from collections.abc import Sequence
 import httpx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
-
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
-              httpx.ReadError)
-
+from orchestra.http_retry import RequestFailed, post_with_retries
 
 class HTTPEngine:
   """An `Engine` over one or more OpenAI/vLLM-compatible servers.
@@ -102,21 +99,16 @@ class HTTPEngine:
     self.weight_version = int(version)
 
   async def _post(self, url: str, route: str, **kwargs):
-    for attempt in range(self.max_retries + 1):
-      try:
-        response = await self._client.post(url + route, **kwargs)
-      except _RETRYABLE as e:
-        if attempt == self.max_retries:
-          raise EngineError(f"{url}{route}: server unreachable after {attempt + 1} tries "
-                            f"({type(e).__name__}: {e})") from None
-        await asyncio.sleep(self.backoff_s * 2 ** attempt)
-        continue
-      except httpx.TimeoutException as e:
-        raise EngineError(f"{url}{route}: timed out ({type(e).__name__})") from None
-      if response.status_code >= 400:
-        raise EngineError(f"{url}{route}: HTTP {response.status_code}: {response.text[:500]}")
-      return response.json() if response.content else {}
-    raise AssertionError("unreachable")
+    """POST with the shared retries (connection failures only: an HTTP error from a rollout
+    server is an answer, not a transient fault); EngineError when it fails."""
+    try:
+      response = await post_with_retries(self._client, url + route, max_retries=self.max_retries,
+                                         backoff_s=self.backoff_s, retry_status=(), **kwargs)
+    except RequestFailed as e:
+      raise EngineError(f"{url}{route}: server {e.reason}") from None
+    if response.status_code >= 400:
+      raise EngineError(f"{url}{route}: HTTP {response.status_code}: {response.text[:500]}")
+    return response.json() if response.content else {}
 
   async def aclose(self):
     await self._client.aclose()

@@ -24,7 +24,6 @@ folder to re-ask. HTTP failures are not cached.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -36,8 +35,9 @@ from typing import Any
 
 import httpx
 
+from orchestra.http_retry import RequestFailed, post_with_retries
+
 PROMPT_VERSION = "orchestra-qa-judge-v1"
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _YES = {"yes", "y", "true", "correct", "1"}
@@ -169,27 +169,19 @@ class ChatEndpoint:
                      latency_s=latency)
 
   async def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-    reason = "no attempt"
-    for attempt in range(self.max_retries + 1):
-      if attempt:
-        await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-      try:
-        response = await self._http().post(self.url, json=payload)
-      except httpx.TimeoutException:
+    try:
+      response = await post_with_retries(self._http(), self.url, max_retries=self.max_retries,
+                                         backoff_s=self.backoff_s, json=payload)
+    except RequestFailed as e:
+      if e.timed_out:
         raise ChatError(f"{self.url}: timed out after {self._timeout:g} s") from None
-      except httpx.HTTPError as e:
-        reason = f"unreachable ({type(e).__name__})"
-        continue
-      if response.status_code in _RETRY_STATUS:
-        reason = f"HTTP {response.status_code}: {response.text[:200]}"
-        continue
-      if response.status_code >= 400:
-        raise ChatError(f"{self.url}: HTTP {response.status_code}: {response.text[:300]}")
-      try:
-        return response.json()
-      except ValueError:
-        raise ChatError(f"{self.url}: response is not JSON: {response.text[:200]!r}") from None
-    raise ChatError(f"{self.url}: {reason} after {self.max_retries + 1} tries")
+      raise ChatError(f"{self.url}: {e.reason}") from None
+    if response.status_code >= 400:
+      raise ChatError(f"{self.url}: HTTP {response.status_code}: {response.text[:300]}")
+    try:
+      return response.json()
+    except ValueError:
+      raise ChatError(f"{self.url}: response is not JSON: {response.text[:200]!r}") from None
 
   async def aclose(self) -> None:
     if self._client is not None:

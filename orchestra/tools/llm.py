@@ -8,15 +8,14 @@ anything else becomes an error observation.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 import httpx
 
+from orchestra.http_retry import RequestFailed, post_with_retries
 from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 @register("llm")
@@ -77,21 +76,13 @@ class LLMTool(Tool):
 
   async def _post(self, payload) -> tuple[dict | None, str | None]:
     """(response JSON, None) or (None, reason) after retries."""
-    reason = "no attempt"
-    for attempt in range(self.max_retries + 1):
-      if attempt:
-        await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-      try:
-        response = await self._client.post(self.url, json=payload)
-      except httpx.TimeoutException:
+    try:
+      response = await post_with_retries(self._client, self.url, max_retries=self.max_retries,
+                                         backoff_s=self.backoff_s, json=payload)
+    except RequestFailed as e:
+      if e.timed_out:
         return None, "timed out"
-      except httpx.HTTPError as e:
-        reason = f"{self.url} unreachable ({type(e).__name__})"
-        continue
-      if response.status_code in _RETRY_STATUS:
-        reason = f"HTTP {response.status_code}"
-        continue
-      if response.status_code >= 400:
-        return None, f"HTTP {response.status_code}: {response.text[:300]}"
-      return response.json(), None
-    return None, f"{reason} after {self.max_retries + 1} tries"
+      return None, f"{self.url} {e.reason}" if e.reason.startswith("unreachable") else e.reason
+    if response.status_code >= 400:
+      return None, f"HTTP {response.status_code}: {response.text[:300]}"
+    return response.json(), None
