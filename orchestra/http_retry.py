@@ -56,3 +56,18 @@ async def post_with_retries(client: httpx.AsyncClient, url: str, *, max_retries:
       continue
     return response
   raise RequestFailed(f"{reason} after {max_retries + 1} tries{detail}")
+
+
+def describe_error(response: httpx.Response, headers: dict[str, str] | None = None,
+                   limit: int = 300) -> str:
+  """'HTTP 401: <body>' for an error response, with the request's bearer key redacted.
+
+  Error bodies end up in results files, logs and the orchestrator's observations; a
+  provider that echoes the key it was sent must not leak it there.
+  """
+  text = response.text[:limit]
+  auth = (headers or {}).get("Authorization", "")
+  key = auth.removeprefix("Bearer ").strip()
+  if len(key) >= 4:
+    text = text.replace(key, "[redacted]")
+  return f"HTTP {response.status_code}: {text}"

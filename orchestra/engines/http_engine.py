@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import httpx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
-from orchestra.http_retry import RequestFailed, post_with_retries
+from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
 
 class HTTPEngine:
   """An `Engine` over one or more OpenAI/vLLM-compatible servers.
@@ -107,7 +107,7 @@ class HTTPEngine:
     except RequestFailed as e:
       raise EngineError(f"{url}{route}: server {e.reason}") from None
     if response.status_code >= 400:
-      raise EngineError(f"{url}{route}: HTTP {response.status_code}: {response.text[:500]}")
+      raise EngineError(f"{url}{route}: {describe_error(response, self._client.headers)}")
     return response.json() if response.content else {}
 
   async def aclose(self):

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from orchestra.http_retry import RequestFailed, post_with_retries
+from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
 
 PROMPT_VERSION = "orchestra-qa-judge-v1"
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -177,7 +177,7 @@ class ChatEndpoint:
         raise ChatError(f"{self.url}: timed out after {self._timeout:g} s") from None
       raise ChatError(f"{self.url}: {e.reason}") from None
     if response.status_code >= 400:
-      raise ChatError(f"{self.url}: HTTP {response.status_code}: {response.text[:300]}")
+      raise ChatError(f"{self.url}: {describe_error(response, self._headers)}")
     try:
       return response.json()
     except ValueError:

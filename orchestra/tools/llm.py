@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from orchestra.http_retry import RequestFailed, post_with_retries
+from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
 from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
 
 
@@ -84,5 +84,5 @@ class LLMTool(Tool):
         return None, "timed out"
       return None, f"{self.url} {e.reason}" if e.reason.startswith("unreachable") else e.reason
     if response.status_code >= 400:
-      return None, f"HTTP {response.status_code}: {response.text[:300]}"
+      return None, describe_error(response, self._client.headers)
     return response.json(), None
