@@ -63,6 +63,9 @@ def get_config() -> ConfigDict:
       num_demos=2000,                          # demonstration pool (train split)
       # the share of demos where an expert answers (the rest run the real-tool plan)
       expert_demo_fraction=0.75,
+      # of those, the share that asks the expert the teacher's rule of thumb picks for the
+      # preference (the rest ask a uniformly random expert)
+      preferred_expert_fraction=0.75,
       learning_rate=5e-3,
       warmup_steps=10,
   ))

@@ -177,7 +177,8 @@ class ToolScaleMini:
 
   def teacher_calls(self, task: Task, tool_names: Sequence[str], rng: random.Random,
                     preferred_expert: str | None = None,
-                    expert_probability: float = EXPERT_PROBABILITY
+                    expert_probability: float = EXPERT_PROBABILITY,
+                    preferred_probability: float = PREFERRED_PROBABILITY
                     ) -> list[tuple[str, dict[str, Any]]]:
     """A scripted demonstration: (tool name, arguments) calls that end the episode.
 
@@ -187,7 +188,7 @@ class ToolScaleMini:
     `expert_probability` (always when none of the plan's tools is offered), one call to
     an offered expert (any name in `tool_names` other than the real tools), which
     answers for the policy: `preferred_expert` (the caller's rule of thumb for the
-    user's preference) with probability PREFERRED_PROBABILITY, else a uniform choice.
+    user's preference) with probability `preferred_probability`, else a uniform choice.
     The choice ignores the task kind, so the demonstrations mix good and poor choices
     and RL learns which expert suits which task. A plan step whose tool is not offered
     is skipped.
@@ -199,7 +200,7 @@ class ToolScaleMini:
     plan = [(name, args) for name, args in plan if name in tool_names]
     experts = [name for name in tool_names if name not in REAL_TOOLS and name != "answer"]
     if experts and (not plan or rng.random() < expert_probability):
-      if preferred_expert in experts and rng.random() < PREFERRED_PROBABILITY:
+      if preferred_expert in experts and rng.random() < preferred_probability:
         return [(preferred_expert, {"prompt": task.question})]
       return [(rng.choice(experts), {"prompt": task.question})]
     return plan + [("answer", {"answer": task.answer})]

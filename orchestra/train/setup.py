@@ -94,7 +94,8 @@ class RunSetup(SetupBase):
     """The scripted teacher's calls on `task` (real tools or an expert, see `teacher_calls`)."""
     return self.env.teacher_calls(task, self.tool_names, rng,
                                   self.preferred_expert(preference_name),
-                                  self.config.sft.expert_demo_fraction)
+                                  self.config.sft.expert_demo_fraction,
+                                  self.config.sft.preferred_expert_fraction)
 
   async def demo(self, task: Task, preference_name: str, turns: list) -> Trajectory | None:
     """The teacher's `turns` replayed through the episode loop; None if it did not answer."""

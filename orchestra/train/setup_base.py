@@ -97,9 +97,9 @@ def validate(config: ConfigDict) -> None:
   if env not in ENVS:
     raise ConfigValueError(f"config.env.name={env!r}: expected one of {ENVS}")
   if env == "toolscale_mini":
-    if not 0 <= config.sft.expert_demo_fraction <= 1:
-      raise ConfigValueError(f"config.sft.expert_demo_fraction={config.sft.expert_demo_fraction} "
-                             "must be in [0, 1]")
+    for field in ("expert_demo_fraction", "preferred_expert_fraction"):
+      if not 0 <= config.sft[field] <= 1:
+        raise ConfigValueError(f"config.sft.{field}={config.sft[field]} must be in [0, 1]")
     unknown_tools = [t for t in config.tools.names
                      if t not in ("code_interpreter", "local_search")
                      and t not in {e.name for e in default_experts(0)}]

@@ -1,10 +1,8 @@
 """Orbax checkpoints: keep policy, exact resume across processes, kill-safe saves."""
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import pytest
 
 from orchestra.checkpoint import CheckpointError, CheckpointManager
 from orchestra.sharding import make_mesh
+from stop_point import kill_at
 
 HERE = os.path.dirname(__file__)
 
@@ -79,29 +78,10 @@ def test_save_killed_halfway_leaves_previous_step_resumable(tmp_path):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   ckpt_dir = tmp_path / "checkpoints"
   # The child stops inside its step-2 save (data written, not yet committed) and says so.
-  proc = subprocess.Popen([sys.executable, os.path.join(HERE, "interrupted_save.py"),
-                           str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env, text=True)
-  watchdog = threading.Timer(240, proc.kill)         # a hung child fails below, not forever
-  watchdog.start()
-  lines = []
-  try:
-    for line in proc.stdout:
-      lines.append(line)
-      if line.strip() == "IN SAVE":
-        break
-    else:
-      pytest.fail("the child ended (or hung for 240 s) without stopping inside the save:\n"
-                  + "".join(lines)[-3000:])
-    in_save = sorted(os.listdir(ckpt_dir))
-    proc.kill()
-    proc.communicate(timeout=60)
-  finally:
-    watchdog.cancel()
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-  assert proc.returncode == -signal.SIGKILL
+  seen = {}
+  kill_at([sys.executable, os.path.join(HERE, "interrupted_save.py"), str(tmp_path)], "IN SAVE",
+          env=env, on_marker=lambda: seen.update(in_save=sorted(os.listdir(ckpt_dir))))
+  in_save = seen["in_save"]
   temporary = [n for n in in_save if not n.isdigit()]
   assert len(temporary) == 1 and temporary[0].startswith("2"), in_save   # step 2, half done
   assert sorted(os.listdir(ckpt_dir)) == in_save == ["1", *temporary]

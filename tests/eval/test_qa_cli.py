@@ -9,15 +9,14 @@ results.jsonl and is SIGKILLed there; the rerun must run only the remaining ones
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from data_paths import BENCHMARKS, require_data
 from serve_fixture import serve
+from stop_point import kill_at
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = str(ROOT / "launch" / "eval.py")
@@ -264,28 +263,8 @@ def test_run_killed_halfway_resumes_only_the_remaining_items(served_policy, tmp_
   out = tmp_path / "run"
   results = out / "results.jsonl"
   # The run halts right after its 3rd result line and waits to be killed: no timing guess.
-  proc = subprocess.Popen([sys.executable, STOP_AFTER, "3", *run_args(served_policy, out)],
-                          env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  watchdog = threading.Timer(240, proc.kill)          # a hung run fails below, not forever
-  watchdog.start()
-  lines = []
-  try:
-    for line in proc.stdout:
-      lines.append(line)
-      if "STOPPED AFTER 3 RESULTS" in line:
-        break
-    else:
-      pytest.fail("the run ended (or hung for 240 s) before its 3rd result:\n"
-                  + "".join(lines)[-3000:])
-    proc.kill()
-    output = "".join(lines) + proc.communicate(timeout=60)[0]
-  finally:
-    watchdog.cancel()
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-  assert proc.returncode == -signal.SIGKILL, output
+  output = kill_at([sys.executable, STOP_AFTER, "3", *run_args(served_policy, out)],
+                   "STOPPED AFTER 3 RESULTS", env=ENV)
   done_before = {json.loads(line)["id"] for line in complete_lines(results)}
   assert len(done_before) == 3, output
   assert not (out / "report.json").exists()

@@ -3,12 +3,11 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 
 import pytest
+from stop_point import kill_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.py")
@@ -84,22 +83,8 @@ def newest_checkpoint(workdir):
 def test_killed_run_resumes_and_finishes(tmp_path):
   workdir = str(tmp_path / "run")
   stopper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_stop_after.py")
-  proc = subprocess.Popen([sys.executable, stopper, "2", f"--config={CONFIG}",
-                           f"--workdir={workdir}", *SHORT], env=ENV, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-  watchdog = threading.Timer(300, proc.kill)            # a hung run fails, never hangs
-  watchdog.start()
-  try:
-    lines = []
-    for line in proc.stdout:                            # until the stop line (or EOF)
-      if line.startswith("CHECKPOINTED"):
-        lines.append(line)
-        break
-  finally:
-    proc.kill()                                         # SIGKILL at a known point: step 2
-    proc.wait()
-    watchdog.cancel()
-  assert lines == ["CHECKPOINTED 2\n"] and proc.returncode == -signal.SIGKILL
+  kill_at([sys.executable, stopper, "2", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT],
+          "CHECKPOINTED 2", env=ENV, timeout_s=300)        # SIGKILL at a known point: step 2
   resume_from = newest_checkpoint(workdir)
   assert resume_from == 2
   out = launch("train.py", f"--workdir={workdir}", *SHORT[:-1])
