@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from orchestra.rewards.filters import keep_group
 
 
 def group_advantages(rewards, eps: float = 1e-6, clip: float | None = 3.0,
@@ -67,3 +70,47 @@ def gae(rewards_BT, values_BT, mask_BT, gamma: float = 1.0, lam: float = 1.0):
   advantages_BT = adv_TB.T
   returns_BT = jnp.where(mask_TB.T, advantages_BT + values_TB.T, 0.0)
   return advantages_BT, returns_BT
+
+
+def terminal_rewards(mask_BT, episode_rewards_B) -> jax.Array:
+  """r_BT: each episode's reward R_b on its last policy token, 0 elsewhere (and 0 for rows
+  without policy tokens, e.g. padding)."""
+  mask = jnp.asarray(mask_BT, jnp.bool_)
+  t = mask.shape[1]
+  last_B = t - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+  at_last_BT = (jnp.arange(t)[None, :] == last_B[:, None]) & mask.any(axis=1, keepdims=True)
+  rewards_B = jnp.zeros(mask.shape[0], jnp.float32).at[:len(episode_rewards_B)].set(
+      jnp.asarray(episode_rewards_B, jnp.float32))
+  return jnp.where(at_last_BT, rewards_B[:, None], 0.0)
+
+
+def whiten(advantages_BT, mask_BT, eps: float = 1e-6) -> jax.Array:
+  """Batch whitening over policy tokens (PPO):  A <- (A - mean_m A) / (std_m A + eps) on the
+  mask, 0 off it, where mean_m and std_m (population) run over masked tokens only."""
+  mask = jnp.asarray(mask_BT, jnp.bool_)
+  adv = jnp.asarray(advantages_BT, jnp.float32)
+  n = jnp.maximum(mask.sum(), 1)
+  mean = jnp.where(mask, adv, 0.0).sum() / n
+  std = jnp.sqrt(jnp.where(mask, (adv - mean) ** 2, 0.0).sum() / n)
+  return jnp.where(mask, (adv - mean) / (std + eps), 0.0)
+
+
+ESTIMATORS = ("grpo", "rloo")
+
+
+def group_estimates(rewards_G, keep_G, estimator: str = "grpo", std_threshold: float = 0.1):
+  """(advantages [G], keep [G]) of one group for GRPO or RLOO.
+
+  The estimator runs over the kept episodes only (`group_advantages` or
+  `rloo_advantages`); the others get A = 0. A homogeneous group (sample std of the kept
+  rewards < `std_threshold`) teaches nothing and is dropped whole: keep becomes all False.
+  """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"estimator {estimator!r}: expected one of {ESTIMATORS}")
+  rewards, keep = np.asarray(rewards_G, np.float64), np.asarray(keep_G, bool)
+  advantages = np.zeros(len(rewards))
+  if not keep.any() or not keep_group(rewards[keep], std_threshold):
+    return advantages, np.zeros(len(rewards), bool)
+  fn = group_advantages if estimator == "grpo" else rloo_advantages
+  advantages[keep] = np.asarray(fn(rewards[keep]))
+  return advantages, keep

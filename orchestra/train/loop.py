@@ -38,8 +38,8 @@ from orchestra.checkpoint import SFT_DIR, CheckpointError, CheckpointManager, St
 from orchestra.checkpoint.export import restore_policy
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, ValueModel
-from orchestra.rewards import keep_group, preference_rewards
-from orchestra.rl import gae, group_advantages, rloo_advantages
+from orchestra.rewards import group_rewards
+from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
 from orchestra.rl.update import (Learner, OptimizerConfig, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
@@ -65,38 +65,15 @@ async def teacher_demos(setup, n: int, seed: int) -> list[Trajectory]:
 
 
 def score_group(setup, preference: np.ndarray, rollouts: list[Rollout]):
-  """(rewards [G], keep [G], correct [G]) of one group, per DESIGN section 2.
-
-  `keep` always drops episodes lost to an engine or user-simulator failure (our fault,
-  not the policy's: `Trajectory.lost`), and drops invalid-format episodes when
-  `rl.invalid_format == "drop"` (with "zero" they stay in the group with reward 0).
-  Episodes that ran out of turns or tokens stay, as wrong: that is the policy's doing.
-  The preference reward's min-max runs over the kept episodes.
-  """
-  rl = setup.config.rl
+  """(rewards [G], keep [G], correct [G]) of one group: `orchestra.rewards.group_rewards`
+  over the rollouts' trajectories (lost episodes always dropped; invalid-format ones by
+  `rl.invalid_format`)."""
   trajs = [r.trajectory for r in rollouts]
-  valid = np.asarray([t.format_ok for t in trajs])
-  keep = np.asarray([not t.lost for t in trajs])
-  if rl.invalid_format == "drop":
-    keep &= valid
-  correct = np.asarray([r.correct for r in rollouts]) & valid & keep
-  rewards = np.zeros(len(trajs))
-  if keep.any():
-    idx = np.flatnonzero(keep)
-    calls = [[trajs[i].tool_calls.get(name, 0) for name in setup.tool_names] for i in idx]
-    rewards[idx] = preference_rewards(calls, correct[idx], [trajs[i].cost_usd for i in idx],
-                                      [trajs[i].latency_s for i in idx], preference)
-  return rewards, keep, correct
-
-
-def group_estimates(rl: ConfigDict, rewards: np.ndarray, keep: np.ndarray):
-  """(advantages [G], keep [G]) for GRPO/RLOO: homogeneous groups are dropped whole."""
-  advantages = np.zeros(len(rewards))
-  if not keep.any() or not keep_group(rewards[keep], rl.std_threshold):
-    return advantages, np.zeros(len(rewards), bool)
-  estimator = group_advantages if rl.algorithm == "grpo" else rloo_advantages
-  advantages[keep] = np.asarray(estimator(rewards[keep]))
-  return advantages, keep
+  return group_rewards(
+      [[t.tool_calls.get(name, 0) for name in setup.tool_names] for t in trajs],
+      [r.correct for r in rollouts], [t.cost_usd for t in trajs], [t.latency_s for t in trajs],
+      preference, format_ok_G=[t.format_ok for t in trajs], lost_G=[t.lost for t in trajs],
+      invalid_format=setup.config.rl.invalid_format)
 
 
 def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: ConfigDict):
@@ -108,15 +85,10 @@ def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: C
   """
   mask = batch["loss_mask"]
   values = np.asarray(critic.apply(batch["tokens"], batch["attention_mask"]))
-  token_rewards = np.zeros(mask.shape, np.float32)
-  last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
-  rows = np.flatnonzero(mask.any(axis=1))
-  token_rewards[rows, last[rows]] = episode_rewards[rows]
-  adv, returns = gae(token_rewards, values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
-  adv = np.asarray(adv)
-  on = adv[mask]
-  adv = np.where(mask, (adv - on.mean()) / (on.std() + 1e-6), 0.0).astype(np.float32)
-  batch.update(advantages=adv, returns=np.asarray(returns), old_values=values)
+  adv, returns = gae(terminal_rewards(mask, episode_rewards), values, mask, gamma=rl.gamma,
+                     lam=rl.gae_lambda)
+  batch.update(advantages=np.asarray(whiten(adv, mask)), returns=np.asarray(returns),
+               old_values=values)
   return batch
 
 
@@ -307,7 +279,7 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
     r, keep, correct = score_group(setup, setup.preference(p), rollouts)
     a = np.zeros(len(r))
     if critic is None:
-      a, keep = group_estimates(rl, r, keep)
+      a, keep = group_estimates(r, keep, rl.algorithm, rl.std_threshold)
     rewards.extend(r)
     correct_all.extend(correct)
     kept_groups += int(keep.any())

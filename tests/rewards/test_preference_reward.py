@@ -93,3 +93,23 @@ def test_format_filter_modes():
   assert keep.all() and zero.tolist() == [False, True, False]
   with pytest.raises(ValueError, match="'drop' or 'zero'"):
     format_filter([True], mode="skip")
+
+
+def test_group_rewards_by_hand():
+  from orchestra.rewards import group_rewards
+  # (tool, outcome, cost, latency) weights; four episodes, one lost, one malformed.
+  preference = [0.0, 1.0, 1.0, 0.0]
+  args = ([[1], [1], [1], [1]], [True, True, True, False], [1.0, 3.0, 9.0, 2.0],
+          [1.0, 1.0, 1.0, 1.0], preference)
+  flags = dict(format_ok_G=[True, True, False, True], lost_G=[False, False, False, True])
+  rewards, keep, correct = group_rewards(*args, **flags, invalid_format="zero")
+  assert keep.tolist() == [True, True, True, False]
+  assert correct.tolist() == [True, True, False, False]
+  # kept costs [1, 3, 9] -> -cost min-max [1, 0.75, 0]; outcome [1, 1, 0] -> [1, 1, 0]
+  np.testing.assert_allclose(rewards, [2.0, 1.75, 0.0, 0.0])
+  rewards, keep, _ = group_rewards(*args, **flags, invalid_format="drop")
+  assert keep.tolist() == [True, True, False, False]
+  # both kept are correct: the outcome column is constant -> 0; costs [1, 3] -> [1, 0]
+  np.testing.assert_allclose(rewards, [1.0, 0.0, 0.0, 0.0])
+  with pytest.raises(ValueError, match="invalid_format='skip'"):
+    group_rewards(*args, **flags, invalid_format="skip")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from orchestra.rl import (aggregate, clipped_policy_loss, clipped_value_loss, gae, group_advantages,
-                          kl_penalty, rloo_advantages, token_entropy, token_logprobs)
+                          group_estimates, kl_penalty, rloo_advantages, terminal_rewards,
+                          token_entropy, token_logprobs, whiten)
 
 
 def test_group_advantages_zscore_with_sample_std():
@@ -142,3 +143,31 @@ def test_k3_is_finite_off_the_mask_and_clamped():
   assert np.isfinite(np.asarray(grad)).all() and float(grad[0, 0]) == 0.0
   # On the mask, an outlier is clamped (verl's low_var_kl): d in [-20, 20], k3 <= 10.
   assert float(kl_penalty(jnp.array([[-300.0]]), jnp.array([[-1.0]]), "k3")[0, 0]) == 10.0
+
+
+def test_terminal_rewards_sit_on_each_episodes_last_policy_token():
+  mask = np.array([[0, 1, 1, 0, 1, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
+  r = np.asarray(terminal_rewards(mask, [2.0, -1.0]))        # row 2 is padding
+  expected = np.zeros((3, 6))
+  expected[0, 4], expected[1, 3] = 2.0, -1.0
+  np.testing.assert_array_equal(r, expected)
+
+
+def test_whiten_uses_masked_tokens_only():
+  adv = np.array([[1.0, 2.0, 100.0], [3.0, 100.0, 4.0]])
+  mask = np.array([[1, 1, 0], [1, 0, 1]], bool)
+  # masked values 1, 2, 3, 4: mean 2.5, population std sqrt(1.25)
+  out = np.asarray(whiten(adv, mask))
+  s = np.sqrt(1.25) + 1e-6
+  np.testing.assert_allclose(out, [[-1.5 / s, -0.5 / s, 0.0], [0.5 / s, 0.0, 1.5 / s]], rtol=1e-6)
+
+
+def test_group_estimates_drop_homogeneous_groups_and_skip_dropped_episodes():
+  adv, keep = group_estimates([1.0, 0.0, 5.0, 0.0], [True, True, False, True], "rloo", 0.1)
+  assert keep.tolist() == [True, True, False, True]
+  # RLOO over the kept [1, 0, 0]: n/(n-1) (R - mean) = 1.5 * ([1, 0, 0] - 1/3)
+  np.testing.assert_allclose(adv, [1.0, -0.5, 0.0, -0.5], rtol=1e-6)
+  adv, keep = group_estimates([0.5, 0.5, 0.52], [True, True, True], "grpo", 0.1)
+  assert not keep.any() and not adv.any()                     # std 0.0115 < 0.1: dropped
+  with pytest.raises(ValueError, match="estimator 'ppo'"):
+    group_estimates([1.0, 0.0], [True, True], "ppo")
