@@ -7,6 +7,7 @@ Rerunning the same command resumes from the newest checkpoint in --workdir.
 Metrics go to WORKDIR/metrics.jsonl and WORKDIR/tb (TensorBoard).
 """
 
+import json
 import os
 
 from absl import app, flags, logging
@@ -44,11 +45,11 @@ def main(argv):
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
   from orchestra.train.loop import train
   from orchestra.train.run_record import RunRecordError, record_config
-  from orchestra.train.setup import build_setup
-  from orchestra.train.setup_base import ConfigValueError, validate
+  from orchestra.train.setup import build_setup, check_config
+  from orchestra.train.setup_base import ConfigValueError
 
   try:
-    validate(config)                   # before anything is written into the run folder
+    check_config(config)               # before anything is written into the run folder
     prepare_workdir(FLAGS.workdir)
     changes = {} if FLAGS.dry_run else record_config(config, FLAGS.workdir)
     setup = build_setup(config, FLAGS.workdir)
@@ -58,8 +59,10 @@ def main(argv):
     logging.warning("relaunch with changed settings (logged in config_overrides.jsonl): %s",
                     ", ".join(f"{k}={new!r}" for k, (_, new) in changes.items()))
   if FLAGS.dry_run:
+    from orchestra.train.resolve import resolved_run
     print(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
           f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
+    print(json.dumps(resolved_run(config, setup.model_config)))
     return
   from orchestra.checkpoint import CheckpointError
   try:

@@ -10,6 +10,8 @@ would need, not hidden.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 
@@ -114,4 +116,16 @@ def dry_run(config: ConfigDict) -> str:
   n_tools = len(config.preferences[next(iter(config.preferences))])
   lines.append(f"preferences: {sorted(config.preferences)} ({n_tools} weights each)")
   lines.append("missing for a real launch: " + ("; ".join(needs) if needs else "nothing"))
+  lines.append(json.dumps({
+      "backend": config.backend,
+      "model": {**cfg.to_dict(), "num_params": n_params, "dtype": config.model.dtype,
+                "remat": config.model.remat},
+      "mesh": dict(zip(MESH_AXES, shape)), "num_devices": config.num_devices,
+      "optimizer": {"learning_rate": rl.learning_rate},
+      "rl": {k: rl[k] for k in ("algorithm", "total_steps", "tasks_per_step", "group_size",
+                                "micro_batches", "aggregation", "std_threshold",
+                                "invalid_format")},
+      "policy_loss": dataclasses.asdict(loss),
+      "episode": config.episode.to_dict(),
+  }, default=str))
   return "\n".join(lines)

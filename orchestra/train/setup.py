@@ -31,8 +31,9 @@ from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Presented, Tool, build_tool
 from orchestra.train.domain_setup import build_domain_setup
-from orchestra.train.setup_base import (Rollout, SetupBase, episode_config, model_config,
-                                        run_tokenizer, validate)
+from orchestra.train.resolve import unread_fields, unread_message
+from orchestra.train.setup_base import (ConfigValueError, Rollout, SetupBase, episode_config,
+                                        model_config, run_tokenizer, validate)
 
 SYSTEM_PROMPT = "You orchestrate tools to answer questions. Call one tool per turn; finish with answer."
 
@@ -116,9 +117,18 @@ class RunSetup(SetupBase):
     return texts
 
 
-def build_setup(config: ConfigDict, workdir: str):
-  """The run's setup for `config.env.name` (see the module docstring)."""
+def check_config(config: ConfigDict) -> None:
+  """Bad values, and fields no code reads (typos, dead fields; `orchestra.train.resolve`),
+  end in a `ConfigValueError` naming them. Writes nothing."""
   validate(config)
+  unread = unread_fields(config)
+  if unread:
+    raise ConfigValueError(unread_message(config, unread))
+
+
+def build_setup(config: ConfigDict, workdir: str):
+  """The run's setup for `config.env.name` (see the module docstring), after `check_config`."""
+  check_config(config)
   if config.env.get("name", "toolscale_mini") == "tau2_domain":
     return build_domain_setup(config, workdir)
   env = ToolScaleMini(seed=config.env.seed, n_entities=config.env.n_entities,
