@@ -131,6 +131,12 @@ def _check_chat(body: dict[str, Any]) -> None:
     raise HTTPException(400, "stream must be false: this server does not stream")
 
 
+def _chat_prompt_ids(tokenizer, messages, tools) -> list[int]:
+  prompt = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                         tokenize=False)
+  return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
                tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str) -> FastAPI:
   """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
@@ -175,7 +181,9 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
     check_model(body)
     if body.get("stream"):
       raise HTTPException(400, "stream must be false: this server does not stream")
-    prompts = _prompts(body.get("prompt"), tokenizer)
+    # Tokenising a long prompt takes seconds: a worker thread keeps the event loop (and
+    # /health, and every other request) free meanwhile.
+    prompts = await asyncio.to_thread(_prompts, body.get("prompt"), tokenizer)
     sampling = _sampling(body, default_max=16)
     n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
     jobs = [run(p, sampling if sampling.seed is None else
@@ -210,12 +218,10 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
     check_model(body)
     _check_chat(body)
     messages, tools = body["messages"], body.get("tools") or None
-    try:
-      prompt = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                             tokenize=False)
+    try:                      # rendered and tokenised off the event loop, as in completions
+      prompt_ids = await asyncio.to_thread(_chat_prompt_ids, tokenizer, messages, tools)
     except Exception as e:  # noqa: BLE001 - a template error is the client's bad request
       raise HTTPException(400, f"cannot render messages: {e}") from None
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     c = await run(prompt_ids, _sampling(body, default_max=512, extra_stops=eos_ids))
     text = tokenizer.decode(c.token_ids, skip_special_tokens=False)
     for stop in (end_of_turn, tokenizer.eos_token):

@@ -6,6 +6,7 @@ Each test stands alone: the tests on the shared `server` leave it as they found 
 """
 
 import asyncio
+import threading
 import contextlib
 import json
 import os
@@ -484,3 +485,45 @@ def test_reload_from_a_good_folder_swaps_weights_and_keeps_the_served_dtype(toke
   loaded = nnx.state(load_hf(folders["same"]), nnx.Param)
   np.testing.assert_allclose(np.asarray(engine.model.lm_head[...], np.float32),
                              np.asarray(loaded["lm_head"][...]), rtol=1e-2, atol=1e-2)
+
+
+class BlockingTokenizer:
+  """The real tokenizer, except that encoding waits (in whatever thread runs it) until the
+  test releases it, and records whether the release came while it waited."""
+
+  def __init__(self, tokenizer):
+    self._tokenizer = tokenizer
+    self.started, self.release = threading.Event(), threading.Event()
+    self.released_while_encoding = []
+
+  def __call__(self, *args, **kwargs):
+    self.started.set()
+    self.released_while_encoding.append(self.release.wait(timeout=10))
+    return self._tokenizer(*args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self._tokenizer, name)
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v1/completions", {"prompt": "a long prompt " * 200, "max_tokens": 2}),
+    ("/v1/chat/completions", {"messages": USER, "max_tokens": 2}),
+])
+def test_tokenising_a_prompt_leaves_the_event_loop_free(tokenizer, route, body):
+  """/health answers while a prompt is being tokenised (it would wait 10 s on the loop)."""
+  slow = BlockingTokenizer(tokenizer)
+  engine = HeldEngine(released=True)
+
+  async def main():
+    async with app_client(engine, slow) as client:
+      request = asyncio.create_task(client.post(route, json=body))
+      while not slow.started.is_set() and not request.done():
+        await asyncio.sleep(0.01)                      # until encoding has begun
+      health = await client.get("/health")             # served while encoding is blocked
+      if health.status_code == 200:
+        slow.release.set()
+      return await request
+
+  response = asyncio.run(main())
+  assert response.status_code == 200, response.text
+  assert slow.released_while_encoding[:1] == [True]
