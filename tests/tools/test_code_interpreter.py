@@ -5,6 +5,7 @@ import functools
 import os
 import signal
 import socket
+import tempfile
 import time
 import uuid
 
@@ -14,7 +15,7 @@ from orchestra.tools import code_interpreter
 from orchestra.tools.base import ToolConfigError, build_tool
 from orchestra.tools.code_interpreter import CodeInterpreter
 
-# The bootstrap's steps that set up one layer each (see the module docstring).
+# The child program's steps that set up one layer each (see the module docstring).
 KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts, no network, ...
 HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
 FORK_GUARD = "refuse_fork_exec()"                 # _posixsubprocess.fork_exec replaced
@@ -26,12 +27,17 @@ def run(code, **options):
 
 
 def without(monkeypatch, *steps):
-  """Leaves bootstrap steps out of every run in this test, to check the other layers alone."""
-  bootstrap = code_interpreter._BOOTSTRAP
+  """Leaves child-program steps out of every run in this test, to check the other layers
+  alone: runs a copy of sandbox_child.py without those calls."""
+  with open(code_interpreter.CHILD_PROGRAM) as f:
+    program = f.read()
   for step in steps:
-    assert f"\n  {step}\n" in bootstrap, f"the bootstrap no longer calls {step}"
-    bootstrap = bootstrap.replace(f"\n  {step}\n", "\n")
-  monkeypatch.setattr(code_interpreter, "_BOOTSTRAP", bootstrap)
+    assert f"\n  {step}\n" in program, f"the child program no longer calls {step}"
+    program = program.replace(f"\n  {step}\n", "\n")
+  fd, path = tempfile.mkstemp(suffix="_sandbox_child.py")
+  with os.fdopen(fd, "w") as f:
+    f.write(program)
+  monkeypatch.setattr(code_interpreter, "CHILD_PROGRAM", path)
 
 
 @functools.cache

@@ -1,0 +1,234 @@
+"""The sandboxed interpreter's child program (see `orchestra.tools.code_interpreter`).
+
+Run by the tool as `python -I -B -u sandbox_child.py WORKDIR CPU_S MEMORY_BYTES FILE_BYTES`
+with the model's code on stdin; only the standard library is imported (`-I`: no site
+packages, no PYTHON* variables, no script folder on sys.path). Order matters: limits and
+namespaces need privileges and ctypes, which the audit hook (installed last) then forbids.
+This file is never imported by the package; it is only ever the child's `__main__`.
+"""
+
+import ctypes, linecache, os, re, resource, signal, subprocess, sys, traceback, types
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
+                    | os.ST_NODIRATIME | os.ST_RELATIME)
+MAX_OPEN_FILES = 256
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+PROCESS_EVENTS = frozenset({"os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
+                            "os.system", "subprocess.Popen"})
+NETWORK_EVENTS = frozenset({"socket.bind", "socket.connect", "socket.sendmsg", "socket.sendto",
+                            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+                            "socket.getnameinfo", "socket.sethostname"})
+HARMLESS_CTYPES_EVENTS = frozenset({"ctypes.addressof", "ctypes.create_string_buffer",
+                                    "ctypes.create_unicode_buffer", "ctypes.get_errno",
+                                    "ctypes.set_errno"})
+TAMPER_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
+# event -> (index of a path argument, index of the dir_fd it is relative to, or None), ...
+PATH_EVENTS = {
+    "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),),
+    "os.rename": ((0, 2), (1, 3)), "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),),
+    "os.chmod": ((0, 2),), "os.chown": ((0, 3),), "os.utime": ((0, 3),),
+    "os.truncate": ((0, None),), "os.mkfifo": ((0, 2),), "os.mknod": ((0, 3),),
+    "os.setxattr": ((0, None),), "os.removexattr": ((0, None),), "shutil.rmtree": ((0, 1),),
+}
+
+
+def set_limits(cpu_s, memory_bytes, file_bytes):
+  """Kernel-enforced caps on CPU time, address space, file size, core dumps and open files."""
+  for kind, soft, hard in [(resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+                           (resource.RLIMIT_AS, memory_bytes, memory_bytes),
+                           (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
+                           (resource.RLIMIT_CORE, 0, 0),
+                           (resource.RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)]:
+    resource.setrlimit(kind, (soft, hard))
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # an oversized write raises OSError instead
+
+
+def isolate(workdir):
+  """Enters new namespaces where the kernel allows; each failure just skips that layer."""
+  libc = ctypes.CDLL(None, use_errno=True)
+  if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) == 0:   # needs CAP_SYS_ADMIN, i.e. root
+    read_only_except(libc, workdir)
+    libc.unshare(CLONE_NEWUSER)   # no capabilities over the host from here on
+  else:
+    libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
+
+
+def read_only_except(libc, workdir):
+  """Remounts every mount read-only in this (now private) mount namespace, except `workdir`."""
+  libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                         ctypes.c_void_p]
+  def mount(source, target, flags):
+    return libc.mount(source and os.fsencode(source), os.fsencode(target), None, flags, None) == 0
+  if not (mount(None, "/", MS_REC | MS_PRIVATE) and mount(workdir, workdir, MS_BIND)):
+    return   # without private propagation, changes could leak to the host: touch nothing
+  for target in mount_points():
+    if target != workdir:
+      try:
+        kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
+      except OSError:
+        continue
+      mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+  os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
+
+
+def mount_points():
+  """Mount points listed in /proc/self/mountinfo, octal escapes decoded."""
+  with open("/proc/self/mountinfo", "rb") as f:
+    fields = [line.split()[4] for line in f]
+  return [os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
+          for field in fields]
+
+
+def refuse_fork_exec():
+  """CPython does not audit `_posixsubprocess.fork_exec`: replace it (re-import is blocked)."""
+  import _posixsubprocess
+  def refuse(*args):
+    raise PermissionError("blocked: creating processes is not allowed")
+  _posixsubprocess.fork_exec = subprocess._fork_exec = refuse
+
+
+def install_audit_hook(workdir):
+  """From now on, refuses network, processes, writes outside `workdir`, ctypes and peeking."""
+  # Bound now, so that rebinding e.g. `os.path.realpath` later does not reach the hook.
+  realpath, join, fsdecode, fspath, readlink = (os.path.realpath, os.path.join, os.fsdecode,
+                                                os.fspath, os.readlink)
+  dirname, getcwd = os.path.dirname, os.getcwd
+  own_proc, own_pid = f"/proc/{os.getpid()}", os.getpid()
+  python_dirs = tuple(realpath(p) + "/" for p in {sys.prefix, sys.base_prefix})
+
+  def resolve(path, dir_fd=None):
+    """The real path `path` names (an int is an open fd); None if it is no file (a pipe...)."""
+    if isinstance(path, int):
+      path = readlink(f"/proc/self/fd/{path}")
+      if not path.startswith("/"):
+        return None
+    path = fsdecode(fspath(path))
+    if dir_fd is not None and dir_fd >= 0 and not path.startswith("/"):
+      path = join(readlink(f"/proc/self/fd/{dir_fd}"), path)
+    return realpath(path)
+
+  def writable(real):
+    """Whether a write to real path `real` stays inside the working directory (or is no file)."""
+    return real is None or real in (workdir, "/dev/null") or real.startswith(workdir + "/")
+
+  def other_process(real):
+    """Whether `real` lies under another process's /proc/<pid>/."""
+    parts = (real or "").split("/")
+    return (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit()
+            and not (real + "/").startswith(own_proc + "/"))
+
+  def through_other_process(path):
+    """Whether resolving `path` passes through another process's /proc/<pid>/ at any step.
+
+    `realpath` alone would miss it: /proc/<pid>/fd/N and .../cwd are magic links, so
+    resolving them lands on whatever file the other process holds (a memfd, a deleted
+    file); a symlink in the working directory can point at them too.
+    """
+    if isinstance(path, int):
+      return other_process(resolve(path))
+    path = fsdecode(fspath(path))
+    current, pending, hops = ("/" if path.startswith("/") else getcwd()), path.split("/"), 0
+    pending.reverse()
+    while pending:
+      name = pending.pop()
+      if name in ("", "."):
+        continue
+      current = dirname(current) if name == ".." else join(current, name)
+      if other_process(current):
+        return True
+      try:
+        target = readlink(current)
+      except OSError:   # not a link (or not there): the walk goes on from here
+        continue
+      hops += 1
+      if hops > 40:     # a link loop: the open itself fails with ELOOP
+        return False
+      current = "/" if target.startswith("/") else dirname(current)
+      pending.extend(reversed(target.split("/")))
+    return False
+
+  def check_open(path, mode, flags):
+    """Why the `open` event is refused, or None."""
+    real = resolve(path)
+    if other_process(real) or through_other_process(path):
+      return "reading other processes' /proc entries is not allowed"
+    writes = (flags & WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
+    if writes and not writable(real):
+      return f"writing outside the working directory is not allowed: {path}"
+    return None
+
+  def check_paths(event, args):
+    """Why an event that changes files is refused, or None."""
+    for path_index, dir_fd_index in PATH_EVENTS[event]:
+      dir_fd = args[dir_fd_index] if dir_fd_index is not None else None
+      if not writable(resolve(args[path_index], dir_fd)):
+        return f"changing files outside the working directory is not allowed: {args[path_index]}"
+    return None
+
+  def python_library(name):
+    """Whether `name` is a shared library inside the Python installation (torch loads some)."""
+    return isinstance(name, str) and name.startswith("/") and realpath(name).startswith(python_dirs)
+
+  def why_blocked(event, args):
+    """The reason to refuse audit event `event`, or None to allow it."""
+    if event == "open":
+      return check_open(*args)
+    if event in PATH_EVENTS:
+      return check_paths(event, args)
+    if event in NETWORK_EVENTS or (event == "socket.__new__" and args[1] != 1):   # 1: AF_UNIX
+      return "network access is not allowed"
+    if event in PROCESS_EVENTS or (event == "import" and args[0] == "_posixsubprocess"):
+      return "creating processes is not allowed"
+    if (event.startswith("ctypes.") and event not in HARMLESS_CTYPES_EVENTS
+        and not (event == "ctypes.dlopen" and python_library(args[0]))):
+      return "ctypes is not allowed"
+    if event in TAMPER_EVENTS:
+      return "gc object enumeration is not allowed"
+    if (event == "os.kill" and args[0] != own_pid) or event == "os.killpg":
+      return "signalling other processes is not allowed"
+    return None
+
+  def hook(event, args):
+    reason = why_blocked(event, args)
+    if reason:
+      raise PermissionError("blocked: " + reason)
+
+  sys.addaudithook(hook)
+
+
+def run_user_code(source):
+  """Runs `source` as a fresh `__main__` module; returns the exit status, tracebacks on stderr."""
+  linecache.cache["<code>"] = (len(source), None, source.splitlines(True), "<code>")
+  try:
+    code = compile(source, "<code>", "exec")
+  except (SyntaxError, ValueError) as e:
+    traceback.print_exception(type(e), e, None)
+    return 1
+  main = types.ModuleType("__main__")
+  sys.modules["__main__"] = main
+  try:
+    exec(code, vars(main))
+  except SystemExit:
+    raise
+  except BaseException as e:   # the user's error, minus this program's own frame
+    traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+    return 1
+  return 0
+
+
+def main():
+  """Limits, isolates, then runs the code from stdin in WORKDIR."""
+  workdir, cpu_s, memory_bytes, file_bytes = sys.argv[1], *map(int, sys.argv[2:5])
+  source = sys.stdin.buffer.read().decode()
+  set_limits(cpu_s, memory_bytes, file_bytes)
+  isolate(workdir)
+  refuse_fork_exec()
+  sys.path.insert(0, workdir)
+  install_audit_hook(workdir)
+  sys.exit(run_user_code(source))
+
+
+if __name__ == "__main__":
+  main()
