@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from orchestra.engines.base import EngineError, SamplingParams
+from orchestra.engines.base import Completion, EngineError, SamplingParams
 
 
 class _Gate:
@@ -137,6 +137,41 @@ def _chat_prompt_ids(tokenizer, messages, tools) -> list[int]:
   return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
+@dataclasses.dataclass
+class ServerState:
+  """What the routes share: the engine, its tokenizer and chat format, the pause gate."""
+  engine: Any
+  tokenizer: Any
+  model_name: str
+  max_model_len: int
+  tool_call_parser: Callable[[str, set[str]], Any]
+  end_of_turn: str
+  gate: "_Gate" = dataclasses.field(default_factory=lambda: _Gate())
+  created: int = dataclasses.field(default_factory=lambda: int(time.time()))
+
+  @property
+  def stop_ids(self) -> tuple[int, ...]:
+    """The end-of-turn and end-of-text ids (chat requests stop at either)."""
+    ids = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id}
+    return tuple(t for t in ids if t is not None and t >= 0)
+
+  def check_model(self, body: dict):
+    if body.get("model") not in (None, self.model_name):
+      raise HTTPException(404, f"model {body.get('model')!r} not served; "
+                               f"this is {self.model_name!r}")
+
+  async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Completion:
+    """One generation behind the pause gate; an engine error is the client's 400."""
+    if len(prompt_ids) + sampling.max_tokens > self.max_model_len:
+      raise HTTPException(400, f"prompt ({len(prompt_ids)}) + max_tokens ({sampling.max_tokens}) "
+                               f"exceeds max_model_len {self.max_model_len}")
+    async with self.gate:
+      try:
+        return await self.engine.generate(prompt_ids, sampling)
+      except EngineError as e:
+        raise HTTPException(400, str(e)) from None
+
+
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
                tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str) -> FastAPI:
   """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
@@ -145,26 +180,20 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
   turn (e.g. "<|im_end|>"), and `tool_call_parser(text, tool_names)` returns an object
   with `.content` (text outside the calls) and `.calls` (each with `.name`, `.arguments`),
   e.g. `orchestra.agent.parser.parse_turn`. The engine layer parses nothing itself.
+  Each route is a function of (`ServerState`, request body) below.
   """
+  state = ServerState(engine, tokenizer, model_name, max_model_len, tool_call_parser,
+                      end_of_turn)
   app = FastAPI(title="orchestra serve")
-  gate = _Gate()
-  created = int(time.time())
-  eos = tokenizer.convert_tokens_to_ids(end_of_turn)
-  eos_ids = tuple(t for t in {eos, tokenizer.eos_token_id} if t is not None and t >= 0)
 
-  def check_model(body):
-    if body.get("model") not in (None, model_name):
-      raise HTTPException(404, f"model {body.get('model')!r} not served; this is {model_name!r}")
+  def post(path: str, handler):
+    async def route(request: Request):
+      return await handler(state, await _json_object(request))
+    app.post(path)(route)
 
-  async def run(prompt_ids: list[int], sampling: SamplingParams):
-    if len(prompt_ids) + sampling.max_tokens > max_model_len:
-      raise HTTPException(400, f"prompt ({len(prompt_ids)}) + max_tokens ({sampling.max_tokens}) "
-                               f"exceeds max_model_len {max_model_len}")
-    async with gate:
-      try:
-        return await engine.generate(prompt_ids, sampling)
-      except EngineError as e:
-        raise HTTPException(400, str(e)) from None
+  post("/v1/completions", completions)
+  post("/v1/chat/completions", chat_completions)
+  post("/collective_rpc", collective_rpc)
 
   @app.get("/health")
   async def health():
@@ -172,104 +201,22 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
 
   @app.get("/v1/models")
   async def models():
-    return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
-                                        "owned_by": "orchestra", "max_model_len": max_model_len}]}
-
-  @app.post("/v1/completions")
-  async def completions(request: Request):
-    body = await _json_object(request)
-    check_model(body)
-    if body.get("stream"):
-      raise HTTPException(400, "stream must be false: this server does not stream")
-    # Tokenising a long prompt takes seconds: a worker thread keeps the event loop (and
-    # /health, and every other request) free meanwhile.
-    prompts = await asyncio.to_thread(_prompts, body.get("prompt"), tokenizer)
-    sampling = _sampling(body, default_max=16)
-    n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
-    jobs = [run(p, sampling if sampling.seed is None else
-                dataclasses.replace(sampling, seed=sampling.seed + k))
-            for p in prompts for k in range(n)]
-    results = await asyncio.gather(*jobs)
-    choices = []
-    for i, c in enumerate(results):
-      prompt = prompts[i // n]
-      choice = {"index": i, "text": tokenizer.decode(c.token_ids, skip_special_tokens=bool(
-          body.get("skip_special_tokens", True))), "finish_reason": c.finish_reason,
-                "stop_reason": c.token_ids[-1] if c.finish_reason == "stop" else None,
-                "weight_version": c.weight_version, "logprobs": None}
-      if body.get("logprobs") is not None:
-        tokens = tokenizer.convert_ids_to_tokens(c.token_ids)
-        choice["logprobs"] = {"tokens": tokens, "token_logprobs": c.logprobs,
-                              "top_logprobs": None, "text_offset": None}
-      if body.get("return_token_ids"):
-        choice["token_ids"] = c.token_ids
-        choice["prompt_token_ids"] = prompt
-      choices.append(choice)
-    prompt_tokens = sum(len(p) for p in prompts) * n
-    completion_tokens = sum(len(c.token_ids) for c in results)
-    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": model_name, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
-
-  @app.post("/v1/chat/completions")
-  async def chat(request: Request):
-    body = await _json_object(request)
-    check_model(body)
-    _check_chat(body)
-    messages, tools = body["messages"], body.get("tools") or None
-    try:                      # rendered and tokenised off the event loop, as in completions
-      prompt_ids = await asyncio.to_thread(_chat_prompt_ids, tokenizer, messages, tools)
-    except Exception as e:  # noqa: BLE001 - a template error is the client's bad request
-      raise HTTPException(400, f"cannot render messages: {e}") from None
-    c = await run(prompt_ids, _sampling(body, default_max=512, extra_stops=eos_ids))
-    text = tokenizer.decode(c.token_ids, skip_special_tokens=False)
-    for stop in (end_of_turn, tokenizer.eos_token):
-      if stop and text.endswith(stop):
-        text = text[:-len(stop)]
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    finish = c.finish_reason
-    if tools and body.get("tool_choice") != "none":
-      parsed = tool_call_parser(text, {t["function"]["name"] for t in tools})
-      if parsed.calls:
-        message["content"] = parsed.content or None
-        message["tool_calls"] = [
-            {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-             "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
-            for call in parsed.calls]
-        finish = "tool_calls"
-    choice = {"index": 0, "message": message, "finish_reason": finish,
-              "weight_version": c.weight_version, "logprobs": None}
-    if body.get("logprobs"):
-      tokens = tokenizer.convert_ids_to_tokens(c.token_ids)
-      choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": None,
-                                         "top_logprobs": []}
-                                        for t, lp in zip(tokens, c.logprobs, strict=True)]}
-    if body.get("return_token_ids"):
-      choice["token_ids"] = c.token_ids
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": int(time.time()), "model": model_name, "choices": [choice],
-            "prompt_token_ids": prompt_ids if body.get("return_token_ids") else None,
-            "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": len(c.token_ids),
-                      "total_tokens": len(prompt_ids) + len(c.token_ids)}}
+    return {"object": "list", "data": [{"id": model_name, "object": "model",
+                                        "created": state.created, "owned_by": "orchestra",
+                                        "max_model_len": max_model_len}]}
 
   @app.post("/pause")
   async def pause(mode: str = "wait"):
-    if mode not in ("wait", "keep", "abort"):
-      raise HTTPException(400, f"mode {mode!r}: expected wait, keep or abort")
-    gate.open.clear()
-    if mode != "keep":          # in-flight batches cannot be cut short here: abort waits too
-      await gate.idle.wait()
-    return {"paused": True}
+    return await _pause(state.gate, mode)
 
   @app.post("/resume")
   async def resume():
-    gate.open.set()
+    state.gate.open.set()
     return {"paused": False}
 
   @app.get("/is_paused")
   async def is_paused():
-    return {"is_paused": not gate.open.is_set()}
+    return {"is_paused": not state.gate.open.is_set()}
 
   @app.post("/reset_prefix_cache")
   async def reset_prefix_cache():
@@ -279,27 +226,126 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
   async def weight_version():
     return {"weight_version": engine.weight_version}
 
-  @app.post("/collective_rpc")
-  async def collective_rpc(request: Request):
-    body = await _json_object(request)
-    if body.get("method") != "reload_weights":
-      raise HTTPException(400, f"method {body.get('method')!r} is not supported; "
-                               "only reload_weights")
-    kwargs = body.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-      raise HTTPException(400, f"kwargs must be an object, got {type(kwargs).__name__}")
-    path = kwargs.get("weights_path")
-    if not path or not isinstance(path, str):
-      raise HTTPException(400, "reload_weights needs kwargs.weights_path (an HF folder)")
-    version = _number(kwargs, "weight_version", int, engine.weight_version + 1, lambda v: v >= 0,
-                      "an integer >= 0", where="kwargs.")
-    try:
-      await engine.update_weights(path, version)
-    except Exception as e:  # noqa: BLE001 - report a bad folder to the trainer
-      raise HTTPException(400, f"reload_weights from {path} failed: {e}") from None
-    return {"results": [None], "weight_version": version}
-
   return app
+
+
+async def _pause(gate: "_Gate", mode: str) -> dict:
+  if mode not in ("wait", "keep", "abort"):
+    raise HTTPException(400, f"mode {mode!r}: expected wait, keep or abort")
+  gate.open.clear()
+  if mode != "keep":          # in-flight batches cannot be cut short here: abort waits too
+    await gate.idle.wait()
+  return {"paused": True}
+
+
+async def completions(state: ServerState, body: dict) -> dict:
+  """POST /v1/completions: text or token-id prompts (a batch of either), n samples each."""
+  state.check_model(body)
+  if body.get("stream"):
+    raise HTTPException(400, "stream must be false: this server does not stream")
+  # Tokenising a long prompt takes seconds: a worker thread keeps the event loop (and
+  # /health, and every other request) free meanwhile.
+  prompts = await asyncio.to_thread(_prompts, body.get("prompt"), state.tokenizer)
+  sampling = _sampling(body, default_max=16)
+  n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
+  jobs = [state.generate(p, sampling if sampling.seed is None else
+                         dataclasses.replace(sampling, seed=sampling.seed + k))
+          for p in prompts for k in range(n)]
+  results = await asyncio.gather(*jobs)
+  skip_special = bool(body.get("skip_special_tokens", True))
+  choices = [_completion_choice(state.tokenizer, body, i, c, prompts[i // n], skip_special)
+             for i, c in enumerate(results)]
+  prompt_tokens = sum(len(p) for p in prompts) * n
+  completion_tokens = sum(len(c.token_ids) for c in results)
+  return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+          "created": int(time.time()), "model": state.model_name, "choices": choices,
+          "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def _completion_choice(tokenizer, body: dict, index: int, c: Completion, prompt: list[int],
+                       skip_special: bool) -> dict:
+  choice = {"index": index, "text": tokenizer.decode(c.token_ids, skip_special_tokens=skip_special),
+            "finish_reason": c.finish_reason,
+            "stop_reason": c.token_ids[-1] if c.finish_reason == "stop" else None,
+            "weight_version": c.weight_version, "logprobs": None}
+  if body.get("logprobs") is not None:
+    choice["logprobs"] = {"tokens": tokenizer.convert_ids_to_tokens(c.token_ids),
+                          "token_logprobs": c.logprobs, "top_logprobs": None,
+                          "text_offset": None}
+  if body.get("return_token_ids"):
+    choice["token_ids"] = c.token_ids
+    choice["prompt_token_ids"] = prompt
+  return choice
+
+
+async def chat_completions(state: ServerState, body: dict) -> dict:
+  """POST /v1/chat/completions: the chat template renders `messages` and `tools`; the
+  reply's tool calls are parsed by the caller's `tool_call_parser`."""
+  state.check_model(body)
+  _check_chat(body)
+  messages, tools = body["messages"], body.get("tools") or None
+  try:                      # rendered and tokenised off the event loop, as in completions
+    prompt_ids = await asyncio.to_thread(_chat_prompt_ids, state.tokenizer, messages, tools)
+  except Exception as e:  # noqa: BLE001 - a template error is the client's bad request
+    raise HTTPException(400, f"cannot render messages: {e}") from None
+  c = await state.generate(prompt_ids, _sampling(body, default_max=512,
+                                                 extra_stops=state.stop_ids))
+  choice = {"index": 0, **_chat_message(state, body, tools, c),
+            "weight_version": c.weight_version, "logprobs": None}
+  if body.get("logprobs"):
+    tokens = state.tokenizer.convert_ids_to_tokens(c.token_ids)
+    choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": None,
+                                       "top_logprobs": []}
+                                      for t, lp in zip(tokens, c.logprobs, strict=True)]}
+  if body.get("return_token_ids"):
+    choice["token_ids"] = c.token_ids
+  return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+          "created": int(time.time()), "model": state.model_name, "choices": [choice],
+          "prompt_token_ids": prompt_ids if body.get("return_token_ids") else None,
+          "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": len(c.token_ids),
+                    "total_tokens": len(prompt_ids) + len(c.token_ids)}}
+
+
+def _chat_message(state: ServerState, body: dict, tools, c: Completion) -> dict:
+  """{"message", "finish_reason"}: the reply without its stop token, tool calls parsed."""
+  text = state.tokenizer.decode(c.token_ids, skip_special_tokens=False)
+  for stop in (state.end_of_turn, state.tokenizer.eos_token):
+    if stop and text.endswith(stop):
+      text = text[:-len(stop)]
+  message: dict[str, Any] = {"role": "assistant", "content": text}
+  finish = c.finish_reason
+  if tools and body.get("tool_choice") != "none":
+    parsed = state.tool_call_parser(text, {t["function"]["name"] for t in tools})
+    if parsed.calls:
+      message["content"] = parsed.content or None
+      message["tool_calls"] = [
+          {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+           "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+          for call in parsed.calls]
+      finish = "tool_calls"
+  return {"message": message, "finish_reason": finish}
+
+
+async def collective_rpc(state: ServerState, body: dict) -> dict:
+  """POST /collective_rpc: only `reload_weights` (kwargs.weights_path, an HF folder)."""
+  if body.get("method") != "reload_weights":
+    raise HTTPException(400, f"method {body.get('method')!r} is not supported; "
+                             "only reload_weights")
+  kwargs = body.get("kwargs") or {}
+  if not isinstance(kwargs, dict):
+    raise HTTPException(400, f"kwargs must be an object, got {type(kwargs).__name__}")
+  path = kwargs.get("weights_path")
+  if not path or not isinstance(path, str):
+    raise HTTPException(400, "reload_weights needs kwargs.weights_path (an HF folder)")
+  engine = state.engine
+  version = _number(kwargs, "weight_version", int, engine.weight_version + 1, lambda v: v >= 0,
+                    "an integer >= 0", where="kwargs.")
+  try:
+    await engine.update_weights(path, version)
+  except Exception as e:  # noqa: BLE001 - report a bad folder to the trainer
+    raise HTTPException(400, f"reload_weights from {path} failed: {e}") from None
+  return {"results": [None], "weight_version": version}
 
 
 def _prompts(prompt, tokenizer) -> list[list[int]]:
