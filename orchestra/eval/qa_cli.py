@@ -113,8 +113,8 @@ def main(FLAGS) -> int:
   logging.getLogger("faiss").setLevel(logging.WARNING)   # its loader logs every CPU probe
   from orchestra.envs.qa import QADataError, load_benchmark
   from orchestra.eval.benchmark import (BenchmarkError, RunSettings, build_orchestrator,
-                                        build_tools, dry_run_summary, run_benchmark,
-                                        select_items)
+                                        build_tools, chat_endpoint, dry_run_summary,
+                                        run_benchmark, select_items)
   from orchestra.eval.judge import JudgeConfigError
   if not FLAGS.data:
     raise app.UsageError(f"--benchmark={FLAGS.benchmark} needs --data, the benchmark file "
@@ -142,13 +142,7 @@ def main(FLAGS) -> int:
         orchestrator = build_orchestrator(spec, tools, settings)
         asyncio.run(orchestrator.aclose())
       if judge is not None:                # checks URL and key; no cache folder is made
-        from orchestra.eval.judge import ChatEndpoint
-        try:
-          ChatEndpoint(judge.base_url, judge.model, api_key_env=judge.api_key_env,
-                       price_in_per_1m=judge.price_in_per_1m,
-                       price_out_per_1m=judge.price_out_per_1m)
-        except JudgeConfigError as e:
-          raise BenchmarkError(f"judge: {e}") from None
+        chat_endpoint(judge, "judge")
       summary = dry_run_summary(FLAGS.benchmark, qa_set, items, tools, spec, judge)
       print(json.dumps(summary, ensure_ascii=False))
       return 0
