@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import random
 import time
@@ -90,6 +91,9 @@ def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: C
   batch.update(advantages=np.asarray(whiten(adv, mask)), returns=np.asarray(returns),
                old_values=values)
   return batch
+
+
+ROWS_BUCKET = 16          # RL batches are padded to a multiple of this many rows
 
 
 class MetricsWriter:
@@ -300,7 +304,10 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
     metrics[f"calls/{name}"] = float(np.mean([t.tool_calls.get(name, 0) for t in all_trajs]))
   if batch_trajs:
     start = time.perf_counter()
-    batch = pack(batch_trajs, batch_adv, rows_multiple=rl.micro_batches,
+    # Rows padded (all-zero masks: no effect on the loss) to a multiple of ROWS_BUCKET and of
+    # the micro-batch count: the kept episodes vary step to step, and each new batch shape
+    # would compile the update again (~10 s each on 2 CPU cores).
+    batch = pack(batch_trajs, batch_adv, rows_multiple=math.lcm(ROWS_BUCKET, rl.micro_batches),
                  max_length=e.max_total_tokens)
     if critic is not None:
       ppo_targets(critic, batch, np.asarray(batch_rewards, np.float32), rl)
