@@ -125,10 +125,10 @@ def test_export_replaces_existing_folder_and_leaves_no_temp(tmp_path):
   make_hf_model("qwen2", tmp_path / "src")
   model = load_hf(tmp_path / "src")
   dest = tmp_path / "export"
-  dest.mkdir()
-  (dest / "stale.safetensors").write_text("old")
-  save_hf(model, dest)
-  assert not (dest / "stale.safetensors").exists()
+  save_hf(model, dest)                         # a previous export, once sharded in two:
+  (dest / "model-00002-of-00002.safetensors").write_text("old")
+  save_hf(model, dest)                         # replaced as a whole
+  assert not (dest / "model-00002-of-00002.safetensors").exists()
   assert sorted(os.listdir(tmp_path)) == ["export", "src"]
 
 
