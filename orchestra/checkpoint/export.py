@@ -47,9 +47,6 @@ def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple
 
 
 def _restore_policy(manager: CheckpointManager, step: int) -> CausalLM:
-  if step not in manager.all_steps():
-    raise CheckpointError(f"step {step} is not in {manager.directory}; "
-                          f"available: {manager.all_steps()}")
   meta = manager.restore_metadata(step)
   if MODEL_CONFIG_KEY not in meta:
     raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "

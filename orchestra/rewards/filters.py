@@ -28,4 +28,4 @@ def format_filter(valid, mode: str = "drop") -> tuple[np.ndarray, np.ndarray]:
     return valid, np.zeros_like(valid)
   if mode == "zero":
     return np.ones_like(valid), ~valid
-  raise ValueError(f"invalid-format mode {mode!r}: expected 'drop' or 'zero'")
+  raise ValueError(f"invalid_format={mode!r}: expected 'drop' or 'zero'")

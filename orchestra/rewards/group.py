@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from orchestra.rewards.filters import format_filter
 from orchestra.rewards.preference import preference_rewards
-
-INVALID_FORMAT_MODES = ("zero", "drop")
 
 
 def group_rewards(tool_calls_GN, correct_G, cost_usd_G, latency_s_G, preference, *,
                   format_ok_G, lost_G, invalid_format: str = "zero"):
   """(rewards [G], keep [G] bool, correct [G] bool) per the rules above."""
-  if invalid_format not in INVALID_FORMAT_MODES:
-    raise ValueError(f"invalid_format={invalid_format!r}: expected one of "
-                     f"{INVALID_FORMAT_MODES}")
   format_ok = np.asarray(format_ok_G, bool)
-  keep = ~np.asarray(lost_G, bool)
-  if invalid_format == "drop":
-    keep &= format_ok
+  kept_by_format, _ = format_filter(format_ok, invalid_format)
+  keep = kept_by_format & ~np.asarray(lost_G, bool)
   correct = np.asarray(correct_G, bool) & format_ok & keep
   rewards = np.zeros(len(keep))
   if keep.any():
