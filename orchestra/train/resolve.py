@@ -18,6 +18,7 @@ import difflib
 
 from ml_collections import ConfigDict
 
+from orchestra.train.run_record import flatten
 from orchestra.train.setup_base import episode_config, policy_loss_config
 
 TOOLSCALE_SFT = ("expert_demo_fraction", "preferred_expert_fraction")
@@ -60,16 +61,6 @@ class ReadTracker:
   def to_dict(self) -> dict:
     """Every field below, read (as a plain dict)."""
     return {k: v.to_dict() if isinstance(v, ReadTracker) else v for k, v in self.items()}
-
-
-def leaves(config: ConfigDict, prefix: str = "") -> list[str]:
-  out = []
-  for key, value in config.items():
-    if isinstance(value, ConfigDict) and len(value):
-      out += leaves(value, f"{prefix}{key}.")
-    else:
-      out.append(prefix + key)
-  return out
 
 
 def resolved_run(config, model_config=None) -> dict:
@@ -143,7 +134,7 @@ def unread_fields(config: ConfigDict) -> list[str]:
   """Fields of `config` that no code reads (see the module docstring), sorted."""
   tracker = ReadTracker(config)
   resolved_run(tracker)
-  return sorted(f for f in leaves(config) if f not in tracker.seen)
+  return sorted(f for f in flatten(config.to_dict()) if f not in tracker.seen)
 
 
 def unread_message(config: ConfigDict, unread: list[str]) -> str:

@@ -29,11 +29,11 @@ class RunRecordError(ValueError):
 
 
 def flatten(tree, prefix: str = "") -> dict:
-  """{"a.b.c": leaf} of a nested dict (lists and tuples are leaves)."""
+  """{"a.b.c": leaf} of a nested dict (lists, tuples and empty dicts are leaves)."""
   flat = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value:
       flat.update(flatten(value, name + "."))
     else:
       flat[name] = value
