@@ -2,6 +2,7 @@
 
   CHECKPOINT_PATH=/ckpt/Qwen3-1.7B python launch/train.py --config configs/qwen3_1p7b_grpo.py --dry_run
 
+Same schema as `qwen3_8b_grpo.py` (and `tiny_cpu.py`); only the sizes differ.
 Step counts: `rl.total_steps` GRPO updates of `rl.tasks_per_step` x `rl.group_size` episodes.
 """
 
@@ -18,11 +19,11 @@ def get_config():
   c = _base.get_config()
   c.model.update(dict(vocab_size=151_936, hidden_size=2048, intermediate_size=6144, num_layers=28,
                       num_heads=16, num_kv_heads=8, head_dim=128, tie_word_embeddings=True))
-  c.num_devices = 1
-  c.vllm.tensor_parallel_size = 1
+  c.mesh.num_devices = 1
+  c.rollout.tensor_parallel_size = 1
   c.episode.max_turns = 30
-  c.episode.max_prompt_tokens = 16_000
-  c.episode.max_response_tokens = 4_096
+  c.episode.turn_tokens = 4_096
+  c.episode.max_total_tokens = 20_096
   c.rl.tasks_per_step = 8
   c.rl.micro_batches = 32
   return c

@@ -45,7 +45,18 @@ def get_config() -> ConfigDict:
       num_heads=4,
       num_kv_heads=2,
       head_dim=32,
+      rope_theta=10_000.0,
+      tie_word_embeddings=False,
+      dtype="float32",                         # parameters and activations
       remat=False,                             # recompute activations in the backward pass
+      init_from="",                            # "": random init over the run's own tokenizer
+  ))
+  c.mesh = ConfigDict(dict(
+      shape=(1, 1, 1),                         # (data, fsdp, tensor); -1 = all remaining devices
+      num_devices=1,                           # devices the mesh spans (0: all JAX sees)
+  ))
+  c.rollout = ConfigDict(dict(
+      engine="jax",                            # in-process sampler on the learner's weights
   ))
   c.episode = ConfigDict(dict(
       max_turns=4,                             # policy turns per episode

@@ -7,7 +7,6 @@ Rerunning the same command resumes from the newest checkpoint in --workdir.
 Metrics go to WORKDIR/metrics.jsonl and WORKDIR/tb (TensorBoard).
 """
 
-import json
 import os
 
 from absl import app, flags, logging
@@ -15,7 +14,8 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder (checkpoints, metrics, tokenizer, index)")
-flags.DEFINE_bool("dry_run", False, "validate the config and build every object, then exit")
+flags.DEFINE_bool("dry_run", False, "check the config, build what it names and plan the run "
+                  "(resolved run as JSON on the last line), then exit")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 FLAGS = flags.FLAGS
 
@@ -34,37 +34,30 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/tiny_cpu.py")
-  if config.get("backend", "jax") == "vllm":
-    if not FLAGS.dry_run:
-      raise app.UsageError("training with vLLM rollouts on GPUs is not implemented yet; "
-                           "--dry_run validates this config and builds its objects")
-    from orchestra.train.paper import dry_run
-    print(dry_run(config))
-    return
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
-  from orchestra.train.loop import train
   from orchestra.train.run_record import RunRecordError, record_config
   from orchestra.train.setup import build_setup, check_config
-  from orchestra.train.setup_base import ConfigValueError
-
+  from orchestra.train.setup_base import ConfigValueError, check_runnable
+  if not FLAGS.workdir and not FLAGS.dry_run:
+    raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
   try:
     check_config(config)               # before anything is written into the run folder
+    if FLAGS.dry_run:
+      from orchestra.train.dry_run import dry_run
+      if FLAGS.workdir:
+        prepare_workdir(FLAGS.workdir)
+      print(dry_run(config, FLAGS.workdir))
+      return
+    check_runnable(config)
     prepare_workdir(FLAGS.workdir)
-    changes = {} if FLAGS.dry_run else record_config(config, FLAGS.workdir)
+    changes = record_config(config, FLAGS.workdir)
     setup = build_setup(config, FLAGS.workdir)
   except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError) as e:
     raise app.UsageError(str(e)) from None
   if changes:
     logging.warning("relaunch with changed settings (logged in config_overrides.jsonl): %s",
                     ", ".join(f"{k}={new!r}" for k, (_, new) in changes.items()))
-  if FLAGS.dry_run:
-    from orchestra.train.resolve import resolved_run
-    print(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
-          f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
-    print(json.dumps(resolved_run(config, setup.model_config)))
-    return
   from orchestra.checkpoint import CheckpointError
+  from orchestra.train.loop import train
   try:
     metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
   except CheckpointError as e:

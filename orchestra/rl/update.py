@@ -50,6 +50,23 @@ class OptimizerConfig:
   eps: float = 1e-8
   max_grad_norm: float | None = 1.0
 
+  def __post_init__(self):
+    problems = []
+    if not self.learning_rate > 0:
+      problems.append(f"learning_rate={self.learning_rate} must be > 0")
+    if self.schedule not in ("constant", "cosine"):
+      problems.append(f"schedule={self.schedule!r}: expected 'constant' or 'cosine'")
+    if self.warmup_steps < 0 or self.total_steps < 0:
+      problems.append(f"warmup_steps={self.warmup_steps} and total_steps={self.total_steps} "
+                      "must be >= 0")
+    if not 0 <= self.end_lr_ratio <= 1 or self.weight_decay < 0:
+      problems.append(f"end_lr_ratio={self.end_lr_ratio} must be in [0, 1] and "
+                      f"weight_decay={self.weight_decay} >= 0")
+    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+      problems.append(f"max_grad_norm={self.max_grad_norm} must be > 0 (or None: off)")
+    if problems:
+      raise ValueError("; ".join(problems))
+
 
 def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   if cfg.schedule == "constant":
@@ -58,11 +75,9 @@ def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
     return optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
          optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
-  if cfg.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.total_steps, cfg.warmup_steps + 1),
-        cfg.learning_rate * cfg.end_lr_ratio)
-  raise ValueError(f"optimizer schedule {cfg.schedule!r}: expected 'constant' or 'cosine'")
+  return optax.warmup_cosine_decay_schedule(       # "cosine" (validated by OptimizerConfig)
+      0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.total_steps, cfg.warmup_steps + 1),
+      cfg.learning_rate * cfg.end_lr_ratio)
 
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:

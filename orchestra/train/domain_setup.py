@@ -164,19 +164,22 @@ def build_domain_setup(config: ConfigDict, workdir: str) -> DomainSetup:
   if clash:
     raise ConfigValueError(f"config.tools.names {clash} clash with {domain.name} tool names")
   setup = DomainSetup(config, domain, extra_tools)
-  from orchestra.eval.judge import ChatEndpoint, Judge, JudgeConfigError
+  from orchestra.eval.endpoints import EndpointSpec, endpoint_from_spec, setting_names
+  from orchestra.eval.judge import Judge, JudgeConfigError
   try:
     if e.user == "llm":
-      setup.user_model = ChatEndpoint(e.user_url, e.user_model, api_key_env=e.user_api_key_env,
-                                      price_in_per_1m=e.user_price_in,
-                                      price_out_per_1m=e.user_price_out)
+      setup.user_model = endpoint_from_spec(
+          EndpointSpec(e.user_url, e.user_model, e.user_api_key_env, e.user_price_in,
+                       e.user_price_out), setting_names("config.env.user_"))
       setup.guidelines = load_user_guidelines(e.data)
     if e.judge_url or e.judge_model:
       from orchestra.eval.tau2_judge import make_nl_judge
-      setup.nl_judge = make_nl_judge(Judge(ChatEndpoint(
-          e.judge_url, e.judge_model, api_key_env=e.judge_api_key_env),
-          os.path.join(workdir, "judge_cache")))
-  except (JudgeConfigError, FileNotFoundError) as err:
+      setup.nl_judge = make_nl_judge(Judge(endpoint_from_spec(
+          EndpointSpec(e.judge_url, e.judge_model, e.judge_api_key_env),
+          setting_names("config.env.judge_")), os.path.join(workdir, "judge_cache")))
+  except JudgeConfigError as err:
+    raise ConfigValueError(str(err)) from None
+  except FileNotFoundError as err:
     raise ConfigValueError(f"config.env (user simulator / judge): {err}") from None
   setup.tokenizer = run_tokenizer(setup, os.path.join(workdir, "tokenizer"))
   setup.model_config = model_config(config, setup.tokenizer)

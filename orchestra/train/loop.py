@@ -41,10 +41,10 @@ from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, ValueModel
 from orchestra.rewards import group_rewards
 from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
-from orchestra.rl.update import (Learner, OptimizerConfig, make_optimizer, policy_loss_fn,
+from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack
-from orchestra.train.setup_base import Rollout, policy_loss_config
+from orchestra.train.setup_base import Rollout, optimizer_config, policy_loss_config
 
 
 
@@ -138,12 +138,11 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage:
 
 def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
   """PPO's value model: the policy's trunk (a copy) with a zero-initialised scalar head."""
-  critic = ValueModel(policy.config, remat=config.model.get("remat", False),
+  critic = ValueModel(policy.config, remat=config.model.remat,
                       rngs=nnx.Rngs(config.seed + 1))
   nnx.update(critic.model, jax.tree.map(jnp.copy, nnx.state(policy.model, nnx.Param)))
-  return Learner(critic, make_optimizer(OptimizerConfig(
-      learning_rate=config.rl.value_learning_rate, warmup_steps=config.rl.warmup_steps)),
-      value_loss_fn(config.rl.value_clip))
+  return Learner(critic, make_optimizer(optimizer_config(config, "value")),
+                 value_loss_fn(config.rl.value_clip))
 
 
 def make_reference(config: ConfigDict, workdir: str) -> Learner | None:
@@ -176,7 +175,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   config = setup.config
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
-  model = CausalLM(setup.model_config, remat=config.model.get("remat", False),
+  model = CausalLM(setup.model_config, remat=config.model.remat,
                    rngs=nnx.Rngs(config.seed))
   step, stage = 0, "sft"
   latest = _resume_step(manager, skipped)
@@ -188,9 +187,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
 
   bar = _progress(progress, sft_steps + rl_steps, step)
   if step < sft_steps:
-    learner = Learner(model, make_optimizer(OptimizerConfig(
-        learning_rate=config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
-        schedule="cosine", total_steps=sft_steps)), sft_loss_fn())
+    learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn())
     if latest is not None:
       _restore(manager, latest, learner, skipped=skipped)
     demos = runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
@@ -219,10 +216,10 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
     model = learner.model
     latest = None                      # RL starts with a fresh optimizer
 
-  learner = Learner(model, make_optimizer(OptimizerConfig(
-      learning_rate=config.rl.learning_rate, warmup_steps=config.rl.warmup_steps)),
-      policy_loss_fn(policy_loss_config(config)), num_micro_batches=config.rl.micro_batches,
-      aggregation=config.rl.aggregation, norm_constant=config.episode.max_total_tokens)
+  learner = Learner(model, make_optimizer(optimizer_config(config, "rl")),
+                    policy_loss_fn(policy_loss_config(config)),
+                    num_micro_batches=config.rl.micro_batches, aggregation=config.rl.aggregation,
+                    norm_constant=config.episode.max_total_tokens)
   if latest is not None and stage == "sft" and step == sft_steps:
     # SFT finished in an earlier run; RL starts with a fresh optimizer.
     _restore(manager, latest, learner, params_only=True, skipped=skipped)

@@ -16,10 +16,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+import jax
 from ml_collections import ConfigDict
 
+from orchestra.sharding.mesh import MESH_AXES, resolve_mesh_shape
 from orchestra.train.run_record import flatten
-from orchestra.train.setup_base import episode_config, policy_loss_config
+from orchestra.train.setup_base import (ConfigValueError, episode_config, optimizer_config,
+                                        policy_loss_config)
 
 TOOLSCALE_SFT = ("expert_demo_fraction", "preferred_expert_fraction")
 
@@ -38,13 +41,19 @@ class ReadTracker:
       return ReadTracker(value, self.seen, path + ".")
     return value
 
+  def _field(self, key: str):
+    if key not in self._config:
+      raise ConfigValueError(f"config.{self._prefix}{key} is missing; this run reads it "
+                             f"(fields here: {', '.join(sorted(self._config.keys()))})")
+    return self._wrap(key, self._config[key])
+
   def __getattr__(self, key: str):
     if key.startswith("_"):
       raise AttributeError(key)
-    return self._wrap(key, self._config[key])
+    return self._field(key)
 
   def __getitem__(self, key: str):
-    return self._wrap(key, self._config[key])
+    return self._field(key)
 
   def __contains__(self, key: str) -> bool:
     return key in self._config
@@ -54,6 +63,9 @@ class ReadTracker:
 
   def keys(self):
     return list(self._config.keys())
+
+  def __iter__(self):
+    return iter(self.keys())
 
   def items(self):
     return [(k, self._wrap(k, self._config[k])) for k in self._config.keys()]
@@ -66,17 +78,18 @@ class ReadTracker:
 def resolved_run(config, model_config=None) -> dict:
   """The run's settings as the code uses them (JSON-able); reads every field it uses.
 
-  `model_config` (the `DecoderConfig` over the run's tokenizer), when given, adds the
-  model's exact shape and parameter count.
+  `model_config` (the `DecoderConfig` the run builds: over its tokenizer, or from
+  `config.model`), when given, adds the model's exact shape and parameter count.
   """
   c = config
   env = _env(c)
   run = {
-      "backend": c.get("backend", "jax"),          # launch/train.py: "vllm" = paper dry run
       "seed": c.seed,
       "env": env,
       "tools": _tools(c, env["name"]),
       "model": c.model.to_dict(),
+      "mesh": _mesh(c),
+      "rollout": _rollout(c),
       "episode": dataclasses.asdict(episode_config(c)),
       "turn_tokens": c.episode.turn_tokens,
       "sampling_temperature": c.episode.temperature,
@@ -89,7 +102,7 @@ def resolved_run(config, model_config=None) -> dict:
   }
   if model_config is not None:
     run["model"] = {**run["model"], "num_params": model_config.num_params,
-                    "vocab_size": model_config.vocab_size}
+                    "decoder": model_config.to_dict()}
   return run
 
 
@@ -97,6 +110,8 @@ def _env(c) -> dict:
   name = c.env.get("name", "toolscale_mini")
   if name == "tau2_domain":
     return c.env.to_dict()          # domain, data, user simulator, judge, limits
+  if name == "qa":
+    return {"name": name, "benchmark": c.env.benchmark, "data": c.env.data}
   return {"name": name, "seed": c.env.seed, "n_entities": c.env.n_entities,
           "n_tasks": c.env.n_tasks}
 
@@ -105,28 +120,51 @@ def _tools(c, env_name: str) -> dict:
   tools = {"names": list(c.tools.names)}
   if env_name == "tau2_domain":
     tools["llm"] = c.tools.llm.to_dict()
+  elif env_name == "qa":
+    tools.update(index_dir=c.tools.index_dir, search_top_k=c.tools.search_top_k,
+                 code_timeout_s=c.tools.code_timeout_s, llm=c.tools.llm.to_dict())
   else:
     tools.update(code_timeout_s=c.tools.code_timeout_s, search_top_k=c.tools.search_top_k,
                  descriptions=c.tools.descriptions.to_dict())
   return tools
 
 
+def _mesh(c) -> dict:
+  n = c.mesh.num_devices or jax.device_count()
+  return {"shape": dict(zip(MESH_AXES, resolve_mesh_shape(c.mesh.shape, n))), "num_devices": n}
+
+
+def _rollout(c) -> dict:
+  if c.rollout.engine == "jax":
+    return {"engine": "jax"}
+  return {k: c.rollout[k] for k in ("engine", "server", "urls", "served_model_name",
+                                    "tensor_parallel_size", "weight_sync", "sync_dir")}
+
+
 def _sft(c, env_name: str) -> dict:
-  sft = {k: c.sft[k] for k in ("steps", "batch_size", "num_demos", "learning_rate",
-                               "warmup_steps")}
-  sft["optimizer"] = {"schedule": "cosine", "total_steps": sft["steps"]}
-  if env_name == "toolscale_mini":
-    sft.update({k: c.sft[k] for k in TOOLSCALE_SFT})
-  return sft
+  """SFT's settings; with `sft.steps = 0` the others are optional (nothing uses them)."""
+  keys = ("batch_size", "num_demos", "learning_rate", "warmup_steps")
+  keys += TOOLSCALE_SFT if env_name == "toolscale_mini" else ()
+  if c.sft.steps == 0:
+    return {"steps": 0, **{k: c.sft.get(k) for k in keys if k in c.sft}}
+  return {"steps": c.sft.steps, **{k: c.sft[k] for k in keys},
+          "optimizer": dataclasses.asdict(optimizer_config(c, "sft"))}
 
 
 def _rl(c) -> dict:
+  """RL's settings; the PPO-only fields are optional unless `rl.algorithm = "ppo"`."""
   rl = c.rl
   out = {k: rl[k] for k in ("algorithm", "total_steps", "tasks_per_step", "group_size",
-                            "learning_rate", "warmup_steps", "micro_batches", "aggregation",
+                            "warmup_steps", "micro_batches", "aggregation",
                             "std_threshold", "invalid_format", "max_concurrent_episodes")}
+  out["optimizer"] = dataclasses.asdict(optimizer_config(c, "rl"))
   out["policy_loss"] = dataclasses.asdict(policy_loss_config(c))
-  out["ppo"] = {k: rl[k] for k in ("value_learning_rate", "value_clip", "gamma", "gae_lambda")}
+  ppo_keys = ("value_learning_rate", "value_clip", "gamma", "gae_lambda")
+  if rl.algorithm == "ppo":
+    out["ppo"] = {"active": True, **{k: rl[k] for k in ppo_keys},
+                  "value_optimizer": dataclasses.asdict(optimizer_config(c, "value"))}
+  else:                                # kept so that --config.rl.algorithm=ppo just works
+    out["ppo"] = {"active": False, **{k: rl.get(k) for k in ppo_keys if k in rl}}
   return out
 
 

@@ -31,7 +31,7 @@ from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Presented, Tool, build_tool
 from orchestra.train.domain_setup import build_domain_setup
-from orchestra.train.resolve import unread_fields, unread_message
+from orchestra.train.resolve import ReadTracker, unread_fields, unread_message
 from orchestra.train.setup_base import (ConfigValueError, Rollout, SetupBase, episode_config,
                                         model_config, run_tokenizer, validate)
 
@@ -119,8 +119,8 @@ class RunSetup(SetupBase):
 
 def check_config(config: ConfigDict) -> None:
   """Bad values, and fields no code reads (typos, dead fields; `orchestra.train.resolve`),
-  end in a `ConfigValueError` naming them. Writes nothing."""
-  validate(config)
+  end in a `ConfigValueError` naming them, as does a missing field. Writes nothing."""
+  validate(ReadTracker(config))
   unread = unread_fields(config)
   if unread:
     raise ConfigValueError(unread_message(config, unread))
@@ -129,8 +129,13 @@ def check_config(config: ConfigDict) -> None:
 def build_setup(config: ConfigDict, workdir: str):
   """The run's setup for `config.env.name` (see the module docstring), after `check_config`."""
   check_config(config)
-  if config.env.get("name", "toolscale_mini") == "tau2_domain":
+  env_name = config.env.get("name", "toolscale_mini")
+  if env_name == "tau2_domain":
     return build_domain_setup(config, workdir)
+  if env_name == "qa":
+    raise ConfigValueError("config.env.name='qa': training and preference evaluation on QA "
+                           "files are not implemented yet (QA benchmarks: launch/eval.py "
+                           "--benchmark); `launch/train.py --dry_run` plans such a run")
   env = ToolScaleMini(seed=config.env.seed, n_entities=config.env.n_entities,
                       n_tasks=config.env.n_tasks)
   real_tools = {"answer": build_tool({"type": "answer"})}

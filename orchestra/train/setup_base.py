@@ -11,17 +11,25 @@ import dataclasses
 import os
 import random
 
+import jax
 import numpy as np
 from ml_collections import ConfigDict
 
 from orchestra.agent.chat_format import IM_END
 from orchestra.agent.episode import EpisodeConfig, Trajectory
 from orchestra.envs import default_experts
-from orchestra.models.config import DecoderConfig
-from orchestra.rl.update import PolicyLossConfig
+from orchestra.envs.qa import BENCHMARKS
+from orchestra.models.config import DecoderConfig, RopeConfig
+from orchestra.rl.update import OptimizerConfig, PolicyLossConfig
+from orchestra.sharding.mesh import MeshError, resolve_mesh_shape
 
-ENVS = ("toolscale_mini", "tau2_domain")
+ENVS = ("toolscale_mini", "tau2_domain", "qa")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_norm")
+DTYPES = ("float32", "bfloat16")
+ROLLOUT_ENGINES = ("jax", "http")
+QA_TOOLS = ("local_search", "web_search", "code_interpreter")    # + config.tools.llm experts
+
+
 @dataclasses.dataclass
 class Rollout:
   """One graded episode: the trajectory and whether the task was solved."""
@@ -32,6 +40,21 @@ class Rollout:
 def policy_loss_config(config: ConfigDict) -> PolicyLossConfig:
   """`config.rl.loss` as the loss's dataclass, at the sampler's temperature."""
   return PolicyLossConfig(**config.rl.loss.to_dict(), temperature=config.episode.temperature)
+
+
+def optimizer_config(config: ConfigDict, stage: str) -> OptimizerConfig:
+  """The optimizer of one stage, from its config subtree (the one place it is built).
+
+    "sft"    sft.learning_rate, linear warmup over sft.warmup_steps, cosine to 0 at sft.steps
+    "rl"     rl.learning_rate, linear warmup over rl.warmup_steps, then constant
+    "value"  PPO's critic: rl.value_learning_rate with rl's warmup, then constant
+  """
+  if stage == "sft":
+    return OptimizerConfig(learning_rate=config.sft.learning_rate,
+                           warmup_steps=config.sft.warmup_steps, schedule="cosine",
+                           total_steps=config.sft.steps)
+  rate = {"rl": "learning_rate", "value": "value_learning_rate"}[stage]
+  return OptimizerConfig(learning_rate=config.rl[rate], warmup_steps=config.rl.warmup_steps)
 
 
 def episode_config(config: ConfigDict) -> EpisodeConfig:
@@ -49,6 +72,14 @@ class ConfigValueError(ValueError):
 
 def validate(config: ConfigDict) -> None:
   """Checks the fields a typo or a bad override would break, naming the field."""
+  _validate_preferences(config)
+  _validate_counts(config)
+  _validate_rl(config)
+  _validate_model(config)
+  _validate_env_and_tools(config)
+
+
+def _validate_preferences(config: ConfigDict) -> None:
   n = len(config.tools.names) + 3
   for name, vector in config.preferences.items():
     if len(vector) != n:
@@ -60,16 +91,18 @@ def validate(config: ConfigDict) -> None:
     if unknown:
       raise ConfigValueError(f"config.{field} names {unknown}, not in config.preferences "
                              f"({sorted(config.preferences)})")
-  positive = {"sft.batch_size": config.sft.batch_size, "rl.tasks_per_step": config.rl.tasks_per_step,
-              "rl.group_size": config.rl.group_size, "episode.max_turns": config.episode.max_turns,
+
+
+def _validate_counts(config: ConfigDict) -> None:
+  positive = {"rl.tasks_per_step": config.rl.tasks_per_step,
+              "rl.group_size": config.rl.group_size, "rl.micro_batches": config.rl.micro_batches,
+              "episode.max_turns": config.episode.max_turns,
               "episode.turn_tokens": config.episode.turn_tokens}
+  if config.sft.steps > 0:
+    positive["sft.batch_size"] = config.sft.batch_size
   for field, value in positive.items():
     if value < 1:
       raise ConfigValueError(f"config.{field}={value} must be >= 1")
-  for field in ("sft.learning_rate", "rl.learning_rate", "rl.value_learning_rate"):
-    stage, key = field.split(".")
-    if not config[stage][key] > 0:
-      raise ConfigValueError(f"config.{field}={config[stage][key]} must be > 0")
   for field in ("sft.steps", "rl.total_steps"):
     stage, key = field.split(".")
     if config[stage][key] < 0:
@@ -78,21 +111,46 @@ def validate(config: ConfigDict) -> None:
     raise ConfigValueError(f"config.episode.temperature={config.episode.temperature} must be "
                            "> 0: RL samples rollouts and scores log-probs at that temperature "
                            "(greedy decoding is config.eval.temperature)")
+
+
+def _validate_rl(config: ConfigDict) -> None:
+  stages = (("sft", "sft"),) if config.sft.steps > 0 else ()
+  stages += (("rl", "rl"), ("value", "rl")) if config.rl.algorithm == "ppo" else (("rl", "rl"),)
+  for stage, field in stages:
+    try:
+      optimizer_config(config, stage)
+    except ValueError as e:
+      raise ConfigValueError(f"config.{field} ({stage} optimizer): {e}") from None
   try:
     policy_loss_config(config)
   except (TypeError, ValueError) as e:
     raise ConfigValueError(f"config.rl.loss: {e}") from None
-  if config.rl.micro_batches < 1:
-    raise ConfigValueError(f"config.rl.micro_batches={config.rl.micro_batches} must be >= 1")
-  if config.rl.aggregation not in AGGREGATIONS:
-    raise ConfigValueError(f"config.rl.aggregation={config.rl.aggregation!r}: expected one of "
-                           f"{AGGREGATIONS}")
-  if config.rl.algorithm not in ("grpo", "rloo", "ppo"):
-    raise ConfigValueError(f"config.rl.algorithm={config.rl.algorithm!r}: "
-                           "expected grpo, rloo or ppo")
-  if config.rl.invalid_format not in ("zero", "drop"):
-    raise ConfigValueError(f"config.rl.invalid_format={config.rl.invalid_format!r}: "
-                           "expected zero or drop")
+  choices = {"aggregation": AGGREGATIONS, "algorithm": ("grpo", "rloo", "ppo"),
+             "invalid_format": ("zero", "drop")}
+  for field, allowed in choices.items():
+    if config.rl[field] not in allowed:
+      raise ConfigValueError(f"config.rl.{field}={config.rl[field]!r}: expected one of {allowed}")
+
+
+def _validate_model(config: ConfigDict) -> None:
+  if config.model.dtype not in DTYPES:
+    raise ConfigValueError(f"config.model.dtype={config.model.dtype!r}: expected one of {DTYPES}")
+  try:
+    resolve_mesh_shape(config.mesh.shape, config.mesh.num_devices or jax.device_count())
+  except MeshError as e:
+    raise ConfigValueError(f"config.mesh: {e}") from None
+  r = config.rollout
+  choices = {"engine": ROLLOUT_ENGINES}
+  if r.engine == "http":
+    choices.update(server=("vllm", "orchestra"), weight_sync=("disk",))
+    if not r.urls:
+      raise ConfigValueError("config.rollout.urls is empty: give the rollout servers' URLs")
+  for field, allowed in choices.items():
+    if r[field] not in allowed:
+      raise ConfigValueError(f"config.rollout.{field}={r[field]!r}: expected one of {allowed}")
+
+
+def _validate_env_and_tools(config: ConfigDict) -> None:
   env = config.env.get("name", "toolscale_mini")
   if env not in ENVS:
     raise ConfigValueError(f"config.env.name={env!r}: expected one of {ENVS}")
@@ -100,11 +158,37 @@ def validate(config: ConfigDict) -> None:
     for field in ("expert_demo_fraction", "preferred_expert_fraction"):
       if not 0 <= config.sft[field] <= 1:
         raise ConfigValueError(f"config.sft.{field}={config.sft[field]} must be in [0, 1]")
-    unknown_tools = [t for t in config.tools.names
-                     if t not in ("code_interpreter", "local_search")
-                     and t not in {e.name for e in default_experts(0)}]
-    if unknown_tools:
-      raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}")
+    known = {"code_interpreter", "local_search"} | {e.name for e in default_experts(0)}
+  elif env == "qa":
+    if config.env.benchmark not in BENCHMARKS:
+      raise ConfigValueError(f"config.env.benchmark={config.env.benchmark!r}: expected one of "
+                             f"{BENCHMARKS}")
+    known = set(QA_TOOLS) | set(config.tools.llm)
+  else:
+    return                              # tau2 domains: orchestra.train.domain_setup checks
+  unknown_tools = [t for t in config.tools.names if t not in known]
+  if unknown_tools:
+    raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}; "
+                           f"expected some of {sorted(known)}")
+
+
+def check_runnable(config: ConfigDict) -> None:
+  """What `--dry_run` can plan but training cannot run yet refuses a real launch, naming it."""
+  not_yet = {
+      "rollout.engine": (config.rollout.engine != "jax", "rollouts on servers"),
+      "model.init_from": (bool(config.model.init_from), "a Hugging Face starting policy"),
+      "model.dtype": (config.model.dtype != "float32", "training in bfloat16"),
+      "env.name": (config.env.get("name") == "qa", "training on QA files"),
+      "mesh.num_devices": (config.mesh.num_devices != 1, "training on a device mesh"),
+  }
+  for field, (refused, what) in not_yet.items():
+    if refused:
+      value = config
+      for key in field.split("."):
+        value = value[key]
+      raise ConfigValueError(f"config.{field}={value!r}: {what} is not implemented in the "
+                             "training loop yet; `--dry_run` validates this config and plans "
+                             "the run")
 
 
 class SetupBase:
@@ -121,14 +205,22 @@ class SetupBase:
     return np.asarray(self.config.preferences[name], np.float64)
 
 
-def model_config(config: ConfigDict, tokenizer) -> DecoderConfig:
-  """The Qwen3-shaped decoder of `config.model` over the run's tokenizer."""
+def model_config(config: ConfigDict, tokenizer=None) -> DecoderConfig:
+  """The Qwen3-shaped decoder `config.model` describes (the one place it is built).
+
+  With the run's own `tokenizer`, its size is the vocabulary and `<|im_end|>` the end of
+  turn; without one (a Hugging Face starting policy's shape, or a dry run),
+  `config.model.vocab_size` is taken as it is.
+  """
   m = config.model
+  vocab = m.vocab_size if tokenizer is None else len(tokenizer)
+  eos = None if tokenizer is None else tokenizer.convert_tokens_to_ids(IM_END)
   return DecoderConfig(
-      "qwen3", vocab_size=len(tokenizer), hidden_size=m.hidden_size,
+      "qwen3", vocab_size=vocab, hidden_size=m.hidden_size,
       intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
-      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, qk_norm=True,
-      eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=0)
+      num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, rope=RopeConfig(theta=m.rope_theta),
+      tie_word_embeddings=m.tie_word_embeddings, qk_norm=True, eos_token_id=eos,
+      pad_token_id=None if tokenizer is None else 0)
 
 
 def run_tokenizer(setup, path: str):

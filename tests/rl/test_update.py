@@ -1,5 +1,7 @@
 """GRPO/PPO update steps on a tiny Qwen3: learning, exact accumulation, sharding."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,5 +173,16 @@ def test_schedules():
                                       total_steps=10, end_lr_ratio=0.1))
   assert float(cos(0)) == pytest.approx(1.0) and float(cos(10)) == pytest.approx(0.1)
   assert float(cos(5)) == pytest.approx(0.1 + 0.9 * 0.5)
-  with pytest.raises(ValueError, match="schedule 'linear'"):
-    make_schedule(OptimizerConfig(schedule="linear"))
+  with pytest.raises(ValueError, match="schedule='linear'"):
+    OptimizerConfig(schedule="linear")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("learning_rate", -1e-3, "learning_rate=-0.001 must be > 0"),
+    ("learning_rate", 0.0, "learning_rate=0.0 must be > 0"),
+    ("warmup_steps", -1, "warmup_steps=-1"),
+    ("end_lr_ratio", 2.0, "end_lr_ratio=2.0 must be in"),
+    ("max_grad_norm", 0.0, "max_grad_norm=0.0 must be > 0")])
+def test_optimizer_config_validates_itself_naming_the_field(field, value, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    OptimizerConfig(**{field: value})

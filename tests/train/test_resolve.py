@@ -10,6 +10,8 @@ import pytest
 from data_paths import TAU2, require_data
 
 from orchestra.train.resolve import ReadTracker, resolved_run, unread_fields, unread_message
+from orchestra.train.setup import check_config
+from orchestra.train.setup_base import ConfigValueError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -23,9 +25,32 @@ def load(name):
   return module.get_config()
 
 
-@pytest.mark.parametrize("name", ["tiny_cpu", "tau2_retail_cpu"])
+@pytest.mark.parametrize("name", ["tiny_cpu", "tau2_retail_cpu", "qwen3_8b_grpo",
+                                  "qwen3_1p7b_grpo"])
 def test_every_field_of_the_shipped_configs_is_read(name):
   assert unread_fields(load(name)) == []
+
+
+def test_all_configs_share_one_schema():
+  """The paper configs are tiny_cpu's schema with other values (and their env's fields)."""
+  tiny = load("tiny_cpu")
+  for name in ("qwen3_8b_grpo", "qwen3_1p7b_grpo"):
+    paper = load(name)
+    assert sorted(paper.keys()) == sorted(tiny.keys()), name
+    for subtree in ("model", "mesh", "episode", "checkpoint", "eval"):
+      assert sorted(paper[subtree].keys()) == sorted(tiny[subtree].keys()), (name, subtree)
+    assert set(paper.rl.keys()) <= set(tiny.rl.keys())            # minus PPO-only fields
+
+
+def test_server_fields_with_the_in_process_engine_are_unread():
+  config = load("tiny_cpu")
+  config.rollout.urls = ("http://127.0.0.1:8000",)       # only read when engine = "http"
+  assert unread_fields(config) == ["rollout.urls"]
+  config.rollout.engine = "http"
+  with pytest.raises(ConfigValueError, match="config.rollout.server is missing"):
+    check_config(config)                 # the server fields are now needed
+  config.rollout.update(load("qwen3_8b_grpo").rollout)
+  assert unread_fields(config) == []
 
 
 def test_a_field_no_code_reads_is_named_with_the_nearest_valid_ones():

@@ -1,0 +1,186 @@
+"""`launch/train.py --dry_run`: check a config, build what it names, plan the run; train nothing.
+
+Every config goes through the same steps:
+  1. (`check_config`, before: bad values and fields no code reads, named.)
+  2. The decoder. A run with its own tokenizer (toolscale_mini, tau2 domains) builds its
+     setup in the workdir (tokenizer, search index), which gives the decoder; a run that
+     starts from a Hugging Face policy takes `config.model`, checked field by field against
+     `model.init_from`'s config.json when that folder exists.
+  3. The plan, with abstract shapes (`nnx.eval_shape`: no memory is allocated): parameter
+     count, parameter bytes per device over `config.mesh`, the optimizer state's size.
+  4. QA runs build their tools; runs with rollout servers build the client and print the
+     command each server is started with.
+  5. What a real launch still needs (API keys, index, checkpoint, data) is listed, not hidden.
+Printed as readable lines, then the resolved run with its plan as one JSON object on the
+last line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AbstractMesh, AxisType
+from ml_collections import ConfigDict
+
+from orchestra.models import CausalLM, DecoderConfig
+from orchestra.rl.update import make_optimizer
+from orchestra.sharding import MESH_AXES, default_rules, logical_to_spec, resolve_mesh_shape
+from orchestra.train.resolve import resolved_run
+from orchestra.train.setup import build_setup
+from orchestra.train.setup_base import ConfigValueError, model_config, optimizer_config
+
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                "num_kv_heads", "head_dim", "tie_word_embeddings")
+
+
+def dry_run(config: ConfigDict, workdir: str | None = None) -> str:
+  """The dry run's report (see the module docstring) for a config that passed `check_config`.
+
+  Raises `ConfigValueError` for what only building reveals (e.g. a shape that differs
+  from `model.init_from`'s).
+  """
+  lines, needs = [], []
+  with _workdir(workdir) as folder:
+    decoder = _decoder(config, folder, lines, needs)
+  plan = memory_plan(decoder, config)
+  lines.append(f"model: {decoder.num_params / 1e6:,.2f}M params ({config.model.dtype}); mesh "
+               f"{plan['mesh']} over {plan['num_devices']} devices: "
+               f"{plan['param_gib_per_device']:.2f} GiB of params per device")
+  lines.append(f"optimizer: AdamW state {plan['optimizer_gib']:.2f} GiB in total "
+               f"(/{plan['num_devices']} when sharded like the params)")
+  if config.env.get("name") == "qa":
+    lines.append(f"tools: {', '.join(_qa_tools(config, needs))}")
+  if config.rollout.engine == "http":
+    lines.append(_rollout_servers(config))
+  lines.append("missing for a real launch: " + ("; ".join(needs) if needs else "nothing"))
+  run = resolved_run(config, decoder)
+  run.update(plan=plan, missing_for_a_real_launch=needs)
+  lines.append(json.dumps(run, default=str))
+  return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _workdir(workdir: str | None):
+  """The run folder, or a temporary one that is removed afterwards."""
+  if workdir:
+    yield workdir
+    return
+  with tempfile.TemporaryDirectory(prefix="orchestra-dry-run-") as folder:
+    yield folder
+
+
+def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str]
+             ) -> DecoderConfig:
+  if not config.model.init_from and config.env.get("name") != "qa":
+    setup = build_setup(config, workdir)
+    lines.append(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
+                 f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
+    return setup.model_config
+  decoder = model_config(config)
+  init_from = config.model.init_from
+  if init_from and os.path.isfile(os.path.join(init_from, "config.json")):
+    check_init_from(config, DecoderConfig.from_hf_dir(init_from))
+  else:
+    needs.append(f"model.init_from={init_from!r}: a Hugging Face folder with config.json "
+                 "(CHECKPOINT_PATH)")
+  if config.env.get("name") == "qa" and not os.path.isfile(config.env.data):
+    needs.append(f"env.data={config.env.data!r}: the training questions (TRAIN_DATA)")
+  return decoder
+
+
+def check_init_from(config: ConfigDict, hf: DecoderConfig) -> None:
+  """`config.model` must describe the checkpoint it starts from; names each field that differs."""
+  mine = model_config(config)
+  differ = [f"config.model.{f}={getattr(mine, f)!r} but {config.model.init_from}/config.json "
+            f"has {getattr(hf, f)!r}" for f in SHAPE_FIELDS if getattr(mine, f) != getattr(hf, f)]
+  if mine.rope.theta != hf.rope.theta:
+    differ.append(f"config.model.rope_theta={mine.rope.theta} but the checkpoint has "
+                  f"{hf.rope.theta}")
+  if differ:
+    raise ConfigValueError("; ".join(differ))
+
+
+def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
+  """Parameter count and bytes per device over `config.mesh`, and the AdamW state's size."""
+  dtype = {"bfloat16": jax.numpy.bfloat16, "float32": jax.numpy.float32}[config.model.dtype]
+  abstract = nnx.eval_shape(lambda: CausalLM(decoder, param_dtype=dtype, dtype=dtype,
+                                             remat=config.model.remat, rngs=nnx.Rngs(0)))
+  params = nnx.state(abstract, nnx.Param)
+  num_devices = config.mesh.num_devices or jax.device_count()
+  shape = resolve_mesh_shape(config.mesh.shape, num_devices)
+  mesh = AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+  rules, per_device = default_rules(), 0
+  for _, v in nnx.to_flat_state(params):
+    spec = logical_to_spec(v.get_metadata().get("logical_axes"), v.shape, mesh, rules)
+    split = [math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
+             if ax else 1 for ax in spec] + [1] * (len(v.shape) - len(spec))
+    per_device += math.prod(s // k for s, k in zip(v.shape, split, strict=True))
+  optimizer = make_optimizer(optimizer_config(config, "rl"))
+  opt_shapes = jax.eval_shape(optimizer.init, params)
+  opt_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(opt_shapes))
+  return {"num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
+          "mesh": dict(zip(MESH_AXES, shape)), "num_devices": num_devices,
+          "param_gib_per_device": per_device * np.dtype(dtype).itemsize / 2**30,
+          "optimizer_gib": opt_bytes / 2**30}
+
+
+def _qa_tools(config: ConfigDict, needs: list[str]) -> list[str]:
+  """Builds each tool of `config.tools.names` (and `answer`); returns their names."""
+  from orchestra.tools import ToolConfigError, build_tool
+  t = config.tools
+  built = {"answer": build_tool({"type": "answer"})}
+  key_vars = {spec.get("api_key_env") for spec in t.llm.values()} - {None, ""}
+  key_vars |= {"TAVILY_API_KEY"} if "web_search" in t.names else set()
+  with _placeholder_env(sorted(key_vars)) as missing:
+    needs += [f"{name} (API key)" for name in missing]
+    for name in t.names:
+      if name == "local_search" and not os.path.isfile(os.path.join(t.index_dir, "meta.json")):
+        needs.append(f"tools.index_dir={t.index_dir!r}: a search index from "
+                     "launch/build_index.py (INDEX_DIR)")
+        continue
+      spec = {"local_search": {"type": "local_search", "index_dir": t.index_dir,
+                               "top_k": t.search_top_k},
+              "code_interpreter": {"type": "code_interpreter", "timeout_s": t.code_timeout_s},
+              "web_search": {"type": "web_search"}}.get(name)
+      try:
+        built[name] = build_tool(spec or {"type": "llm", "name": name, **t.llm[name].to_dict()})
+      except ToolConfigError as e:
+        if name != "web_search":
+          raise ConfigValueError(f"config.tools ({name}): {e}") from None
+        needs.append(str(e))             # an optional package the launch machine installs
+  return sorted(built)
+
+
+@contextlib.contextmanager
+def _placeholder_env(names):
+  """Temporarily sets missing variables so constructors run; restores the environment."""
+  added = [n for n in names if not os.environ.get(n)]
+  os.environ.update({n: "dry-run-placeholder" for n in added})
+  try:
+    yield added
+  finally:
+    for n in added:
+      del os.environ[n]
+
+
+def _rollout_servers(config: ConfigDict) -> str:
+  """The rollout client over `rollout.urls` and the command each vLLM server runs."""
+  from orchestra.engines.http_engine import HTTPEngine, vllm_serve_command
+  r = config.rollout
+  engine = HTTPEngine(r.urls, r.served_model_name)
+  if r.server != "vllm":
+    return f"rollouts: {len(engine.base_urls)} launch/serve.py server(s) at {list(r.urls)}"
+  argv, env = vllm_serve_command(config.model.init_from or "<model.init_from>",
+                                 tensor_parallel_size=r.tensor_parallel_size,
+                                 served_model_name=r.served_model_name,
+                                 max_model_len=config.episode.max_total_tokens)
+  return (f"rollouts: {len(engine.base_urls)} vLLM server(s), each started as: "
+          f"{' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(argv)}; weights synced "
+          f"by {r.weight_sync} through {r.sync_dir}")

@@ -1,0 +1,92 @@
+"""The dry run's checks that need no subprocess: the runnable check, init_from shapes, one
+optimizer builder, the memory plan."""
+
+import importlib.util
+import os
+
+import pytest
+
+from orchestra.models import DecoderConfig, RopeConfig
+from orchestra.train.dry_run import check_init_from, memory_plan
+from orchestra.train.setup_base import (ConfigValueError, check_runnable, model_config,
+                                        optimizer_config, validate)
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_the_offline_default_is_runnable():
+  check_runnable(load("tiny_cpu"))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rollout.engine", "http"), ("model.init_from", "/ckpt/Qwen3-8B"),
+    ("model.dtype", "bfloat16"), ("mesh.num_devices", 8)])
+def test_what_the_loop_cannot_run_yet_is_refused_by_name(field, value):
+  config = load("tiny_cpu")
+  subtree, key = field.split(".")
+  config[subtree][key] = value
+  with pytest.raises(ConfigValueError, match=f"config.{field}={value!r}: .* not implemented"):
+    check_runnable(config)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("rollout.engine", "grpc", "config.rollout.engine='grpc'"),
+    ("model.dtype", "float8", "config.model.dtype='float8'"),
+    ("mesh.shape", (2, -1, -1), "config.mesh: mesh shape (2, -1, -1)"),
+])
+def test_bad_model_mesh_and_rollout_values_name_the_field(field, value, message):
+  config = load("qwen3_8b_grpo")
+  subtree, key = field.split(".")
+  config[subtree][key] = value
+  with pytest.raises(ConfigValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(config)
+
+
+def test_an_unknown_qa_tool_is_named():
+  config = load("qwen3_8b_grpo")
+  config.tools.names = config.tools.names[:-1] + ("oracle",)
+  with pytest.raises(ConfigValueError, match=r"unknown tools \['oracle'\]"):
+    validate(config)
+
+
+def test_init_from_must_have_the_configured_shape():
+  config = load("qwen3_1p7b_grpo")
+  config.model.init_from = "/ckpt/Qwen3-1.7B"
+  same = model_config(config)
+  check_init_from(config, same)                               # no error
+  other = DecoderConfig("qwen3", vocab_size=151_936, hidden_size=4096, intermediate_size=6144,
+                        num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128,
+                        tie_word_embeddings=True, rope=RopeConfig(theta=1e6), qk_norm=True)
+  with pytest.raises(ConfigValueError,
+                     match="config.model.hidden_size=2048 but /ckpt/Qwen3-1.7B/config.json has 4096"):
+    check_init_from(config, other)
+
+
+def test_one_builder_gives_each_stage_its_optimizer():
+  config = load("tiny_cpu")
+  sft, rl, value = (optimizer_config(config, s) for s in ("sft", "rl", "value"))
+  assert (sft.schedule, sft.total_steps, sft.learning_rate) == ("cosine", config.sft.steps,
+                                                                config.sft.learning_rate)
+  assert (rl.schedule, rl.learning_rate, rl.warmup_steps) == ("constant", config.rl.learning_rate,
+                                                              config.rl.warmup_steps)
+  assert value.learning_rate == config.rl.value_learning_rate
+
+
+def test_memory_plan_divides_the_parameters_over_the_mesh():
+  config = load("qwen3_1p7b_grpo")
+  one = memory_plan(model_config(config), config)
+  config.mesh.num_devices = 8
+  eight = memory_plan(model_config(config), config)
+  assert one["num_params"] == eight["num_params"] == model_config(config).num_params
+  assert eight["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert eight["param_gib_per_device"] == pytest.approx(one["param_gib_per_device"] / 8, rel=0.01)
+  # AdamW mu and nu in the parameters' dtype: twice the parameter bytes
+  assert one["optimizer_gib"] == pytest.approx(2 * one["param_gib_per_device"], rel=0.01)
