@@ -75,7 +75,14 @@ class ChatError(RuntimeError):
 
 
 class JudgeConfigError(ValueError):
-  """A judge or endpoint setting that cannot work (e.g. a missing API key); names the fix."""
+  """A judge or endpoint setting that cannot work (e.g. a missing API key); names the fix.
+
+  `setting`: the `ChatEndpoint` argument at fault (base_url, model, api_key_env, ...), if one.
+  """
+
+  def __init__(self, message: str, setting: str | None = None):
+    super().__init__(message)
+    self.setting = setting
 
 
 @dataclasses.dataclass
@@ -108,20 +115,20 @@ class ChatEndpoint:
                transport: httpx.AsyncBaseTransport | None = None):
     if not base_url or not base_url.startswith(("http://", "https://")):
       raise JudgeConfigError(f"base_url {base_url!r} must start with http:// or https:// "
-                             "(the endpoint root including /v1)")
+                             "(the endpoint root including /v1)", "base_url")
     if not model:
-      raise JudgeConfigError("a model name is required for the chat endpoint")
+      raise JudgeConfigError("a model name is required for the chat endpoint", "model")
     for field, value in (("price_in_per_1m", price_in_per_1m),
                          ("price_out_per_1m", price_out_per_1m)):
       if not isinstance(value, (int, float)) or value < 0:
-        raise JudgeConfigError(f"{field} must be a number >= 0, got {value!r}")
+        raise JudgeConfigError(f"{field} must be a number >= 0, got {value!r}", field)
     headers = {}
     if api_key_env:
       key = os.environ.get(api_key_env)
       if not key:
         raise JudgeConfigError(f"environment variable {api_key_env} (the API key of {base_url}) "
                                "is not set; export it, or leave the key setting empty for an "
-                               "open local server")
+                               "open local server", "api_key_env")
       headers["Authorization"] = f"Bearer {key}"
     self.base_url, self.model = base_url.rstrip("/"), model
     self.url = self.base_url + "/chat/completions"

@@ -34,6 +34,10 @@ from typing import Any
 
 from absl import app
 
+from orchestra.eval.qa_settings import (JUDGE_PREFIX, BenchmarkError, JudgeSpec,
+                                        OrchestratorSpec, RunSettings)
+from orchestra.eval.settings_flags import from_flags
+
 
 def _fail(message: str) -> None:
   """Ends the command with one line on stderr and exit status 1 (no traceback)."""
@@ -43,32 +47,21 @@ def _fail(message: str) -> None:
 
 def _orchestrator_spec(FLAGS):
   """The OrchestratorSpec the flags describe, or None when no endpoint is given (dry runs)."""
-  from orchestra.eval.benchmark import OrchestratorSpec
   if not FLAGS.base_url and not FLAGS.model:
     return None
-  return OrchestratorSpec(
-      kind=FLAGS.orchestrator, base_url=FLAGS.base_url or "", model=FLAGS.model or "",
-      api_key_env=FLAGS.api_key_env or None, tokenizer_dir=FLAGS.tokenizer,
-      price_in_per_1m=FLAGS.price_in, price_out_per_1m=FLAGS.price_out,
-      max_tokens=FLAGS.max_tokens, temperature=FLAGS.temperature, label=FLAGS.label or "")
+  return from_flags(OrchestratorSpec, FLAGS)
 
 
 def _judge_spec(FLAGS):
-  from orchestra.eval.benchmark import JudgeSpec
   if not FLAGS.judge_base_url and not FLAGS.judge_model:
     return None
   if not FLAGS.judge_base_url or not FLAGS.judge_model:
     raise app.UsageError("an LLM judge needs both --judge_base_url and --judge_model")
-  temperature = None if FLAGS.judge_temperature < 0 else FLAGS.judge_temperature
-  return JudgeSpec(base_url=FLAGS.judge_base_url, model=FLAGS.judge_model,
-                   api_key_env=FLAGS.judge_api_key_env or None,
-                   price_in_per_1m=FLAGS.judge_price_in, price_out_per_1m=FLAGS.judge_price_out,
-                   max_tokens=FLAGS.judge_max_tokens, temperature=temperature,
-                   cache_dir=FLAGS.judge_cache or None)
+  return from_flags(JudgeSpec, FLAGS, JUDGE_PREFIX)
 
 
 def _tool_specs(FLAGS, kind: str | None) -> list[dict[str, Any]]:
-  from orchestra.eval.benchmark import load_tool_config, simple_tool_specs
+  from orchestra.eval.qa_tools import load_tool_config, simple_tool_specs
   if kind == "no_tools":
     if FLAGS.tools or FLAGS.tool_config:
       raise app.UsageError("--orchestrator=no_tools runs without tools; drop --tools and "
@@ -99,7 +92,7 @@ def _check_numbers(FLAGS) -> None:
 
 def _fresh_start(out_dir: str) -> None:
   """--noresume: moves an earlier run's results and pin aside (nothing is deleted)."""
-  from orchestra.eval.benchmark import RESULTS_FILE, RUN_FILE
+  from orchestra.eval.results_store import RESULTS_FILE, RUN_FILE
   stamp = time.strftime("%Y%m%d-%H%M%S")
   for name in (RESULTS_FILE, RUN_FILE):
     path = os.path.join(out_dir, name)
@@ -112,10 +105,9 @@ def main(FLAGS) -> int:
   """Runs (or dry-runs) the QA benchmark FLAGS.benchmark; returns the exit status."""
   logging.getLogger("faiss").setLevel(logging.WARNING)   # its loader logs every CPU probe
   from orchestra.envs.qa import QADataError, load_benchmark
-  from orchestra.eval.benchmark import (BenchmarkError, RunSettings, build_orchestrator,
-                                        build_tools, chat_endpoint, dry_run_summary,
-                                        run_benchmark, select_items)
-  from orchestra.eval.judge import JudgeConfigError
+  from orchestra.eval.orchestrators import build_orchestrator, chat_endpoint
+  from orchestra.eval.qa_run import dry_run_summary, run_benchmark, select_items
+  from orchestra.eval.qa_tools import build_tools
   if not FLAGS.data:
     raise app.UsageError(f"--benchmark={FLAGS.benchmark} needs --data, the benchmark file "
                          "(a JSON array or JSON Lines)")
@@ -131,9 +123,7 @@ def main(FLAGS) -> int:
 
   spec = _orchestrator_spec(FLAGS)
   judge = _judge_spec(FLAGS)
-  settings = RunSettings(max_turns=FLAGS.max_turns, max_total_tokens=FLAGS.max_total_tokens,
-                         tool_timeout_s=FLAGS.tool_timeout_s, concurrency=FLAGS.concurrency,
-                         seed=FLAGS.seed)
+  settings = from_flags(RunSettings, FLAGS)
   try:
     tools = build_tools(_tool_specs(FLAGS, FLAGS.orchestrator),
                         with_answer=FLAGS.orchestrator != "no_tools")
@@ -142,7 +132,7 @@ def main(FLAGS) -> int:
         orchestrator = build_orchestrator(spec, tools, settings)
         asyncio.run(orchestrator.aclose())
       if judge is not None:                # checks URL and key; no cache folder is made
-        chat_endpoint(judge, "judge")
+        chat_endpoint(judge, JUDGE_PREFIX)
       summary = dry_run_summary(FLAGS.benchmark, qa_set, items, tools, spec, judge)
       print(json.dumps(summary, ensure_ascii=False))
       return 0
@@ -161,7 +151,7 @@ def main(FLAGS) -> int:
     counts, summary, paths = asyncio.run(run_benchmark(
         FLAGS.benchmark, qa_set, items, spec, tools, settings, FLAGS.out, judge,
         regrade_only=FLAGS.regrade, progress=progress))
-  except (BenchmarkError, JudgeConfigError) as e:
+  except BenchmarkError as e:
     _fail(str(e))
   with open(paths["md"], encoding="utf-8") as f:
     print(f.read())

@@ -1,6 +1,6 @@
 """Benchmark reports: accuracy with a 95% interval, cost, latency, tool calls, categories.
 
-`summarize(records, setup)` turns the per-item records of `orchestra.eval.benchmark` into one
+`summarize(records, setup)` turns the per-item records of `orchestra.eval.qa_records` into one
 report dict (written as report.json and report.md); `comparison_markdown` and
 `plot_accuracy_vs_cost` put several reports side by side, paper style (one row per
 orchestrator, one column per benchmark, cost in US cents and latency in minutes per task,

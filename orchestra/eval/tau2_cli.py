@@ -25,34 +25,59 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any
 
 from absl import app
 
-FLAG_DEFAULTS = {
-    "domain": None, "split": None, "task_ids": None, "num_tasks": 0, "replay_gold": False,
-    "num_trials": 1, "max_steps": 100, "max_errors": 10, "tau2_concurrency": 4,
-    "agent_url": None, "agent_model": None, "agent_api_key_env": None, "agent_price_in": 0.0,
-    "agent_price_out": 0.0, "agent_max_tokens": None, "agent_temperature": 0.0,
-    "user_url": None, "user_model": None, "user_api_key_env": None, "user_price_in": 0.0,
-    "user_price_out": 0.0, "user_max_tokens": None, "user_temperature": 0.0,
-    "tau2_judge_url": None, "tau2_judge_model": None, "tau2_judge_api_key_env": None,
-    "tau2_judge_cache": None, "expert_url": None, "expert_model": None,
-    "expert_api_key_env": None, "expert_price_in": 0.0, "expert_price_out": 0.0,
-    "data": None, "out": None, "dry_run": False,
-}
+from orchestra.eval.settings_flags import from_flags, setting
 
 
-def _flag(flags_obj: Any, name: str) -> Any:
-  """A flag's value, or its default when the flag is not defined (e.g. a trimmed launcher)."""
-  try:
-    return getattr(flags_obj, name)
-  except AttributeError:
-    return FLAG_DEFAULTS[name]
+@dataclasses.dataclass(frozen=True)
+class Tau2Settings:
+  """The tau2 flags of `launch/eval.py`, each defined here once (flag name = field name).
+
+  The benchmark-wide --data, --out and --dry_run are read from FLAGS directly.
+  """
+  domain: str | None = setting(         # the keys of orchestra.envs.domains.DOMAINS (a slow import)
+      None, "tau2: the domain to run", choices=("airline", "retail"))
+  split: str | None = setting(None, "tau2: a split of split_tasks.json (train, test, base); "
+                              "default: every task")
+  task_ids: list[str] | None = setting(None, "tau2: only these task ids")
+  num_tasks: int = setting(0, "tau2: only the first N selected tasks (0: all)")
+  replay_gold: bool = setting(False, "tau2: replay the gold actions, write one JSON line per "
+                              "task to --out")
+  num_trials: int = setting(1, "tau2: episodes per task (pass^k for k <= this)")
+  max_steps: int = setting(100, "tau2: messages per episode before it is cut")
+  max_errors: int = setting(10, "tau2: failed tool calls per episode before it is cut")
+  tau2_concurrency: int = setting(4, "tau2: episodes in flight at once")
+  agent_url: str | None = setting(None, "tau2: agent (orchestrator) endpoint, .../v1")
+  agent_model: str | None = setting(None, "tau2: agent model name")
+  agent_api_key_env: str | None = setting(None, "tau2: env variable with the agent's API key")
+  agent_price_in: float = setting(0.0, "tau2: agent USD per 1M prompt tokens")
+  agent_price_out: float = setting(0.0, "tau2: agent USD per 1M completion tokens")
+  agent_max_tokens: int | None = setting(None, "tau2: agent tokens per reply")
+  agent_temperature: float = setting(0.0, "tau2: agent temperature")
+  user_url: str | None = setting(None, "tau2: user simulator endpoint (default: the agent's)")
+  user_model: str | None = setting(None, "tau2: user simulator model (default: the agent's)")
+  user_api_key_env: str | None = setting(None, "tau2: env variable with the user model's key")
+  user_price_in: float = setting(0.0, "tau2: user simulator USD per 1M prompt tokens")
+  user_price_out: float = setting(0.0, "tau2: user simulator USD per 1M completion tokens")
+  user_max_tokens: int | None = setting(None, "tau2: user simulator tokens per reply")
+  user_temperature: float = setting(0.0, "tau2: user simulator temperature")
+  tau2_judge_url: str | None = setting(None, "tau2: NL-assertion judge endpoint, .../v1 "
+                                       "(default: --judge_base_url)")
+  tau2_judge_model: str | None = setting(None, "tau2: NL-assertion judge model (default: "
+                                         "--judge_model)")
+  tau2_judge_api_key_env: str | None = setting(None, "tau2: env variable with the judge's key")
+  tau2_judge_cache: str | None = setting(None, "tau2: folder caching judge replies")
+  expert_url: str | None = setting(None, "tau2: endpoint of the optional call_expert tool")
+  expert_model: str | None = setting(None, "tau2: call_expert model")
+  expert_api_key_env: str | None = setting(None, "tau2: env variable with the expert's key")
+  expert_price_in: float = setting(0.0, "tau2: call_expert USD per 1M prompt tokens")
+  expert_price_out: float = setting(0.0, "tau2: call_expert USD per 1M completion tokens")
 
 
 def select_tasks(domain, split: str | None, task_ids: list[str] | None, num_tasks: int):
@@ -110,19 +135,15 @@ def summarize(domain_name: str, results: list[dict], num_trials: int) -> dict:
 
 
 def _endpoint(kind: str, url: str | None, model: str | None, api_key_env: str | None,
-              price_in: float, price_out: float):
-  from orchestra.eval.judge import ChatEndpoint, JudgeConfigError
-  if not url or not model:
-    raise app.UsageError(f"--{kind}_url and --{kind}_model are required (an OpenAI-compatible "
-                         "endpoint root including /v1, and the model name it serves)")
-  if api_key_env and not os.environ.get(api_key_env):
-    raise app.UsageError(f"--{kind}_api_key_env={api_key_env}: that environment variable is "
-                         "not set (export the key, or drop the flag for an open local server)")
+              price_in: float = 0.0, price_out: float = 0.0):
+  """The chat endpoint of the --<kind>_* flags; a bad setting is a UsageError naming its flag."""
+  from orchestra.eval.endpoints import EndpointSpec, endpoint_from_spec, setting_names
+  from orchestra.eval.judge import JudgeConfigError
   try:
-    return ChatEndpoint(url, model, api_key_env=api_key_env, price_in_per_1m=price_in,
-                        price_out_per_1m=price_out)
+    return endpoint_from_spec(EndpointSpec(url, model, api_key_env, price_in, price_out),
+                              setting_names(f"--{kind}_"))
   except JudgeConfigError as e:
-    raise app.UsageError(f"--{kind}_*: {e}") from None
+    raise app.UsageError(str(e)) from None
 
 
 async def run_evaluation(domain, tasks, *, agent_factory, user_factory, extra_tools=(),
@@ -160,76 +181,77 @@ async def run_evaluation(domain, tasks, *, agent_factory, user_factory, extra_to
 def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
   """Entry point called by launch/eval.py for --benchmark tau2."""
   from orchestra.envs.domains import DOMAINS, load_domain
-  f = lambda name: _flag(FLAGS, name)  # noqa: E731
-  if not f("domain"):
+  args = from_flags(Tau2Settings, FLAGS)
+  data, out = FLAGS.data, FLAGS.out
+  if not args.domain:
     raise app.UsageError(f"--domain is required for --benchmark tau2 ({'|'.join(DOMAINS)})")
-  if not f("data"):
+  if not data:
     raise app.UsageError("--data is required: the tau2 data folder (e.g. ../shared/data/tau2)")
   try:
-    domain = load_domain(f("domain"), f("data"))
+    domain = load_domain(args.domain, data)
   except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(f"--data={f('data')}: {e}") from None
-  tasks = select_tasks(domain, f("split"), f("task_ids"), f("num_tasks"))
-  if f("dry_run"):
+    raise app.UsageError(f"--data={data}: {e}") from None
+  tasks = select_tasks(domain, args.split, args.task_ids, args.num_tasks)
+  if FLAGS.dry_run:
     print(json.dumps({"domain": domain.name, "tasks": len(tasks), "all_tasks": len(domain.tasks),
                       "splits": {k: len(v) for k, v in domain.splits.items()},
                       "tools": len(domain.tool_schemas()),
                       "initial_db_hash": domain.initial_db_hash()}))
     return
 
-  if f("replay_gold"):
+  if args.replay_gold:
     from orchestra.envs.domains.replay import replay_gold
-    if not f("out"):
+    if not out:
       raise app.UsageError("--replay_gold needs --out FILE (one JSON line per task)")
     rows = [replay_gold(domain, task) for task in tasks]
-    write_jsonl(f("out"), rows)
+    write_jsonl(out, rows)
     errors = sum(a["error"] for r in rows for a in r["actions"])
     print(f"replayed {len(rows)} {domain.name} tasks ({errors} gold actions raised); "
-          f"wrote {f('out')}")
+          f"wrote {out}")
     return
 
-  num_trials = int(f("num_trials"))
+  num_trials = int(args.num_trials)
   if num_trials < 1:
     raise app.UsageError(f"--num_trials must be >= 1, got {num_trials}")
-  if int(f("max_steps")) < 2:
-    raise app.UsageError(f"--max_steps must be >= 2, got {f('max_steps')}")
+  if int(args.max_steps) < 2:
+    raise app.UsageError(f"--max_steps must be >= 2, got {args.max_steps}")
   from orchestra.envs.domains.conversation import LLMAgent, LLMUser, load_user_guidelines
-  agent_ep = _endpoint("agent", f("agent_url"), f("agent_model"), f("agent_api_key_env"),
-                       f("agent_price_in"), f("agent_price_out"))
-  user_ep = _endpoint("user", f("user_url") or f("agent_url"),
-                      f("user_model") or f("agent_model"),
-                      f("user_api_key_env") if f("user_url") else f("agent_api_key_env"),
-                      f("user_price_in"), f("user_price_out"))
+  agent_ep = _endpoint("agent", args.agent_url, args.agent_model, args.agent_api_key_env,
+                       args.agent_price_in, args.agent_price_out)
+  user_ep = _endpoint("user", args.user_url or args.agent_url,
+                      args.user_model or args.agent_model,
+                      args.user_api_key_env if args.user_url else args.agent_api_key_env,
+                      args.user_price_in, args.user_price_out)
   try:
-    guidelines = load_user_guidelines(f("data"))
+    guidelines = load_user_guidelines(data)
   except FileNotFoundError as e:
     raise app.UsageError(str(e)) from None
   judge = nl_judge = None
   # The judge defaults to the QA section's --judge_* flags when those exist and are set.
-  judge_url = f("tau2_judge_url") or getattr(FLAGS, "judge_base_url", None)
-  judge_model = f("tau2_judge_model") or getattr(FLAGS, "judge_model", None)
-  judge_key = f("tau2_judge_api_key_env") or getattr(FLAGS, "judge_api_key_env", None)
+  judge_url = args.tau2_judge_url or getattr(FLAGS, "judge_base_url", None)
+  judge_model = args.tau2_judge_model or getattr(FLAGS, "judge_model", None)
+  judge_key = args.tau2_judge_api_key_env or getattr(FLAGS, "judge_api_key_env", None)
   if judge_url or judge_model:
     from orchestra.eval.judge import Judge
     from orchestra.eval.tau2_judge import make_nl_judge
     judge = Judge(_endpoint("tau2_judge", judge_url, judge_model, judge_key, 0.0, 0.0),
-                  f("tau2_judge_cache"))
+                  args.tau2_judge_cache)
     nl_judge = make_nl_judge(judge)
   elif any("NL_ASSERTION" in (t.evaluation_criteria.reward_basis if t.evaluation_criteria
                               else []) and t.evaluation_criteria.nl_assertions for t in tasks):
     print("warning: no --tau2_judge_url/--tau2_judge_model: NL assertions are not evaluated "
           "(counted in nl_not_evaluated; scores are not comparable with tau2-Bench)")
   extra_tools = []
-  if f("expert_url") or f("expert_model"):
+  if args.expert_url or args.expert_model:
     from orchestra.tools.base import ToolConfigError
     from orchestra.tools.llm import LLMTool
-    if not (f("expert_url") and f("expert_model")):
+    if not (args.expert_url and args.expert_model):
       raise app.UsageError("--expert_url and --expert_model go together (the call_expert tool)")
     try:
       extra_tools.append(LLMTool(
-          "call_expert", f("expert_model"), f("expert_url"),
-          api_key_env=f("expert_api_key_env"), price_in_per_1m=f("expert_price_in"),
-          price_out_per_1m=f("expert_price_out"),
+          "call_expert", args.expert_model, args.expert_url,
+          api_key_env=args.expert_api_key_env, price_in_per_1m=args.expert_price_in,
+          price_out_per_1m=args.expert_price_out,
           description="Ask a stronger expert language model for advice; returns its reply."))
     except ToolConfigError as e:
       raise app.UsageError(str(e)) from None
@@ -244,13 +266,13 @@ def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
     try:
       return await run_evaluation(
           domain, tasks,
-          agent_factory=lambda: LLMAgent(agent_ep, max_tokens=f("agent_max_tokens"),
-                                         temperature=f("agent_temperature")),
-          user_factory=lambda: LLMUser(user_ep, guidelines, max_tokens=f("user_max_tokens"),
-                                       temperature=f("user_temperature")),
+          agent_factory=lambda: LLMAgent(agent_ep, max_tokens=args.agent_max_tokens,
+                                         temperature=args.agent_temperature),
+          user_factory=lambda: LLMUser(user_ep, guidelines, max_tokens=args.user_max_tokens,
+                                       temperature=args.user_temperature),
           extra_tools=extra_tools, nl_judge=nl_judge, num_trials=num_trials,
-          max_steps=int(f("max_steps")), max_errors=int(f("max_errors")),
-          concurrency=int(f("tau2_concurrency")), progress=progress)
+          max_steps=int(args.max_steps), max_errors=int(args.max_errors),
+          concurrency=int(args.tau2_concurrency), progress=progress)
     finally:
       for ep in (agent_ep, user_ep):
         await ep.aclose()
@@ -259,8 +281,8 @@ def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
 
   rows = asyncio.run(go())
   summary = summarize(domain.name, rows, num_trials)
-  if f("out"):
-    write_jsonl(f("out"), rows)
-    with open(f("out") + ".summary.json", "w") as fh:
+  if out:
+    write_jsonl(out, rows)
+    with open(out + ".summary.json", "w") as fh:
       json.dump(summary, fh, indent=2)
   print(json.dumps(summary, indent=2))

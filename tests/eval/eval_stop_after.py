@@ -14,12 +14,12 @@ import sys
 
 from stop_point import halt
 
-from orchestra.eval import benchmark
+from orchestra.eval import results_store
 
 EVAL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "launch", "eval.py")
 STOP_AFTER = int(sys.argv[1])
-_append = benchmark.ResultsStore.append
+_append = results_store.ResultsStore.append
 _count = 0
 
 
@@ -31,6 +31,6 @@ def append_then_stop(self, record):
     halt(f"STOPPED AFTER {_count} RESULTS")
 
 
-benchmark.ResultsStore.append = append_then_stop
+results_store.ResultsStore.append = append_then_stop
 sys.argv = [EVAL, *sys.argv[2:]]
 runpy.run_path(EVAL, run_name="__main__")

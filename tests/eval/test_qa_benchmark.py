@@ -7,10 +7,12 @@ import httpx
 import pytest
 
 from orchestra.envs.qa import EXACT, NUMERIC, QAItem
-from orchestra.eval.benchmark import (BenchmarkError, ChatOrchestrator, OrchestratorSpec,
-                                      Outcome, ResultsStore, RunSettings, build_tools,
-                                      load_tool_config, messages_for, pin_run, regrade,
-                                      run_items, select_items, simple_tool_specs)
+from orchestra.eval.orchestrators import ChatOrchestrator, Outcome
+from orchestra.eval.qa_prompts import messages_for
+from orchestra.eval.qa_run import regrade, run_items, select_items
+from orchestra.eval.qa_settings import BenchmarkError, OrchestratorSpec, RunSettings
+from orchestra.eval.qa_tools import build_tools, load_tool_config, simple_tool_specs
+from orchestra.eval.results_store import ResultsStore, pin_run
 from orchestra.eval.judge import ChatEndpoint, Judge
 from orchestra.tools.base import Tool, ToolResult
 

@@ -131,7 +131,7 @@ def test_user_errors_are_one_clear_message(tmp_path):
        "QA_TEST_UNSET_KEY"),
       (["--data", str(data), "--dry_run", "--judge_base_url", "https://api.openai.com/v1",
         "--judge_model", "gpt-5-mini", "--judge_api_key_env", "QA_TEST_UNSET_KEY"],
-       "judge: environment variable QA_TEST_UNSET_KEY"),
+       "--judge_api_key_env: environment variable QA_TEST_UNSET_KEY"),
       (["--data", str(data), "--dry_run", "--judge_model", "gpt-5-mini"],
        "needs both --judge_base_url and --judge_model"),
       (["--data", str(data), "--orchestrator", "chat", "--base_url", "http://127.0.0.1:1/v1",
@@ -200,7 +200,8 @@ def served_policy(tmp_path_factory):
   from orchestra.agent.chat_format import IM_END, render_prompt, tool_call_text
   from orchestra.agent.tokenizer import train_tokenizer
   from orchestra.envs.qa import load_jsonl
-  from orchestra.eval.benchmark import build_tools, messages_for, simple_tool_specs
+  from orchestra.eval.qa_prompts import messages_for
+  from orchestra.eval.qa_tools import build_tools, simple_tool_specs
   from orchestra.checkpoint import save_hf
   from orchestra.tools.embedders import make_embedder
   from orchestra.tools.local_search import build_index
