@@ -7,7 +7,9 @@ system picks a free port and that line names it (how the tests start it without 
 
 The routes match vLLM's (token-id completions with logprobs, chat with tool
 calls, pause/resume/reload_weights), so the trainer and evaluators talk to it
-exactly as they talk to a vLLM server.
+exactly as they talk to a vLLM server. As with vLLM, the weight-control routes exist
+only with VLLM_SERVER_DEV_MODE=1 in the environment, and --api_key_env guards /v1
+like vLLM's --api-key. --strict refuses request fields vLLM does not know (tests).
 """
 
 import os
@@ -23,6 +25,10 @@ flags.DEFINE_string("served_model_name", None, "model name reported (default: th
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "parameter and compute dtype")
 flags.DEFINE_integer("max_batch_size", 64, "most requests decoded together")
 flags.DEFINE_integer("max_model_len", 32_768, "prompt + generated tokens per request")
+flags.DEFINE_string("api_key_env", None, "environment variable holding the key /v1 requests "
+                    "must send as `Authorization: Bearer <key>` (vLLM's --api-key)")
+flags.DEFINE_bool("strict", False, "answer 400 to request fields vLLM does not know (vLLM "
+                  "ignores them: tests use this so a payload cannot rely on one)")
 FLAGS = flags.FLAGS
 
 
@@ -50,10 +56,17 @@ def main(argv):
   name = FLAGS.served_model_name or os.path.basename(os.path.normpath(FLAGS.model_dir))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, pad_id=pad)
+  api_key = None
+  if FLAGS.api_key_env:
+    api_key = os.environ.get(FLAGS.api_key_env)
+    if not api_key:
+      raise app.UsageError(f"--api_key_env={FLAGS.api_key_env}: that variable is not set")
+  dev_mode = bool(int(os.environ.get("VLLM_SERVER_DEV_MODE", "0") or "0"))
   sock = bind(FLAGS.host, FLAGS.port)
   print(f"serving {name} on http://{FLAGS.host}:{sock.getsockname()[1]}", flush=True)
   app_ = create_app(engine, tokenizer, name, FLAGS.max_model_len, tool_call_parser=parse_turn,
-                    end_of_turn=IM_END)
+                    end_of_turn=IM_END, dev_mode=dev_mode, api_key=api_key,
+                    strict=FLAGS.strict)
   server = uvicorn.Server(uvicorn.Config(app_, log_level="warning"))
   server.run(sockets=[sock])
 

@@ -47,10 +47,12 @@ class _Output:
 @contextlib.contextmanager
 def serve(model_dir, *extra_args: str, timeout_s: float = 120.0):
   """Yields (base url without /v1, the server process) once /health answers 200."""
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  # As the trainer starts servers: weight routes on (vLLM's dev mode); strict, so a request
+  # field vLLM would silently ignore fails the test instead.
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "VLLM_SERVER_DEV_MODE": "1"}
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "serve.py"),
                            f"--model_dir={model_dir}", "--host=127.0.0.1", "--port=0",
-                           *extra_args],
+                           "--strict", *extra_args],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   output = _Output(proc.stdout)
   deadline = time.time() + timeout_s

@@ -5,9 +5,10 @@ token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids`; the
 choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
 with `--logprobs-mode processed_logprobs` so they include temperature/top-p).
 Requests go to the least-busy of several servers. Weight sync uses the disk
-path: export HF safetensors, then on every server
-`/pause?mode=wait` -> `/collective_rpc reload_weights(weights_path)` ->
-`/reset_prefix_cache` -> `/resume` (vLLM needs `VLLM_SERVER_DEV_MODE=1`).
+path: export HF safetensors, then on every server `/pause?mode=wait` ->
+`/collective_rpc reload_weights(weights_path)` -> `/reset_prefix_cache` ->
+`/update_weight_version` -> `/resume` (vLLM needs `VLLM_SERVER_DEV_MODE=1`). Each
+completion asks for `return_weight_versions` and is tagged with the version it reports.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import httpx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
+
+
+class ServerUnreachable(EngineError):
+  """A server that did not answer (connection refused or dropped after retries, a timeout)."""
+
 
 class HTTPEngine:
   """An `Engine` over one or more OpenAI/vLLM-compatible servers.
@@ -49,23 +55,50 @@ class HTTPEngine:
     self.backoff_s = backoff_s
     self.weight_version = weight_version
     self._load = dict.fromkeys(self.base_urls, 0)
+    self.down: set[str] = set()            # servers that stopped answering
+    self.failovers = 0                     # requests moved off a failed server
     self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
 
   async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
+    """One completion from the least-busy server (another one if it fails to answer)."""
+    return (await self.generate_on(None, prompt_ids, sampling))[1]
+
+  def session(self) -> "EngineSession":
+    """An engine for one episode: every turn goes to the server of its first turn (whose
+    prefix cache holds the conversation so far), and to another if that one fails."""
+    return EngineSession(self)
+
+  async def generate_on(self, preferred: str | None, prompt_ids: Sequence[int],
+                        sampling: SamplingParams) -> tuple[str, Completion]:
+    """(the server that answered, its completion): `preferred` if it is up, else the
+    least-busy server up. A server that cannot be reached (after retries) or times out is
+    marked down and the request moves on; `EngineError` when no server is left."""
     payload = {"model": self.model, "prompt": [int(t) for t in prompt_ids],
                "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
                "top_p": sampling.top_p, "top_k": sampling.top_k or -1, "n": 1,
                "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False,
                "stop_token_ids": list(sampling.stop_token_ids),
-               "include_stop_str_in_output": False}
+               "include_stop_str_in_output": False, "return_weight_versions": True}
     if sampling.seed is not None:
       payload["seed"] = sampling.seed
-    url = min(self._load, key=self._load.get)          # least requests in flight
-    self._load[url] += 1
-    try:
-      body = await self._post(url, "/v1/completions", json=payload)
-    finally:
-      self._load[url] -= 1
+    failures = []
+    while True:
+      up = [u for u in self.base_urls if u not in self.down]
+      if not up:
+        raise EngineError("no rollout server left: " + "; ".join(failures or sorted(self.down)))
+      url = preferred if preferred in up else min(up, key=self._load.get)   # least in flight
+      self._load[url] += 1
+      try:
+        body = await self._post(url, "/v1/completions", json=payload)
+        return url, self._completion(url, body)
+      except ServerUnreachable as e:
+        self.down.add(url)
+        self.failovers += 1
+        failures.append(str(e))
+      finally:
+        self._load[url] -= 1
+
+  def _completion(self, url: str, body: dict) -> Completion:
     try:
       choice = body["choices"][0]
       token_ids = [int(t) for t in choice["token_ids"]]
@@ -76,10 +109,34 @@ class HTTPEngine:
     if len(token_ids) != len(logprobs):
       raise EngineError(f"{url}: {len(token_ids)} token ids but {len(logprobs)} logprobs")
     return Completion(token_ids, logprobs, choice.get("finish_reason") or "length",
-                      int(choice.get("weight_version", self.weight_version)))
+                      self._version(choice))
+
+  def _version(self, choice: dict) -> int:
+    """The weight version of a choice: its first `weight_versions` span (vLLM >= 0.33;
+    weights change only while a server is paused, so there is one), else the version this
+    client last synced (older servers do not report it)."""
+    spans = choice.get("weight_versions") or []
+    try:
+      return int(spans[0]["version"]) if spans else self.weight_version
+    except (KeyError, TypeError, ValueError):
+      raise EngineError(f"weight_versions {spans!r}: expected [{{'version': '<step>', ...}}] "
+                        "as set by this trainer's /update_weight_version") from None
+
+  def set_servers(self, base_urls: Sequence[str]) -> None:
+    """Replaces the server list (e.g. after restarting a dead server on a new port)."""
+    self.base_urls = [u.rstrip("/") for u in base_urls]
+    self._load = {u: self._load.get(u, 0) for u in self.base_urls}
+    self.down = {u for u in self.down if u in self._load}
 
   async def update_weights(self, source, version: int) -> None:
-    """Reloads every server from `source`, an exported HF folder readable by the servers."""
+    """Every server, concurrently, reloads `source` (an exported HF folder they can read)
+    and reports `version` from then on:
+
+      POST /pause?mode=wait -> /collective_rpc reload_weights(weights_path) ->
+      /reset_prefix_cache -> /update_weight_version {"new_version": "<version>"} -> /resume
+
+    (vLLM 0.33's routes and payloads; they need VLLM_SERVER_DEV_MODE=1 on the server.)
+    """
     if not isinstance(source, (str, os.PathLike)):
       raise TypeError("HTTP engines reload from an exported HF folder path; "
                       "export params with orchestra.checkpoint.save_hf first")
@@ -89,13 +146,13 @@ class HTTPEngine:
       await self._post(url, "/pause", params={"mode": "wait"})
       try:
         await self._post(url, "/collective_rpc", json={
-            "method": "reload_weights",
-            "kwargs": {"weights_path": path, "weight_version": int(version)}})
+            "method": "reload_weights", "kwargs": {"weights_path": path}})
         await self._post(url, "/reset_prefix_cache")
+        await self._post(url, "/update_weight_version", json={"new_version": str(int(version))})
       finally:
         await self._post(url, "/resume")
 
-    await asyncio.gather(*(reload(u) for u in self.base_urls))
+    await asyncio.gather(*(reload(u) for u in self.base_urls if u not in self.down))
     self.weight_version = int(version)
 
   async def _post(self, url: str, route: str, **kwargs):
@@ -105,7 +162,7 @@ class HTTPEngine:
       response = await post_with_retries(self._client, url + route, max_retries=self.max_retries,
                                          backoff_s=self.backoff_s, retry_status=(), **kwargs)
     except RequestFailed as e:
-      raise EngineError(f"{url}{route}: server {e.reason}") from None
+      raise ServerUnreachable(f"{url}{route}: server {e.reason}") from None
     if response.status_code >= 400:
       raise EngineError(f"{url}{route}: {describe_error(response, self._client.headers)}")
     return response.json() if response.content else {}
@@ -128,3 +185,14 @@ def vllm_serve_command(model_dir: str, *, port: int = 8000, served_model_name: s
   if max_model_len:
     argv += ["--max-model-len", str(max_model_len)]
   return argv, {"VLLM_SERVER_DEV_MODE": "1"}
+
+
+class EngineSession:
+  """`HTTPEngine.session()`: the engine of one episode, pinned to one server while it is up."""
+
+  def __init__(self, engine: HTTPEngine):
+    self.engine, self.server = engine, None
+
+  async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
+    self.server, completion = await self.engine.generate_on(self.server, prompt_ids, sampling)
+    return completion

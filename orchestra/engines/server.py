@@ -1,19 +1,26 @@
 """An OpenAI-compatible HTTP server over an engine, speaking vLLM's RL dialect.
 
-Routes (the subset of vLLM's API the trainer and evaluators use):
+Routes (the subset of vLLM 0.33's API the trainer and evaluators use):
   GET  /health, /v1/models
   POST /v1/completions        token-id or text prompts; `return_token_ids` adds
                               `token_ids` and `prompt_token_ids` to each choice;
-                              `logprobs: 0` returns `logprobs.token_logprobs`
+                              `logprobs: 0` returns `logprobs.token_logprobs`;
+                              `return_weight_versions` adds each choice's `weight_versions`
+                              spans ([{"version": "7", "start": 0, "end": n}])
   POST /v1/chat/completions   `tools` rendered by the chat template, `<tool_call>`
                               blocks parsed into `message.tool_calls` (hermes style)
+Weight control, as vLLM only with `dev_mode` (its `VLLM_SERVER_DEV_MODE=1`):
   POST /pause?mode=wait|keep|abort, POST /resume, GET /is_paused
   POST /reset_prefix_cache    accepted for parity (this engine keeps no prefix cache)
-  POST /collective_rpc        {"method": "reload_weights", "kwargs": {"weights_path": DIR}}
-  GET  /weight_version        extension: the current weight version
-Each choice also reports the `weight_version` that produced it (as vLLM 0.33
-does with `return_weight_versions`). A malformed request (body, field, pause mode,
-reload folder) is answered 400 with a detail that names what is wrong, never a 500.
+  POST /collective_rpc        {"method": "reload_weights", "kwargs": {"weights_path": DIR}};
+                              other kwargs fail as vLLM's worker fails them (500)
+  POST /update_weight_version {"new_version": "7"} (here: an integer, the trainer's step)
+  GET  /weight_info           {"weight_version": "7"}
+With an `api_key`, /v1 routes need `Authorization: Bearer <key>` (401 otherwise), as
+vLLM's `--api-key`. With `strict`, request fields vLLM does not know are a 400 (vLLM
+ignores them silently, so a payload relying on one would do nothing there); tests run
+strict. A malformed request (body, field, pause mode, reload folder) is answered 400 with
+a detail that names what is wrong.
 """
 
 from __future__ import annotations
@@ -173,27 +180,35 @@ class ServerState:
 
 
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
-               tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str) -> FastAPI:
+               tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str,
+               dev_mode: bool = True, api_key: str | None = None,
+               strict: bool = False) -> FastAPI:
   """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
 
   The chat format is the caller's: `end_of_turn` is the token that closes an assistant
   turn (e.g. "<|im_end|>"), and `tool_call_parser(text, tool_names)` returns an object
   with `.content` (text outside the calls) and `.calls` (each with `.name`, `.arguments`),
   e.g. `orchestra.agent.parser.parse_turn`. The engine layer parses nothing itself.
-  Each route is a function of (`ServerState`, request body) below.
+  `dev_mode` adds the weight-control routes, `api_key` guards /v1, `strict` refuses
+  fields vLLM does not know (module docstring). Each route is a function of
+  (`ServerState`, request body) below.
   """
   state = ServerState(engine, tokenizer, model_name, max_model_len, tool_call_parser,
                       end_of_turn)
   app = FastAPI(title="orchestra serve")
+  if api_key:
+    _require_key(app, api_key)
 
-  def post(path: str, handler):
+  def post(path: str, handler, known: frozenset[str] | None = None):
     async def route(request: Request):
-      return await handler(state, await _json_object(request))
+      body = await _json_object(request)
+      if strict and known is not None:
+        _check_known(body, known, path)
+      return await handler(state, body)
     app.post(path)(route)
 
-  post("/v1/completions", completions)
-  post("/v1/chat/completions", chat_completions)
-  post("/collective_rpc", collective_rpc)
+  post("/v1/completions", completions, COMPLETION_FIELDS)
+  post("/v1/chat/completions", chat_completions, CHAT_FIELDS)
 
   @app.get("/health")
   async def health():
@@ -205,8 +220,18 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
                                         "created": state.created, "owned_by": "orchestra",
                                         "max_model_len": max_model_len}]}
 
+  if dev_mode:
+    _weight_routes(app, state, post)
+  return app
+
+
+def _weight_routes(app: FastAPI, state: ServerState, post) -> None:
+  """vLLM's dev/RL routes (behind VLLM_SERVER_DEV_MODE there, `dev_mode` here)."""
+  post("/collective_rpc", collective_rpc)
+  post("/update_weight_version", update_weight_version)
+
   @app.post("/pause")
-  async def pause(mode: str = "wait"):
+  async def pause(mode: str = "abort"):
     return await _pause(state.gate, mode)
 
   @app.post("/resume")
@@ -220,13 +245,46 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
 
   @app.post("/reset_prefix_cache")
   async def reset_prefix_cache():
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"success": True})
 
-  @app.get("/weight_version")
-  async def weight_version():
-    return {"weight_version": engine.weight_version}
+  @app.get("/weight_info")
+  async def weight_info():
+    return {"weight_version": str(state.engine.weight_version)}
 
-  return app
+
+def _require_key(app: FastAPI, api_key: str) -> None:
+  """As vLLM's --api-key: /v1 requests without `Authorization: Bearer <key>` get 401."""
+
+  @app.middleware("http")
+  async def check_key(request: Request, call_next):
+    if request.url.path.startswith("/v1") and request.method != "OPTIONS":
+      scheme, _, key = request.headers.get("authorization", "").partition(" ")
+      if scheme.lower() != "bearer" or key != api_key:
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+    return await call_next(request)
+
+
+# Request fields vLLM 0.33 knows (its CompletionRequest / ChatCompletionRequest, the ones
+# an RL or evaluation client sends); `strict` refuses others.
+_COMMON = frozenset({
+    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
+    "stop_token_ids", "stream", "stream_options", "logprobs", "presence_penalty",
+    "frequency_penalty", "repetition_penalty", "logit_bias", "user", "min_tokens",
+    "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens",
+    "include_stop_str_in_output", "return_token_ids", "return_weight_versions",
+    "prompt_logprobs", "priority", "request_id", "truncate_prompt_tokens"})
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
+CHAT_FIELDS = _COMMON | {"messages", "tools", "tool_choice", "parallel_tool_calls",
+                         "top_logprobs", "max_completion_tokens", "response_format",
+                         "chat_template", "chat_template_kwargs", "add_generation_prompt",
+                         "continue_final_message", "documents"}
+
+
+def _check_known(body: dict, known: frozenset[str], path: str) -> None:
+  unknown = sorted(set(body) - known)
+  if unknown:
+    raise HTTPException(400, f"{path}: fields {unknown} are not in vLLM's request schema "
+                             "(vLLM would ignore them silently; strict mode refuses)")
 
 
 async def _pause(gate: "_Gate", mode: str) -> dict:
@@ -268,7 +326,7 @@ def _completion_choice(tokenizer, body: dict, index: int, c: Completion, prompt:
   choice = {"index": index, "text": tokenizer.decode(c.token_ids, skip_special_tokens=skip_special),
             "finish_reason": c.finish_reason,
             "stop_reason": c.token_ids[-1] if c.finish_reason == "stop" else None,
-            "weight_version": c.weight_version, "logprobs": None}
+            "weight_versions": _versions(body, c), "logprobs": None}
   if body.get("logprobs") is not None:
     choice["logprobs"] = {"tokens": tokenizer.convert_ids_to_tokens(c.token_ids),
                           "token_logprobs": c.logprobs, "top_logprobs": None,
@@ -277,6 +335,13 @@ def _completion_choice(tokenizer, body: dict, index: int, c: Completion, prompt:
     choice["token_ids"] = c.token_ids
     choice["prompt_token_ids"] = prompt
   return choice
+
+
+def _versions(body: dict, c: Completion) -> list[dict] | None:
+  """vLLM's per-choice `weight_versions` (one span: weights change only while paused)."""
+  if not body.get("return_weight_versions"):
+    return None
+  return [{"version": str(c.weight_version), "start": 0, "end": len(c.token_ids)}]
 
 
 async def chat_completions(state: ServerState, body: dict) -> dict:
@@ -292,7 +357,7 @@ async def chat_completions(state: ServerState, body: dict) -> dict:
   c = await state.generate(prompt_ids, _sampling(body, default_max=512,
                                                  extra_stops=state.stop_ids))
   choice = {"index": 0, **_chat_message(state, body, tools, c),
-            "weight_version": c.weight_version, "logprobs": None}
+            "weight_versions": _versions(body, c), "logprobs": None}
   if body.get("logprobs"):
     tokens = state.tokenizer.convert_ids_to_tokens(c.token_ids)
     choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": None,
@@ -327,25 +392,44 @@ def _chat_message(state: ServerState, body: dict, tools, c: Completion) -> dict:
   return {"message": message, "finish_reason": finish}
 
 
+RELOAD_KWARGS = ("weights_path", "weights_iterator", "is_checkpoint_format")   # vLLM 0.33
+
+
 async def collective_rpc(state: ServerState, body: dict) -> dict:
-  """POST /collective_rpc: only `reload_weights` (kwargs.weights_path, an HF folder)."""
+  """POST /collective_rpc: only `reload_weights(weights_path=DIR)`, an HF folder.
+
+  The weight version does not change (vLLM sets it with /update_weight_version); a kwarg
+  vLLM's `reload_weights` does not take fails with vLLM's 500, not silently.
+  """
   if body.get("method") != "reload_weights":
     raise HTTPException(400, f"method {body.get('method')!r} is not supported; "
                              "only reload_weights")
   kwargs = body.get("kwargs") or {}
   if not isinstance(kwargs, dict):
     raise HTTPException(400, f"kwargs must be an object, got {type(kwargs).__name__}")
+  unexpected = sorted(set(kwargs) - set(RELOAD_KWARGS))
+  if unexpected:
+    raise HTTPException(500, "Call to collective_rpc method failed: reload_weights() got an "
+                             f"unexpected keyword argument {unexpected[0]!r}")
   path = kwargs.get("weights_path")
   if not path or not isinstance(path, str):
-    raise HTTPException(400, "reload_weights needs kwargs.weights_path (an HF folder)")
+    raise HTTPException(400, "reload_weights needs kwargs.weights_path (an HF folder) here")
   engine = state.engine
-  version = _number(kwargs, "weight_version", int, engine.weight_version + 1, lambda v: v >= 0,
-                    "an integer >= 0", where="kwargs.")
   try:
-    await engine.update_weights(path, version)
+    await engine.update_weights(path, engine.weight_version)
   except Exception as e:  # noqa: BLE001 - report a bad folder to the trainer
     raise HTTPException(400, f"reload_weights from {path} failed: {e}") from None
-  return {"results": [None], "weight_version": version}
+  return {"results": [None]}
+
+
+async def update_weight_version(state: ServerState, body: dict) -> dict:
+  """POST /update_weight_version {"new_version": "7"}: the version later choices report."""
+  version = body.get("new_version")
+  if not isinstance(version, str) or not version.isdigit():
+    raise HTTPException(400, f"new_version must be a string of digits here (the trainer's "
+                             f"step), got {version!r}")
+  state.engine.weight_version = int(version)
+  return {"success": True, "new_version": version}
 
 
 def _prompts(prompt, tokenizer) -> list[list[int]]:

@@ -70,7 +70,8 @@ class FakeServer:
         self.in_flight -= 1
       status = self.errors.get(path.split("?")[0], 200)
       answer = ({"choices": [{"token_ids": [7, 8], "logprobs": {"token_logprobs": [-0.5, -0.25]},
-                              "finish_reason": "length", "weight_version": 3}]}
+                              "finish_reason": "length",
+                              "weight_versions": [{"version": "3", "start": 0, "end": 2}]}]}
                 if status == 200 else {"error": "model overloaded"})
       payload = json.dumps(answer).encode()
       writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
@@ -215,31 +216,59 @@ def test_requests_avoid_a_busy_server_until_it_is_free():
   assert [x - y for x, y in zip(after, during, strict=True)] == [1, 1, 1]
 
 
-def test_a_failed_request_frees_its_slot_on_the_server():
-  """A failed request must stop counting as in flight, or its server is shunned for good.
-
-  Four concurrent requests split 2/2; the dead server's two fail while the live one holds
-  its two. Two more then both go to the dead server (0 in flight < 2); had the failures
-  kept their slots (2 = 2), the two would split 1/1.
-  """
+def test_requests_on_a_dead_server_move_to_a_live_one_and_free_their_slots():
+  """Four concurrent requests split 2/2 over a dead and a live server; the dead one's two
+  move to the live one (none is lost), it is marked down, and no slot stays counted."""
   async def main():
-    async with FakeServer(drop_first=100) as dead, FakeServer(held=True) as live:
+    async with FakeServer(drop_first=100) as dead, FakeServer() as live:
       engine = HTTPEngine([dead.url, live.url], "m", max_retries=0)
       try:
-        first = [asyncio.create_task(engine.generate([1], GREEDY)) for _ in range(4)]
-        await until(lambda: sum(t.done() for t in first) == 2 and live.in_flight == 2,
-                    "two requests failed on the dead server, two held on the live one")
-        then = [asyncio.create_task(engine.generate([2], GREEDY)) for _ in range(2)]
-        await until(lambda: len(dead.requests) + live.in_flight == 6, "all six requests sent")
-        live.release.set()
-        outcomes = await asyncio.gather(*first, *then, return_exceptions=True)
+        outcomes = await asyncio.gather(*(engine.generate([1], GREEDY) for _ in range(4)))
+        after = await engine.generate([2], GREEDY)          # goes straight to the live one
       finally:
         await engine.aclose()
-      return len(dead.requests), live.completions, outcomes
+      return len(dead.requests), live.completions, outcomes, engine, dead.url
 
-  dead_requests, live_requests, outcomes = asyncio.run(main())
-  assert (dead_requests, live_requests) == (4, 2)
-  assert sum(isinstance(o, EngineError) for o in outcomes) == 4
+  dead_requests, live_requests, outcomes, engine, dead_url = asyncio.run(main())
+  assert all(o.token_ids == [7, 8] for o in outcomes)
+  assert (dead_requests, live_requests) == (2, 5)
+  assert engine.down == {dead_url} and engine.failovers == 2
+  assert set(engine._load.values()) == {0}
+
+
+def test_no_server_left_is_one_engine_error_naming_why(sleeps):
+  async def main():
+    async with FakeServer(drop_first=100) as a, FakeServer(drop_first=100) as b:
+      engine = HTTPEngine([a.url, b.url], "m", max_retries=1, backoff_s=0.1)
+      try:
+        with pytest.raises(EngineError, match="no rollout server left: .*unreachable after 2 tries"):
+          await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+      return len(a.requests) + len(b.requests)
+
+  assert asyncio.run(main()) == 4                      # 2 tries on each server, then done
+
+
+def test_an_episode_session_stays_on_its_server():
+  """Every turn of one episode goes to the server of its first turn, though the other is
+  less busy; requests outside the session still go to the least busy."""
+  async def main():
+    async with FakeServer() as a, FakeServer() as b:
+      engine = HTTPEngine([a.url, b.url], "m")
+      try:
+        session = engine.session()
+        await session.generate([1], GREEDY)               # both idle: the first server
+        engine._load[a.url] += 5                           # now a is the busier one
+        for _ in range(3):
+          await session.generate([1, 2], GREEDY)
+        await engine.generate([3], GREEDY)
+      finally:
+        await engine.aclose()
+      return session.server, a.url, a.completions, b.completions
+
+  pinned, a_url, on_a, on_b = asyncio.run(main())
+  assert pinned == a_url and (on_a, on_b) == (4, 1)
 
 
 def test_update_weights_walks_every_server_through_vllms_reload_routes():
@@ -258,9 +287,9 @@ def test_update_weights_walks_every_server_through_vllms_reload_routes():
     assert server_requests == [
         ("POST", "/pause?mode=wait", None),
         ("POST", "/collective_rpc", {"method": "reload_weights",
-                                     "kwargs": {"weights_path": "/ckpt/step_7",
-                                                "weight_version": 7}}),
+                                     "kwargs": {"weights_path": "/ckpt/step_7"}}),
         ("POST", "/reset_prefix_cache", None),
+        ("POST", "/update_weight_version", {"new_version": "7"}),
         ("POST", "/resume", None)]
 
 

@@ -122,7 +122,7 @@ def test_http_engine_generates_and_reloads_weights(server):
   other_dir = save_hf(other, server["root"] / "other")
   prompt = server["prompt_ids"]
   greedy = SamplingParams(max_tokens=8, temperature=0.0)
-  start_version = httpx.get(server["url"] + "/weight_version").json()["weight_version"]
+  start_version = int(httpx.get(server["url"] + "/weight_info").json()["weight_version"])
 
   async def main():
     engine = HTTPEngine([server["url"]], "tool-caller", weight_version=start_version)
@@ -131,7 +131,7 @@ def test_http_engine_generates_and_reloads_weights(server):
       await engine.update_weights(other_dir, version=start_version + 1)
       after = await engine.generate(prompt, greedy)
       paused = httpx.get(server["url"] + "/is_paused").json()["is_paused"]
-      version = httpx.get(server["url"] + "/weight_version").json()["weight_version"]
+      version = int(httpx.get(server["url"] + "/weight_info").json()["weight_version"])
     finally:   # the shared server goes back to the fitted weights for the other tests
       await engine.update_weights(server["model_dir"], version=start_version + 2)
       await engine.aclose()
@@ -427,14 +427,16 @@ def reload(client, **kwargs):
   return client.post("/collective_rpc", json={"method": "reload_weights", "kwargs": kwargs})
 
 
-@pytest.mark.parametrize("case, field", [
-    ("missing", "config.json"), ("empty", "config.json"), ("other", "do not fit"),
-    ("no_path", "kwargs.weights_path"), ("path_not_text", "kwargs.weights_path"),
-    ("bad_version", "kwargs.weight_version"), ("negative_version", "kwargs.weight_version"),
-    ("kwargs_not_object", "kwargs must be an object"), ("other_method", "method 'load_weights'"),
+@pytest.mark.parametrize("case, status, field", [
+    ("missing", 400, "config.json"), ("empty", 400, "config.json"), ("other", 400, "do not fit"),
+    ("no_path", 400, "kwargs.weights_path"), ("path_not_text", 400, "kwargs.weights_path"),
+    ("kwargs_not_object", 400, "kwargs must be an object"),
+    ("other_method", 400, "method 'load_weights'"),
+    # vLLM's reload_weights takes no version: its worker raises TypeError, answered 500
+    ("version_kwarg", 500, "unexpected keyword argument 'weight_version'"),
 ])
-def test_reload_with_a_bad_folder_or_request_is_a_400_and_keeps_the_weights(
-    tokenizer, folders, case, field):
+def test_reload_with_a_bad_folder_or_request_fails_and_keeps_the_weights(
+    tokenizer, folders, case, status, field):
   model = CausalLM(folders["cfg"], rngs=nnx.Rngs(0))
   engine = JaxEngine(model)
   bodies = {
@@ -443,8 +445,7 @@ def test_reload_with_a_bad_folder_or_request_is_a_400_and_keeps_the_weights(
       "other": {"weights_path": folders["other"]},
       "no_path": {},
       "path_not_text": {"weights_path": 5},
-      "bad_version": {"weights_path": folders["same"], "weight_version": "next"},
-      "negative_version": {"weights_path": folders["same"], "weight_version": -1},
+      "version_kwarg": {"weights_path": folders["same"], "weight_version": 4},
   }
 
   async def main():
@@ -457,28 +458,44 @@ def test_reload_with_a_bad_folder_or_request_is_a_400_and_keeps_the_weights(
             "method": "load_weights", "kwargs": {"weights_path": folders["same"]}})
       else:
         response = await reload(client, **bodies[case])
-      return response, (await client.get("/weight_version")).json()
+      return response, (await client.get("/weight_info")).json()
 
   response, version = asyncio.run(main())
-  assert response.status_code == 400, response.text
+  assert response.status_code == status, response.text
   assert field in response.json()["detail"]
-  assert engine.model is model and version == {"weight_version": 0}
+  assert engine.model is model and version == {"weight_version": "0"}
+
+
+@pytest.mark.parametrize("body", [{}, {"new_version": 7}, {"new_version": "v7"}])
+def test_update_weight_version_needs_a_string_of_digits(tokenizer, body):
+  engine = HeldEngine(released=True)
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      return await client.post("/update_weight_version", json=body)
+
+  response = asyncio.run(main())
+  assert response.status_code == 400 and "new_version" in response.text
 
 
 def test_reload_from_a_good_folder_swaps_weights_and_keeps_the_served_dtype(tokenizer, folders):
-  """The control for the 400s above; the folder (float32) is loaded as the served bfloat16."""
+  """The control for the failures above; the folder (float32) is loaded as the served
+  bfloat16; the version changes only through /update_weight_version, as in vLLM."""
   model = CausalLM(folders["cfg"], param_dtype=jnp.bfloat16, dtype=jnp.bfloat16,
                    rngs=nnx.Rngs(0))
   engine = JaxEngine(model)
 
   async def main():
     async with app_client(engine, tokenizer) as client:
-      response = await reload(client, weights_path=folders["same"], weight_version=4)
-      return response, (await client.get("/weight_version")).json()
+      response = await reload(client, weights_path=folders["same"])
+      same = (await client.get("/weight_info")).json()
+      updated = await client.post("/update_weight_version", json={"new_version": "4"})
+      return response, same, updated.json(), (await client.get("/weight_info")).json()
 
-  response, version = asyncio.run(main())
-  assert response.status_code == 200, response.text
-  assert response.json()["weight_version"] == 4 and version == {"weight_version": 4}
+  response, same, updated, version = asyncio.run(main())
+  assert response.status_code == 200 and response.json() == {"results": [None]}, response.text
+  assert same == {"weight_version": "0"} and updated == {"success": True, "new_version": "4"}
+  assert version == {"weight_version": "4"}
   assert engine.model is not model
   dtypes = {v.dtype for v in jax.tree.leaves(nnx.state(engine.model, nnx.Param))}
   assert dtypes == {jnp.dtype(jnp.bfloat16)}
@@ -527,3 +544,58 @@ def test_tokenising_a_prompt_leaves_the_event_loop_free(tokenizer, route, body):
   response = asyncio.run(main())
   assert response.status_code == 200, response.text
   assert slow.released_while_encoding[:1] == [True]
+
+
+def test_api_key_guards_v1_routes_like_vllm(tokenizer):
+  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
+                   end_of_turn=IM_END, api_key="s3cret")
+
+  async def main():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://app") as client:
+      body = {"prompt": [1, 2], "max_tokens": 2}
+      missing = await client.post("/v1/completions", json=body)
+      wrong = await client.post("/v1/completions", json=body,
+                                headers={"Authorization": "Bearer nope"})
+      right = await client.post("/v1/completions", json=body,
+                                headers={"Authorization": "bearer s3cret"})
+      health = await client.get("/health")                # not under /v1: open, as in vLLM
+      return missing, wrong, right, health
+
+  missing, wrong, right, health = asyncio.run(main())
+  assert (missing.status_code, wrong.status_code) == (401, 401)
+  assert missing.json() == {"error": "Unauthorized"}
+  assert right.status_code == 200 and health.status_code == 200
+
+
+def test_weight_routes_exist_only_in_dev_mode(tokenizer):
+  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
+                   end_of_turn=IM_END, dev_mode=False)
+
+  async def main():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://app") as client:
+      return [(await client.post(route)).status_code for route in
+              ("/pause", "/resume", "/collective_rpc", "/update_weight_version",
+               "/reset_prefix_cache")] + [(await client.get("/weight_info")).status_code]
+
+  assert asyncio.run(main()) == [404] * 6
+
+
+def test_strict_mode_refuses_fields_vllm_would_ignore_and_reports_weight_versions(tokenizer):
+  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
+                   end_of_turn=IM_END, strict=True)
+
+  async def main():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://app") as client:
+      typo = await client.post("/v1/completions", json={"prompt": [1], "max_tokens": 2,
+                                                        "return_weight_version": True})
+      good = await client.post("/v1/completions", json={"prompt": [1], "max_tokens": 2,
+                                                        "return_weight_versions": True})
+      return typo, good
+
+  typo, good = asyncio.run(main())
+  assert typo.status_code == 400 and "return_weight_version" in typo.text
+  assert good.json()["choices"][0]["weight_versions"] == [{"version": "0", "start": 0,
+                                                            "end": 2}]
