@@ -63,7 +63,8 @@ def get_config() -> ConfigDict:
   c.rollout = ConfigDict(dict(
       engine="http",                           # rollouts on servers (in-process: "jax")
       server="vllm",                           # what serves them (launch/vllm_server.py)
-      urls=("http://127.0.0.1:8000",),         # rollout servers
+      launch=0,                                # servers this run starts (0: use `urls`)
+      urls=("http://127.0.0.1:8000",),         # rollout servers someone else started
       served_model_name="policy",
       tensor_parallel_size=2,
       weight_sync="disk",                      # export to sync_dir, servers reload it

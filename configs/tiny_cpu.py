@@ -56,7 +56,15 @@ def get_config() -> ConfigDict:
       num_devices=1,                           # devices the mesh spans (0: all JAX sees)
   ))
   c.rollout = ConfigDict(dict(
-      engine="jax",                            # in-process sampler on the learner's weights
+      engine="jax",                            # "jax": in-process sampler; "http": servers
+      # With engine="http" (orchestra/train/rollouts.py):
+      server="orchestra",                      # launch/serve.py ("vllm": vllm serve, GPU)
+      launch=2,                                # servers this run starts (0: use `urls`)
+      urls=(),                                 # servers someone else started
+      served_model_name="policy",
+      tensor_parallel_size=1,                  # vLLM only
+      weight_sync="disk",                      # export to sync_dir/step_N, servers reload it
+      sync_dir="",                             # "": WORKDIR/weight_sync
   ))
   c.episode = ConfigDict(dict(
       max_turns=4,                             # policy turns per episode

@@ -8,6 +8,8 @@ Metrics go to WORKDIR/metrics.jsonl and WORKDIR/tb (TensorBoard).
 """
 
 import os
+import signal
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -57,10 +59,15 @@ def main(argv):
     logging.warning("relaunch with changed settings (logged in config_overrides.jsonl): %s",
                     ", ".join(f"{k}={new!r}" for k, (_, new) in changes.items()))
   from orchestra.checkpoint import CheckpointError
+  from orchestra.engines.server_pool import ServerLaunchError
   from orchestra.train.loop import train
+  from orchestra.train.rollouts import RolloutsFailed
+  # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: launched rollout servers are
+  # stopped and the checkpoint being written completes or is left aside.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
   try:
     metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
-  except CheckpointError as e:
+  except (CheckpointError, RolloutsFailed, ServerLaunchError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("done: %s", metrics)
   print(f"training done; checkpoints in {os.path.join(FLAGS.workdir, 'checkpoints')}. "

@@ -91,6 +91,21 @@ class EpisodeConfig:
   # is noise (a shared CPU, requests queued behind a batch), like a simulated tool's latency.
   generation_latency_per_token_s: float | None = None
 
+  def __post_init__(self):
+    problems = [f"{name}={getattr(self, name)} must be >= 1" for name in
+                ("max_turns", "max_total_tokens", "max_observation_tokens")
+                if getattr(self, name) < 1]
+    problems += [f"{name}={getattr(self, name)} must be > 0" for name in
+                 ("tool_timeout_s", "generation_timeout_s") if not getattr(self, name) > 0]
+    problems += [f"{name}={getattr(self, name)} must be >= 0" for name in
+                 ("price_in_per_1m", "price_out_per_1m") if getattr(self, name) < 0]
+    latency = self.generation_latency_per_token_s
+    if latency is not None and latency < 0:
+      problems.append(f"generation_latency_per_token_s={latency} must be >= 0 (or None: "
+                      "measured)")
+    if problems:
+      raise ValueError("; ".join(problems))
+
 
 async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[dict[str, Any]],
                       sampling: SamplingParams, config: EpisodeConfig = EpisodeConfig()

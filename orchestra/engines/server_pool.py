@@ -13,7 +13,6 @@ Server output goes to `spec.log_dir/server_<i>.log` (files: a full pipe never st
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import dataclasses
 import os
@@ -23,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import httpx
 
@@ -101,21 +101,38 @@ class LocalServer:
     self.spec, self.index = spec, index
     self.proc: subprocess.Popen | None = None
     self.url: str | None = None
+    self._url: str | None = None             # known before health (vLLM), else announced
+    self._deadline = 0.0
+    self._log_start = 0                      # where this start's output begins in the log
     self.log_path = os.path.join(spec.log_dir, f"server_{index}.log")
 
   def start(self, model_dir: str) -> str:
     """Starts the server on `model_dir` and waits until it is healthy; returns its URL."""
-    argv, extra_env, url = self.spec.command(model_dir)
+    self.launch(model_dir)
+    return self.wait_healthy()
+
+  def launch(self, model_dir: str) -> None:
+    """Starts the process. Call it from a long-lived thread: PR_SET_PDEATHSIG fires when
+    the *thread* that started the child ends."""
+    argv, extra_env, self._url = self.spec.command(model_dir)
     env = {**os.environ, **dict(self.spec.env), **extra_env}
     if self.spec.kind == "orchestra":
       env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     os.makedirs(self.spec.log_dir, exist_ok=True)
-    with open(self.log_path, "a") as log:
+    self._log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+    with open(self.log_path, "a") as log, warnings.catch_warnings():
+      # JAX warns at every fork; this child runs only prctl before exec, never JAX.
+      warnings.simplefilter("ignore", RuntimeWarning)
       self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True, preexec_fn=_die_with_parent)
     self.url = None
-    deadline = time.monotonic() + self.spec.startup_timeout_s
-    while time.monotonic() < deadline:
+    self._deadline = time.monotonic() + self.spec.startup_timeout_s
+
+  def wait_healthy(self) -> str:
+    """Waits for GET /health to answer 200; the URL. `ServerLaunchError` if it exits or
+    times out (the process is stopped then)."""
+    url = self._url
+    while time.monotonic() < self._deadline:
       url = url or self._announced_url()
       if self.proc.poll() is not None:
         raise ServerLaunchError(f"rollout server {self.index} exited with {self.proc.returncode} "
@@ -129,7 +146,9 @@ class LocalServer:
                             f"{self.spec.startup_timeout_s:.0f} s: {self.log_tail()}")
 
   def _announced_url(self) -> str | None:
+    """The URL this start announced (a restarted server appends to the same log)."""
     with open(self.log_path) as f:
+      f.seek(self._log_start)
       found = SERVING.findall(f.read())
     return found[-1] if found else None
 
@@ -175,10 +194,12 @@ class LocalServers:
     self.servers = [LocalServer(spec, i) for i in range(n)]
 
   def start(self, model_dir: str) -> list[str]:
-    """Starts every server on `model_dir` concurrently; their URLs once all are healthy."""
+    """Starts every server on `model_dir` (they load concurrently); their URLs once all
+    are healthy."""
     try:
-      with concurrent.futures.ThreadPoolExecutor(len(self.servers)) as pool:
-        return list(pool.map(lambda s: s.start(model_dir), self.servers))
+      for server in self.servers:
+        server.launch(model_dir)
+      return [server.wait_healthy() for server in self.servers]
     except BaseException:
       self.stop()
       raise

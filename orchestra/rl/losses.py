@@ -102,30 +102,41 @@ def clipped_value_loss(values_BT, old_values_BT, returns_BT, clip: float = 0.2):
   return 0.5 * jnp.maximum((values_BT - returns_BT) ** 2, (clipped - returns_BT) ** 2)
 
 
-def aggregation_weights(mask_BT, mode: str = "token_mean", norm_constant: float | None = None):
+def aggregation_weights(mask_BT, mode: str = "token_mean", norm_constant: float | None = None,
+                        totals=None):
   """Per-token weights w with  aggregate(L) = sum(L * w)  over policy tokens:
 
-      token_mean            w = m / sum(m)                                  (DAPO)
-      seq_mean_token_mean   w = m / (sum_t m_b * #rows with tokens)         (GRPO)
-      seq_sum_norm          w = m / (B * norm_constant)                     (Dr.GRPO; constant =
+      token_mean            w = m / N                                       (DAPO)
+      seq_mean_token_mean   w = m / (sum_t m_b * R)                         (GRPO)
+      seq_sum_norm          w = m / (R * norm_constant)                     (Dr.GRPO; constant =
                                                                              max response tokens)
 
-  Computing w once on the whole batch makes gradient accumulation exact: the
-  sum of micro-batch gradients of sum(L * w) equals the full-batch gradient.
+  N = policy tokens, R = rows with any (padding rows of all zeros do not count).
+  Computing w once for the whole batch makes gradient accumulation exact: the sum of
+  micro-batch gradients of sum(L * w) equals the full-batch gradient. `totals` = (N, R)
+  of a batch that spans several arrays (see `batch_totals`), else this array's own.
   """
   mask = jnp.asarray(mask_BT).astype(jnp.float32)
+  per_row = mask.sum(axis=1, keepdims=True)
+  tokens, rows = totals if totals is not None else batch_totals([mask])
   if mode == "token_mean":
-    return mask / jnp.maximum(mask.sum(), 1.0)
+    return mask / jnp.maximum(tokens, 1.0)
   if mode == "seq_mean_token_mean":
-    per_row = mask.sum(axis=1, keepdims=True)
-    rows = jnp.maximum((per_row > 0).sum(), 1.0)
-    return mask / jnp.maximum(per_row, 1.0) / rows
+    return mask / jnp.maximum(per_row, 1.0) / jnp.maximum(rows, 1.0)
   if mode == "seq_sum_norm":
     if not norm_constant:
       raise ValueError("seq_sum_norm needs norm_constant (e.g. the maximum response length)")
-    return mask / (mask.shape[0] * norm_constant)
+    return mask / (jnp.maximum(rows, 1.0) * norm_constant)
   raise ValueError(f"aggregation {mode!r}: expected 'token_mean', 'seq_mean_token_mean' "
                    "or 'seq_sum_norm'")
+
+
+def batch_totals(masks_BT) -> tuple[jax.Array, jax.Array]:
+  """(N, R) of `aggregation_weights` over several loss masks that form one batch."""
+  masks = [jnp.asarray(m).astype(jnp.float32) for m in masks_BT]
+  tokens = sum(m.sum() for m in masks)
+  rows = sum((m.sum(axis=1) > 0).sum().astype(jnp.float32) for m in masks)
+  return tokens, rows
 
 
 def aggregate(loss_BT, mask_BT, mode: str = "token_mean", norm_constant: float | None = None):

@@ -12,16 +12,17 @@ A packed batch is a dict of [B, T] arrays:
   ref_logp        float   reference-policy log-probs, needed only when kl_coef > 0
   returns, old_values     value-model batches (PPO)
 
-One `Learner.update` call applies one optimizer step: the batch is split
-into `num_micro_batches` whose gradients are summed in a `lax.scan`. Token
-weights for the loss are computed on the whole batch first, so the result
-equals the full-batch gradient exactly, whatever the aggregation mode.
+One `Learner.update` call applies one optimizer step: the batch (one array batch, or
+several of different lengths, e.g. rows bucketed by length) is split into
+`num_micro_batches` whose gradients are summed in a `lax.scan`. Token weights for the
+loss are computed on the whole batch first, so the result equals the full-batch
+gradient exactly, whatever the aggregation mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from orchestra.rl.losses import (KL_ESTIMATORS, aggregation_weights, clipped_policy_loss,
-                                 clipped_value_loss, kl_penalty, token_entropy, token_logprobs)
+from orchestra.rl.losses import (KL_ESTIMATORS, aggregation_weights, batch_totals,
+                                 clipped_policy_loss, clipped_value_loss, kl_penalty,
+                                 token_entropy, token_logprobs)
 from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
 
 Batch = dict[str, jax.Array]
@@ -239,11 +241,12 @@ class Learner:
 
     graphdef, m = self.graphdef, num_micro_batches
 
-    def step(params, opt_state, rest, batch):
+    def grads_of(params, rest, batch, totals):
+      """Summed gradients and metrics over the micro-batches of one array batch."""
       batch = dict(batch)
       mask = batch["loss_mask"]
-      batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant)
-      batch["token_weight"] = aggregation_weights(mask, "token_mean")
+      batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant, totals)
+      batch["token_weight"] = aggregation_weights(mask, "token_mean", totals=totals)
       # Micro-batch i takes rows i, i+M, i+2M, ...: every device keeps its own rows.
       micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1),
                            batch)
@@ -258,13 +261,27 @@ class Learner:
       grads, (losses, metrics) = jax.lax.scan(micro_step, zeros, micro)
       metrics = jax.tree.map(lambda x: x.sum(0), metrics)
       metrics["loss"] = losses.sum()
-      metrics["grad_norm"] = optax.tree.norm(grads)
+      return grads, metrics
+
+    def accumulate(grads, metrics, params, rest, batch, totals):
+      more, more_metrics = grads_of(params, rest, batch, totals)
+      return jax.tree.map(jnp.add, grads, more), jax.tree.map(jnp.add, metrics, more_metrics)
+
+    def apply_grads(params, opt_state, grads, metrics):
+      metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, metrics
 
-    self._step = jax.jit(step, donate_argnums=(0, 1),
-                         in_shardings=(param_shardings, opt_shardings, None, data),
-                         out_shardings=(param_shardings, opt_shardings, None))
+    self._grads = jax.jit(grads_of, in_shardings=(param_shardings, None, data, None),
+                          out_shardings=(param_shardings, None))
+    self._accumulate = jax.jit(accumulate, donate_argnums=(0,),
+                               in_shardings=(param_shardings, None, param_shardings, None,
+                                             data, None),
+                               out_shardings=(param_shardings, None))
+    self._apply_grads = jax.jit(apply_grads, donate_argnums=(0, 1),
+                                in_shardings=(param_shardings, opt_shardings, param_shardings,
+                                              None),
+                                out_shardings=(param_shardings, opt_shardings, None))
 
     def logprobs(params, rest, tokens, attention_mask, temperature):
       logits = nnx.merge(graphdef, params, rest)(tokens, attention_mask)
@@ -279,16 +296,27 @@ class Learner:
 
     self._apply = jax.jit(apply, in_shardings=(param_shardings, None, data, data))
 
-  def update(self, batch: Batch) -> dict[str, jax.Array]:
-    """One optimizer step on `batch`; returns device-side metrics (fetch them late)."""
-    b = batch["tokens"].shape[0]
-    if b % self.num_micro_batches:
-      raise ValueError(f"batch of {b} rows does not split into "
-                       f"{self.num_micro_batches} micro-batches")
+  def update(self, batch: Batch | Sequence[Batch]) -> dict[str, jax.Array]:
+    """One optimizer step on `batch`; returns device-side metrics (fetch them late).
+
+    `batch` may be a list of batches of different shapes that together form one batch
+    (e.g. rows bucketed by length, each padded only to its own bucket's length): loss
+    weights are computed over all of them (`batch_totals`), their gradients summed, and
+    one optimizer update applied, exactly as for the rows in a single array.
+    """
+    batches = [batch] if isinstance(batch, dict) else list(batch)
+    for b in batches:
+      if b["tokens"].shape[0] % self.num_micro_batches:
+        raise ValueError(f"batch of {b['tokens'].shape[0]} rows does not split into "
+                         f"{self.num_micro_batches} micro-batches")
     if self._data_sharding is not None:   # no-op for arrays already split over (data, fsdp)
-      batch = jax.device_put(dict(batch), self._data_sharding)
-    self.params, self.opt_state, metrics = self._step(self.params, self.opt_state, self.rest,
-                                                      batch)
+      batches = [jax.device_put(dict(b), self._data_sharding) for b in batches]
+    totals = batch_totals([b["loss_mask"] for b in batches])    # over all of `batch`
+    grads, metrics = self._grads(self.params, self.rest, batches[0], totals)
+    for b in batches[1:]:
+      grads, metrics = self._accumulate(grads, metrics, self.params, self.rest, b, totals)
+    self.params, self.opt_state, metrics = self._apply_grads(self.params, self.opt_state,
+                                                             grads, metrics)
     return metrics
 
   def logprobs(self, tokens, attention_mask, temperature: float = 1.0) -> jax.Array:

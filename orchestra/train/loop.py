@@ -37,13 +37,14 @@ from ml_collections import ConfigDict
 from orchestra.agent.episode import Trajectory
 from orchestra.checkpoint import SFT_DIR, CheckpointError, CheckpointManager, StepNotRestored
 from orchestra.checkpoint.export import restore_policy
-from orchestra.engines import JaxEngine, SamplingParams
+from orchestra.engines import SamplingParams
 from orchestra.models import CausalLM, ValueModel
 from orchestra.rewards import group_rewards
 from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
 from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
-from orchestra.train.batching import pack
+from orchestra.train.batching import pack, pack_buckets
+from orchestra.train.rollouts import Rollouts, RolloutsFailed, open_rollouts
 from orchestra.train.setup_base import Rollout, optimizer_config, policy_loss_config
 
 
@@ -94,6 +95,7 @@ def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: C
 
 
 ROWS_BUCKET = 16          # RL batches are padded to a multiple of this many rows
+SFT_ROWS_BUCKET = 8       # SFT's short-length bucket: this many rows (its long one: half)
 
 
 class MetricsWriter:
@@ -198,12 +200,13 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
     while step < sft_steps:
       start = time.perf_counter()
       rows = order[step * config.sft.batch_size:(step + 1) * config.sft.batch_size]
-      batch = pack([demos[i] for i in rows])
-      metrics = jax.device_get(learner.update(batch))
+      batches = pack_buckets([demos[i] for i in rows], rows_multiple=SFT_ROWS_BUCKET,
+                             long_rows_multiple=SFT_ROWS_BUCKET // 2)
+      metrics = jax.device_get(learner.update(batches))
       step += 1
       writer.write(step, {"stage": "sft", "nll": float(metrics["nll"]),
                           "grad_norm": float(metrics["grad_norm"]),
-                          "tokens_per_s": float(batch["attention_mask"].sum()
+                          "tokens_per_s": float(sum(b["attention_mask"].sum() for b in batches)
                                                 / (time.perf_counter() - start))})
       bar(step, f"sft nll {float(metrics['nll']):.3f}")
       if step == sft_steps:            # the SFT-only baseline first, so a resume always has it
@@ -228,27 +231,32 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   if latest is not None and stage == "rl":
     _restore(manager, latest, learner, critic, skipped=skipped)
   reference = make_reference(config, workdir)
-  engine = JaxEngine(learner.model, weight_version=step)
   metrics = {}
-  while step < sft_steps + rl_steps:
-    metrics = runner.run(rl_step(setup, learner, engine, step, reference, critic))
-    step += 1
-    # In-process weight sync: the engine now samples with the updated parameters.
-    start = time.perf_counter()
-    runner.run(engine.update_weights(learner.params, step))
-    metrics["sync_s"] = time.perf_counter() - start
-    writer.write(step, {"stage": "rl", **metrics})
-    bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
-    if step % config.checkpoint.every == 0 or step == sft_steps + rl_steps:
-      _save(manager, step, learner, setup, "rl", critic)
+  if step < sft_steps + rl_steps:
+    # The rollout engine (in-process, or servers synced to this step's weights).
+    rollouts = runner.run(open_rollouts(config, workdir, os.path.join(workdir, "tokenizer"),
+                                        learner, step))
+    try:
+      while step < sft_steps + rl_steps:
+        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic))
+        step += 1
+        metrics.update(runner.run(rollouts.after_update(learner, step)))   # the weight sync
+        writer.write(step, {"stage": "rl", **metrics})
+        bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
+        if step % config.checkpoint.every == 0 or step == sft_steps + rl_steps:
+          _save(manager, step, learner, setup, "rl", critic)
+    finally:
+      runner.run(rollouts.aclose())
   manager.wait()
   manager.close()
   return metrics
 
 
-async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
+async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
                   reference: Learner | None = None, critic: Learner | None = None) -> dict:
   """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
+
+  Raises `RolloutsFailed` when every episode was lost (no rollout server answered).
 
   `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
   `critic` (PPO only) supplies values for GAE and is updated on the returns.
@@ -264,7 +272,8 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
 
   async def episode(task, pref, seed, k):
     async with sem:
-      return await setup.rollout(engine, task, pref, dataclasses.replace(sampling, seed=seed + k))
+      return await setup.rollout(rollouts.episode_engine(), task, pref,
+                                 dataclasses.replace(sampling, seed=seed + k))
 
   start = time.perf_counter()
   seeds = rng.randint(0, 2**30, rl.tasks_per_step)
@@ -288,6 +297,10 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
     batch_adv += [x for x, k in zip(a, keep, strict=True) if k]
     batch_rewards += [x for x, k in zip(r, keep, strict=True) if k]
   all_trajs = [r.trajectory for g in groups for r in g]
+  if all(t.lost for t in all_trajs):
+    raise RolloutsFailed(f"RL step {step + 1}: all {len(all_trajs)} episodes were lost "
+                         f"({all_trajs[0].finish_reason}); no rollout engine answered. The "
+                         "last checkpoint is intact: fix the servers and rerun to resume.")
   metrics = {
       "reward": float(np.mean(rewards)), "accuracy": float(np.mean(correct_all)),
       "cost_usd": float(np.mean([t.cost_usd for t in all_trajs])),
@@ -295,6 +308,8 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
       "format_ok": float(np.mean([t.format_ok for t in all_trajs])),
       "kept_groups": kept_groups, "rollout_s": rollout_s,
       "lost_episodes": int(sum(t.lost for t in all_trajs)),   # engine/user failures, dropped
+      # turns sampled with weights other than this step's (0 unless a sync went wrong)
+      "stale_turns": int(sum(v != step for t in all_trajs for v in t.weight_versions)),
       "generated_tokens": int(sum(sum(t.loss_mask) for t in all_trajs)),
   }
   for name in setup.tool_names:
@@ -303,18 +318,27 @@ async def rl_step(setup, learner: Learner, engine: JaxEngine, step: int,
     start = time.perf_counter()
     # Rows padded (all-zero masks: no effect on the loss) to a multiple of ROWS_BUCKET and of
     # the micro-batch count: the kept episodes vary step to step, and each new batch shape
-    # would compile the update again (~10 s each on 2 CPU cores).
-    batch = pack(batch_trajs, batch_adv, rows_multiple=math.lcm(ROWS_BUCKET, rl.micro_batches),
-                 max_length=e.max_total_tokens)
-    if critic is not None:
-      ppo_targets(critic, batch, np.asarray(batch_rewards, np.float32), rl)
-      value_metrics = critic.update(batch)
+    # would compile the update again (~10 s each on 2 CPU cores). GRPO's rows go in two
+    # length buckets when that saves padding (`pack_buckets`); PPO's critic targets are
+    # per row of one array.
+    rows = math.lcm(ROWS_BUCKET, rl.micro_batches)
+    if critic is None:
+      batches = pack_buckets(batch_trajs, batch_adv, rows_multiple=rows,
+                             long_rows_multiple=math.lcm(ROWS_BUCKET // 2, rl.micro_batches),
+                             max_length=e.max_total_tokens)
+    else:
+      batches = [pack(batch_trajs, batch_adv, rows_multiple=rows, max_length=e.max_total_tokens)]
+      ppo_targets(critic, batches[0], np.asarray(batch_rewards, np.float32), rl)
+      value_metrics = critic.update(batches[0])
     if reference is not None:
-      batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
-                                             e.temperature)
-    update = jax.device_get(learner.update(batch))
+      for batch in batches:
+        batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
+                                               e.temperature)
+    update = jax.device_get(learner.update(batches))
     metrics["update_s"] = time.perf_counter() - start
-    metrics["train_tokens_per_s"] = float(batch["attention_mask"].sum() / metrics["update_s"])
+    metrics["train_tokens_per_s"] = float(sum(b["attention_mask"].sum() for b in batches)
+                                          / metrics["update_s"])
+    metrics["length_buckets"] = len(batches)
     metrics.update({k: float(v) for k, v in update.items()})
     if critic is not None:
       value_metrics = jax.device_get(value_metrics)

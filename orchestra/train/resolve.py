@@ -135,10 +135,12 @@ def _mesh(c) -> dict:
 
 
 def _rollout(c) -> dict:
-  if c.rollout.engine == "jax":
-    return {"engine": "jax"}
-  return {k: c.rollout[k] for k in ("engine", "server", "urls", "served_model_name",
-                                    "tensor_parallel_size", "weight_sync", "sync_dir")}
+  """The rollout engine; the server fields are optional unless `rollout.engine = "http"`."""
+  keys = ("server", "launch", "urls", "served_model_name", "tensor_parallel_size",
+          "weight_sync", "sync_dir")
+  if c.rollout.engine == "jax":                # kept so that --config.rollout.engine=http works
+    return {"engine": "jax", **{k: c.rollout.get(k) for k in keys if k in c.rollout}}
+  return {"engine": c.rollout.engine, **{k: c.rollout[k] for k in keys}}
 
 
 def _sft(c, env_name: str) -> dict:

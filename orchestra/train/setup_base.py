@@ -96,7 +96,6 @@ def _validate_preferences(config: ConfigDict) -> None:
 def _validate_counts(config: ConfigDict) -> None:
   positive = {"rl.tasks_per_step": config.rl.tasks_per_step,
               "rl.group_size": config.rl.group_size, "rl.micro_batches": config.rl.micro_batches,
-              "episode.max_turns": config.episode.max_turns,
               "episode.turn_tokens": config.episode.turn_tokens}
   if config.sft.steps > 0:
     positive["sft.batch_size"] = config.sft.batch_size
@@ -107,6 +106,10 @@ def _validate_counts(config: ConfigDict) -> None:
     stage, key = field.split(".")
     if config[stage][key] < 0:
       raise ConfigValueError(f"config.{field}={config[stage][key]} must be >= 0")
+  try:
+    episode_config(config)
+  except ValueError as e:
+    raise ConfigValueError(f"config.episode: {e}") from None
   if not config.episode.temperature > 0:
     raise ConfigValueError(f"config.episode.temperature={config.episode.temperature} must be "
                            "> 0: RL samples rollouts and scores log-probs at that temperature "
@@ -143,8 +146,11 @@ def _validate_model(config: ConfigDict) -> None:
   choices = {"engine": ROLLOUT_ENGINES}
   if r.engine == "http":
     choices.update(server=("vllm", "orchestra"), weight_sync=("disk",))
-    if not r.urls:
-      raise ConfigValueError("config.rollout.urls is empty: give the rollout servers' URLs")
+    if bool(r.urls) == bool(r.launch):
+      raise ConfigValueError(f"config.rollout.urls={tuple(r.urls)} and config.rollout.launch="
+                             f"{r.launch}: give one, servers to use or how many to start")
+    if r.launch < 0:
+      raise ConfigValueError(f"config.rollout.launch={r.launch} must be >= 0")
   for field, allowed in choices.items():
     if r[field] not in allowed:
       raise ConfigValueError(f"config.rollout.{field}={r[field]!r}: expected one of {allowed}")
@@ -175,7 +181,6 @@ def _validate_env_and_tools(config: ConfigDict) -> None:
 def check_runnable(config: ConfigDict) -> None:
   """What `--dry_run` can plan but training cannot run yet refuses a real launch, naming it."""
   not_yet = {
-      "rollout.engine": (config.rollout.engine != "jax", "rollouts on servers"),
       "model.init_from": (bool(config.model.init_from), "a Hugging Face starting policy"),
       "model.dtype": (config.model.dtype != "float32", "training in bfloat16"),
       "env.name": (config.env.get("name") == "qa", "training on QA files"),

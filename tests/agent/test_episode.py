@@ -243,3 +243,14 @@ def test_engine_failure_ends_the_episode_with_a_reason(tokenizer):
   traj = asyncio.run(run_episode(Dead(), tokenizer, {"answer": build_tool({"type": "answer"})},
                                  MESSAGES, SamplingParams()))
   assert traj.finish_reason == "engine_error" and "unreachable" in traj.error
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_turns", 0, "max_turns=0 must be >= 1"),
+    ("max_total_tokens", -5, "max_total_tokens=-5 must be >= 1"),
+    ("tool_timeout_s", 0.0, "tool_timeout_s=0.0 must be > 0"),
+    ("price_out_per_1m", -1.0, "price_out_per_1m=-1.0 must be >= 0"),
+    ("generation_latency_per_token_s", -0.1, "generation_latency_per_token_s=-0.1")])
+def test_episode_config_validates_itself_naming_the_field(field, value, message):
+  with pytest.raises(ValueError, match=message):
+    EpisodeConfig(**{field: value})

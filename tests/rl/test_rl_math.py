@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from orchestra.rl import (aggregate, clipped_policy_loss, clipped_value_loss, gae, group_advantages,
-                          group_estimates, kl_penalty, rloo_advantages, terminal_rewards,
-                          token_entropy, token_logprobs, whiten)
+from orchestra.rl import (aggregate, aggregation_weights, batch_totals, clipped_policy_loss,
+                          clipped_value_loss, gae, group_advantages, group_estimates, kl_penalty,
+                          rloo_advantages, terminal_rewards, token_entropy, token_logprobs,
+                          whiten)
 
 
 def test_group_advantages_zscore_with_sample_std():
@@ -118,9 +119,25 @@ def test_aggregation_modes():
   mask = jnp.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
   assert float(aggregate(loss, mask, "token_mean")) == pytest.approx(7 / 3)
   assert float(aggregate(loss, mask, "seq_mean_token_mean")) == pytest.approx((1.5 + 4) / 2)
-  assert float(aggregate(loss, mask, "seq_sum_norm", norm_constant=4)) == pytest.approx(7 / 12)
+  # Row 3 has no policy token (a padding row): Dr.GRPO divides by the 2 real rows.
+  assert float(aggregate(loss, mask, "seq_sum_norm", norm_constant=4)) == pytest.approx(7 / 8)
   with pytest.raises(ValueError, match="norm_constant"):
     aggregate(loss, mask, "seq_sum_norm")
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_sum_norm"])
+def test_padding_rows_and_splitting_a_batch_leave_the_weights_unchanged(mode):
+  """Rows of zeros (shape padding) change no weight; nor does splitting the rows into
+  arrays of different lengths when `batch_totals` of all of them is used."""
+  mask = jnp.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+  whole = aggregation_weights(mask, mode, norm_constant=4)
+  padded = aggregation_weights(jnp.concatenate([mask, jnp.zeros((5, 4), int)]), mode,
+                               norm_constant=4)
+  np.testing.assert_allclose(padded[:3], whole)
+  short, long = mask[:2, :2], mask[2:]                    # bucketed: lengths 2 and 4
+  totals = batch_totals([short, long])
+  np.testing.assert_allclose(aggregation_weights(short, mode, 4, totals), whole[:2, :2])
+  np.testing.assert_allclose(aggregation_weights(long, mode, 4, totals), whole[2:])
 
 
 def test_clipped_value_loss():

@@ -84,6 +84,29 @@ def test_gradient_accumulation_equals_full_batch(aggregation, const):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
 
+@pytest.mark.parametrize("aggregation, const", [("token_mean", None),
+                                                ("seq_mean_token_mean", None),
+                                                ("seq_sum_norm", 12.0)])
+def test_a_length_bucketed_batch_updates_exactly_as_one_array(aggregation, const):
+  """Rows split by length into two arrays (the short ones cut to their own length, as
+  `orchestra.train.batching.pack_buckets` does) plus an all-padding row give the update
+  of the single right-padded array."""
+  whole = policy_learner(aggregation=aggregation, norm_constant=const, opt=optax.sgd(1.0))
+  split = policy_learner(aggregation=aggregation, norm_constant=const, opt=optax.sgd(1.0))
+  batch = with_logprobs(whole, make_batch())
+  for k in ("attention_mask", "loss_mask"):     # rows 0-3 end at 9 tokens: a shorter bucket
+    batch[k] = batch[k].at[:4, 9:].set(False)
+  short = {k: v[:4, :9] for k, v in batch.items()}
+  long = {k: jnp.concatenate([v[4:], jnp.zeros_like(v[:1])]) for k, v in batch.items()}
+  m_whole, m_split = whole.update(batch), split.update([short, long])
+  np.testing.assert_allclose(float(m_whole["loss"]), float(m_split["loss"]), rtol=1e-5,
+                             atol=1e-7)
+  np.testing.assert_allclose(float(m_whole["grad_norm"]), float(m_split["grad_norm"]),
+                             rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(whole.params), jax.tree.leaves(split.params), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
 def test_metrics_and_kl_reference():
   learner = policy_learner(loss_cfg=PolicyLossConfig(kl_coef=0.1, kl_estimator="k3"))
   batch = with_logprobs(learner, make_batch())

@@ -27,7 +27,7 @@ def test_the_offline_default_is_runnable():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("rollout.engine", "http"), ("model.init_from", "/ckpt/Qwen3-8B"),
+    ("model.init_from", "/ckpt/Qwen3-8B"),
     ("model.dtype", "bfloat16"), ("mesh.num_devices", 8)])
 def test_what_the_loop_cannot_run_yet_is_refused_by_name(field, value):
   config = load("tiny_cpu")

@@ -149,6 +149,9 @@ def test_ppo_trains_a_value_model_and_resumes_it(tmp_path):
     ("--config.rl.loss.dual_clip=0.5", "config.rl.loss: dual_clip=0.5 must be > 1"),
     ("--config.rl.loss.kl_estimator=k4", "config.rl.loss: kl_estimator='k4'"),
     ("--config.rl.aggregation=sum", "config.rl.aggregation='sum'"),
+    ("--config.episode.max_observation_tokens=0",
+     "config.episode: max_observation_tokens=0 must be >= 1"),
+    ("--config.rollout.engine=grpc", "config.rollout.engine='grpc'"),
 ])
 def test_bad_configs_fail_naming_the_field(tmp_path, override, message):
   out = launch("train.py", f"--workdir={tmp_path}", "--dry_run", override, timeout=300)

@@ -42,7 +42,7 @@ def test_paper_config_refuses_a_real_launch_naming_the_field():
                         f"--config={os.path.join(ROOT, 'configs', 'qwen3_8b_grpo.py')}",
                         "--workdir=/tmp/never"], capture_output=True, text=True, env=env,
                        timeout=300)
-  assert out.returncode != 0 and "config.rollout.engine='http'" in out.stderr
+  assert out.returncode != 0 and "config.model.dtype='bfloat16'" in out.stderr
   assert "not implemented in the training loop yet" in out.stderr
   assert "Traceback" not in out.stderr and not os.path.exists("/tmp/never")
 

@@ -1,0 +1,169 @@
+"""RL rollouts on rollout servers the run launches (launch/serve.py, real processes):
+exact weight sync, a server SIGKILLed mid-step, no orphans, and the loop end to end."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from ml_collections import ConfigDict
+from tokenizer_fixture import make_tokenizer
+
+from orchestra.engines import SamplingParams
+from orchestra.engines.server_pool import LocalServers, ServerSpec
+from orchestra.models import CausalLM, DecoderConfig
+from orchestra.rl.losses import token_logprobs
+from orchestra.rl.update import Learner, OptimizerConfig, make_optimizer, sft_loss_fn
+from orchestra.train.rollouts import open_rollouts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROMPT = [5, 17, 42, 8, 99, 3]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tokenizer")
+  make_tokenizer().save_pretrained(path)
+  return str(path)
+
+
+def learner_for(tokenizer_dir):
+  from transformers import AutoTokenizer
+  tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+  cfg = DecoderConfig("qwen3", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48,
+                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
+  return Learner(CausalLM(cfg, rngs=nnx.Rngs(0)),
+                 make_optimizer(OptimizerConfig(learning_rate=1e-3)), sft_loss_fn())
+
+
+def rollout_config(launch=2):
+  return ConfigDict(dict(
+      rollout=dict(engine="http", server="orchestra", launch=launch, urls=(),
+                   served_model_name="policy", tensor_parallel_size=1, weight_sync="disk",
+                   sync_dir=""),
+      episode=dict(max_total_tokens=256), model=dict(dtype="float32")))
+
+
+def perturb(learner, seed):
+  """New weights, as an update would give (a visible change to every parameter)."""
+  key = jax.random.key(seed)
+  learner.params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(key, x.shape, x.dtype),
+                                learner.params)
+
+
+def learner_logprobs(learner, prompt, completion):
+  tokens = jnp.asarray([prompt + completion], jnp.int32)
+  logits = learner.model(tokens, jnp.ones_like(tokens, bool))
+  return np.asarray(token_logprobs(logits, tokens))[0, len(prompt):]
+
+
+@pytest.mark.slow
+def test_after_each_sync_the_servers_score_tokens_exactly_as_the_learner(tmp_path, tokenizer_dir):
+  learner = learner_for(tokenizer_dir)
+  sampling = SamplingParams(max_tokens=8, temperature=1.0, seed=3)
+
+  async def main():
+    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner, 0)
+    try:
+      seen = []
+      for version in (1, 2):
+        perturb(learner, version)
+        metrics = await rollouts.after_update(learner, version)
+        for url in rollouts.engine.base_urls:
+          _, c = await rollouts.engine.generate_on(url, PROMPT, sampling)
+          seen.append((version, metrics, c))
+      return seen, sorted(os.listdir(tmp_path / "weight_sync"))
+    finally:
+      await rollouts.aclose()
+
+  seen, exports = asyncio.run(main())
+  for version, metrics, c in seen:
+    assert c.weight_version == version == metrics["weight_version"]
+    assert metrics["sync_s"] > 0 and metrics["servers_restarted"] == 0
+    if version == 2:          # the learner now holds version 2's weights
+      np.testing.assert_allclose(c.logprobs, learner_logprobs(learner, PROMPT, c.token_ids),
+                                 atol=1e-5)
+  assert exports == ["step_1", "step_2"]                  # the newest two kept
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_step_is_routed_around_then_restarted(tmp_path, tokenizer_dir):
+  learner = learner_for(tokenizer_dir)
+  sampling = SamplingParams(max_tokens=24, temperature=1.0)
+
+  async def main():
+    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner, 0)
+    try:
+      victim = rollouts.servers.servers[0]
+
+      async def episode(k):
+        engine = rollouts.episode_engine()
+        turns = []
+        for _ in range(3):
+          turns.append(await engine.generate(PROMPT + [k], sampling))
+        return turns
+
+      episodes = [asyncio.create_task(episode(k)) for k in range(8)]
+      await asyncio.sleep(0.5)
+      os.kill(victim.proc.pid, signal.SIGKILL)               # mid-step, without warning
+      done = await asyncio.gather(*episodes)
+      failovers = rollouts.engine.failovers
+      perturb(learner, 1)
+      metrics = await rollouts.after_update(learner, 1)
+      after = [await rollouts.engine.generate_on(url, PROMPT, sampling)
+               for url in rollouts.engine.base_urls]
+      return done, failovers, metrics, after, victim.alive()
+    finally:
+      await rollouts.aclose()
+
+  done, failovers, metrics, after, victim_alive = asyncio.run(main())
+  assert all(len(turns) == 3 for turns in done)             # no episode lost
+  assert failovers >= 1 and metrics["servers_restarted"] == 1 and victim_alive
+  assert {c.weight_version for _, c in after} == {1} and len(after) == 2
+
+
+def test_servers_are_stopped_on_every_exit_path(tmp_path, tokenizer_dir):
+  """An exception inside the context, and the stop itself, leave no process behind."""
+  learner = learner_for(tokenizer_dir)
+  from orchestra.train.rollouts import export_policy
+  path = export_policy(learner.model, str(tmp_path / "sync"), 0, tokenizer_dir, "float32")
+  spec = ServerSpec("orchestra", "policy", str(tmp_path / "logs"), max_model_len=256)
+  with pytest.raises(RuntimeError, match="boom"):
+    with LocalServers(spec, 1) as servers:
+      servers.start(path)
+      pid = servers.servers[0].proc.pid
+      raise RuntimeError("boom")
+  with pytest.raises(ProcessLookupError):
+    os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_training_on_launched_servers_end_to_end_and_resume(tmp_path):
+  """launch/train.py with rollout.engine=http: every RL turn carries its step's version,
+  each step syncs, no server outlives the run; a rerun with more steps resumes and the
+  servers serve the checkpoint's weights first."""
+  workdir = tmp_path / "run"
+  args = [sys.executable, os.path.join(ROOT, "launch", "train.py"),
+          f"--config={os.path.join(ROOT, 'configs', 'tiny_cpu.py')}", f"--workdir={workdir}",
+          "--config.sft.steps=2", "--config.sft.num_demos=16", "--config.rl.tasks_per_step=2",
+          "--config.rl.group_size=2", "--config.checkpoint.every=1",
+          "--config.rollout.engine=http", "--noprogress"]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  for steps in (2, 3):
+    out = subprocess.run(args + [f"--config.rl.total_steps={steps}"], capture_output=True,
+                         text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  rl = [r for r in rows if r.get("stage") == "rl"]
+  assert [r["step"] for r in rl] == [3, 4, 5]
+  assert [r["weight_version"] for r in rl] == [3, 4, 5]      # synced after each update
+  assert all(r["stale_turns"] == 0 and r["lost_episodes"] == 0 for r in rl)
+  listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+  assert str(workdir) not in listed                           # no server outlived its run
