@@ -4,7 +4,10 @@ Prints, from one process:
   1. episodes/s and generated tokens/s of `run_episodes` (parse, tools, observation
      tokenisation, bookkeeping) versus replaying the very same generation requests
      on the bare engine -- the loop's overhead as a ratio;
-  2. JAX sampler decode tokens/s versus transformers `generate` on the same weights.
+  2. JAX sampler decode tokens/s versus transformers `generate` on the same weights;
+  3. the HTTP path: the same `--http_requests` x `--http_tokens` completions in process
+     (`JaxEngine`) and through `HTTPEngine` over one and over two `launch/serve.py`
+     servers on the exported weights, and one weight reload.
 
   python bench/rollout.py [--episodes=32 --max_turns=3 --turn_tokens=48]
 """
@@ -12,8 +15,10 @@ Prints, from one process:
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
+from dataclasses import replace as dataclass_replace
 
 from absl import app, flags
 
@@ -25,6 +30,8 @@ flags.DEFINE_integer("decode_batch", 8, "batch for the sampler-vs-transformers c
 flags.DEFINE_integer("decode_tokens", 128, "new tokens for the sampler-vs-transformers comparison")
 flags.DEFINE_integer("repeats", 4, "timed repetitions; the fastest is reported (steady state: "
                      "every batch shape compiled)")
+flags.DEFINE_integer("http_requests", 64, "concurrent completions for the HTTP comparison")
+flags.DEFINE_integer("http_tokens", 48, "tokens per completion for the HTTP comparison")
 FLAGS = flags.FLAGS
 
 TEXTS = ["You are good at using tools. Answer with the answer tool.",
@@ -135,6 +142,60 @@ def main(argv):
   print(f"loop overhead: {loop_s / bare_s:.2f}x the bare engine's time")
   print(f"decode {b}x{n}: orchestra {b * n / jax_s:,.0f} tokens/s, transformers "
         f"{b * n / hf_s:,.0f} tokens/s, ratio {hf_s / jax_s:.2f}x")
+  print("\n".join(http_overhead(model, tokenizer)))
+
+
+def http_overhead(model, tokenizer) -> list[str]:
+  """Seconds for the same completions in process and over 1 and 2 servers (fastest of
+  `--repeats`, after a warm-up that compiles every shape), and for one reload."""
+  import numpy as np
+
+  from orchestra.engines import JaxEngine, SamplingParams
+  from orchestra.engines.http_engine import HTTPEngine
+  from orchestra.engines.server_pool import LocalServers, ServerSpec
+  from orchestra.train.rollouts import export_policy
+
+  rng = np.random.RandomState(0)
+  prompts = [rng.randint(1, model.config.vocab_size, 40).tolist()
+             for _ in range(FLAGS.http_requests)]
+  sampling = SamplingParams(max_tokens=FLAGS.http_tokens, temperature=1.0)
+
+  async def wave(engine):
+    jobs = [engine.generate(p, dataclass_replace(sampling, seed=i)) for i, p in enumerate(prompts)]
+    start = time.perf_counter()
+    await asyncio.gather(*jobs)
+    return time.perf_counter() - start
+
+  async def fastest(engine):
+    await wave(engine)
+    return min([await wave(engine) for _ in range(FLAGS.repeats)])
+
+  lines = [f"HTTP: {FLAGS.http_requests} completions x {FLAGS.http_tokens} tokens"]
+  local = asyncio.run(fastest(JaxEngine(model)))
+  lines.append(f"  in process (JaxEngine)  {local:6.2f} s")
+  with tempfile.TemporaryDirectory() as root:
+    tokenizer.save_pretrained(os.path.join(root, "tokenizer"))
+    path = export_policy(model, os.path.join(root, "sync"), 0, os.path.join(root, "tokenizer"),
+                         "float32")
+    for n in (1, 2):
+      spec = ServerSpec("orchestra", "policy", os.path.join(root, f"logs{n}"))
+      with LocalServers(spec, n) as servers:
+        urls = servers.start(path)
+
+        async def over_http():
+          engine = HTTPEngine(urls, "policy")
+          try:
+            seconds = await fastest(engine)
+            start = time.perf_counter()
+            await engine.update_weights(path, 1)
+            return seconds, time.perf_counter() - start
+          finally:
+            await engine.aclose()
+
+        seconds, reload_s = asyncio.run(over_http())
+      lines.append(f"  over {n} server(s)       {seconds:6.2f} s ({seconds / local:.2f}x in "
+                   f"process); one reload {reload_s:.2f} s")
+  return lines
 
 
 if __name__ == "__main__":

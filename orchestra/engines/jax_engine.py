@@ -62,17 +62,21 @@ class JaxEngine:
   Args:
     model: the policy.
     max_batch_size: most requests decoded together.
-    max_wait_s: how long the worker waits for more requests before a batch.
+    max_wait_s: the worker waits this long for more requests before a batch, and again
+      while more keep arriving (up to `max_gather_s` in all, or a full batch): requests
+      over HTTP arrive one parse at a time, and decoding the first few alone would split
+      one wave into several batches, each a decode (and a compile) of its own.
     prompt_bucket: prompts are left-padded to `bucket_length(longest, prompt_bucket)`.
     pad_id: padding token id.
     weight_version: version tag of the initial weights.
   """
 
   def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
-               prompt_bucket: int = 64, pad_id: int = 0, weight_version: int = 0):
+               max_gather_s: float = 0.05, prompt_bucket: int = 64, pad_id: int = 0,
+               weight_version: int = 0):
     self.model = model
     self.max_batch_size = max_batch_size
-    self.max_wait_s = max_wait_s
+    self.max_wait_s, self.max_gather_s = max_wait_s, max_gather_s
     self.prompt_bucket = prompt_bucket
     self.pad_id = pad_id
     self.weight_version = weight_version
@@ -119,7 +123,7 @@ class JaxEngine:
 
   async def _run(self):
     while self._pending:
-      await asyncio.sleep(self.max_wait_s)
+      await self._gather()
       batch = self._take_batch()
       async with self._swap_lock:
         model, version = self.model, self.weight_version
@@ -133,6 +137,16 @@ class JaxEngine:
       for r, (tokens, logps, reason) in zip(batch, results, strict=True):
         if not r.future.done():
           r.future.set_result(Completion(tokens, logps, reason, version))
+
+  async def _gather(self) -> None:
+    """Sleeps `max_wait_s`, then again while the queue grew in the last sleep (see the
+    class docstring), until a full batch or `max_gather_s`."""
+    loop = asyncio.get_running_loop()
+    deadline, seen = loop.time() + self.max_gather_s, -1
+    while (len(self._pending) != seen and len(self._pending) < self.max_batch_size
+           and loop.time() < deadline):
+      seen = len(self._pending)
+      await asyncio.sleep(self.max_wait_s)
 
   def _take_batch(self) -> list[_Request]:
     """Up to max_batch_size pending requests with the first request's settings."""

@@ -76,3 +76,36 @@ def test_bad_prompts_fail_clearly():
     asyncio.run(engine.generate([], SamplingParams()))
   with pytest.raises(EngineError, match="must be in"):
     asyncio.run(engine.generate([1, 99], SamplingParams()))
+
+
+def test_requests_that_trickle_in_are_gathered_into_one_batch(monkeypatch):
+  """Requests arriving one at a time (as over HTTP) while the queue keeps growing are
+  decoded together, not as a first small batch and then the rest. Deterministic: one
+  request arrives during each of the engine's waits."""
+  import types
+
+  import orchestra.engines.jax_engine as jax_engine
+  engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)), max_gather_s=60.0)
+  sizes, jobs, arrivals = [], [], list(prompts(12))
+  sampling = SamplingParams(max_tokens=1, temperature=1.0)
+  monkeypatch.setattr(engine, "_decode", lambda model, batch: (
+      sizes.append(len(batch)) or [([1], [-0.1], "length") for _ in batch]))
+  real_sleep = asyncio.sleep
+
+  async def sleep_while_one_more_arrives(_):
+    if arrivals:
+      jobs.append(asyncio.ensure_future(engine.generate(arrivals.pop(0), sampling)))
+    await real_sleep(0)
+
+  fake = types.SimpleNamespace(**{n: getattr(asyncio, n) for n in dir(asyncio)
+                                  if not n.startswith("__")})
+  fake.sleep = sleep_while_one_more_arrives
+  monkeypatch.setattr(jax_engine, "asyncio", fake)
+
+  async def main():
+    jobs.append(asyncio.ensure_future(engine.generate(arrivals.pop(0), sampling)))
+    while arrivals or not all(j.done() for j in jobs):
+      await real_sleep(0)
+
+  asyncio.run(main())
+  assert sizes == [12]
