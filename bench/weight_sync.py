@@ -44,13 +44,13 @@ def raw_seconds(model, folder: str) -> float:
   return time.perf_counter() - start
 
 
-async def sync_seconds(learner, sync_dir: str, tokenizer_dir: str, log_dir: str
+async def sync_seconds(model, sync_dir: str, tokenizer_dir: str, log_dir: str
                        ) -> list[tuple[float, float]]:
   """(export s, reload s) of each repeat, on `--servers` launched servers."""
   from orchestra.engines.http_engine import HTTPEngine
   from orchestra.engines.server_pool import LocalServers, ServerSpec
   from orchestra.train.rollouts import export_policy
-  path = export_policy(learner.model, sync_dir, 0, tokenizer_dir, "float32")
+  path = export_policy(model, sync_dir, 0, tokenizer_dir, "float32")
   spec = ServerSpec("orchestra", "policy", log_dir, max_model_len=512, startup_timeout_s=900)
   with LocalServers(spec, FLAGS.servers) as servers:
     engine = HTTPEngine(servers.start(path), "policy", timeout_s=900)
@@ -59,7 +59,7 @@ async def sync_seconds(learner, sync_dir: str, tokenizer_dir: str, log_dir: str
       times = []
       for version in range(1, FLAGS.repeats + 1):
         start = time.perf_counter()
-        path = export_policy(learner.model, sync_dir, version, tokenizer_dir, "float32")
+        path = export_policy(model, sync_dir, version, tokenizer_dir, "float32")
         exported = time.perf_counter()
         await engine.update_weights(path, version)
         times.append((exported - start, time.perf_counter() - exported))
@@ -72,17 +72,15 @@ def main(argv):
   del argv
   from flax import nnx
 
-  from orchestra.models import CausalLM, DecoderConfig
-  from orchestra.rl.update import Learner, OptimizerConfig, make_optimizer, sft_loss_fn
   from orchestra.agent.tokenizer import train_tokenizer
+  from orchestra.models import CausalLM, DecoderConfig
   cfg = DecoderConfig("qwen3", qk_norm=True, **SHAPES[FLAGS.model])
   model = CausalLM(cfg, rngs=nnx.Rngs(0))
-  learner = Learner(model, make_optimizer(OptimizerConfig(learning_rate=1e-4)), sft_loss_fn())
   with tempfile.TemporaryDirectory() as root:
     tokenizer = train_tokenizer(["a tiny corpus for a tokenizer"] * 4, 300)
     tokenizer.save_pretrained(os.path.join(root, "tokenizer"))
     raw = min(raw_seconds(model, root) for _ in range(FLAGS.repeats))
-    times = asyncio.run(sync_seconds(learner, os.path.join(root, "sync"),
+    times = asyncio.run(sync_seconds(model, os.path.join(root, "sync"),
                                      os.path.join(root, "tokenizer"), os.path.join(root, "logs")))
   export, reload = min(t[0] for t in times), min(t[1] for t in times)
   total = min(a + b for a, b in times)

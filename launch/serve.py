@@ -24,6 +24,9 @@ flags.DEFINE_string("host", "127.0.0.1", "interface to bind (0.0.0.0 to expose t
 flags.DEFINE_string("served_model_name", None, "model name reported (default: the folder name)")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "parameter and compute dtype")
 flags.DEFINE_integer("max_batch_size", 64, "most requests decoded together")
+flags.DEFINE_float("batch_wait_s", 0.01, "a batch starts once no request arrived for this long "
+                   "(requests parsed one by one would otherwise split a wave into batches)")
+flags.DEFINE_float("max_batch_wait_s", 0.1, "the longest a request waits for its batch")
 flags.DEFINE_integer("max_model_len", 32_768, "prompt + generated tokens per request")
 flags.DEFINE_string("api_key_env", None, "environment variable holding the key /v1 requests "
                     "must send as `Authorization: Bearer <key>` (vLLM's --api-key)")
@@ -55,7 +58,8 @@ def main(argv):
     tokenizer.chat_template = CHAT_TEMPLATE
   name = FLAGS.served_model_name or os.path.basename(os.path.normpath(FLAGS.model_dir))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, pad_id=pad)
+  engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, max_wait_s=FLAGS.batch_wait_s,
+                     max_gather_s=FLAGS.max_batch_wait_s, pad_id=pad)
   api_key = None
   if FLAGS.api_key_env:
     api_key = os.environ.get(FLAGS.api_key_env)
