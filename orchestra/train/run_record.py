@@ -22,6 +22,10 @@ CONFIG_FILE = "config.json"
 OVERRIDES_FILE = "config_overrides.jsonl"
 FROZEN_PREFIXES = ("model.", "env.", "tools.names", "seed")
 MUTABLE_IN_FROZEN = ("model.remat",)
+# Fields the schema gained after run folders were recorded, with the value every earlier run
+# used: a folder that lacks one resumes when the config keeps that value.
+IMPLIED_BEFORE_RECORDED = {"model.rope_theta": 10_000.0, "model.tie_word_embeddings": False,
+                           "model.dtype": "float32", "model.init_from": ""}
 
 
 class RunRecordError(ValueError):
@@ -47,8 +51,10 @@ def _as_json(config: ConfigDict) -> dict:
 def config_changes(recorded: dict, config: ConfigDict) -> dict[str, tuple]:
   """{field: (recorded value, new value)} for every leaf that differs (or is new/gone)."""
   old, new = flatten(recorded), flatten(_as_json(config))
+  implied = {k: v for k, v in IMPLIED_BEFORE_RECORDED.items() if k not in old}
+  old.update(implied)
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-          if old.get(k) != new.get(k)}
+          if old.get(k) != new.get(k) and not (k in implied and k not in new)}
 
 
 def _frozen(field: str) -> bool:

@@ -33,6 +33,19 @@ def test_new_run_is_recorded_and_a_resume_logs_its_overrides(tmp_path):
   assert logged[-1]["changes"] == {"rl.total_steps": [10, 20]}
 
 
+@pytest.mark.parametrize("dtype, refused", [("float32", False), ("bfloat16", True)])
+def test_a_folder_recorded_before_the_model_fields_existed_resumes_with_their_old_values(
+    tmp_path, dtype, refused):
+  record_config(config(), str(tmp_path))            # no model.dtype/rope_theta/... recorded
+  newer = config()
+  newer.model.update(dtype=dtype, rope_theta=10_000.0, tie_word_embeddings=False, init_from="")
+  if refused:
+    with pytest.raises(RunRecordError, match="model.dtype"):
+      record_config(newer, str(tmp_path))
+  else:
+    assert record_config(newer, str(tmp_path)) == {}
+
+
 @pytest.mark.parametrize("change, field", [
     (lambda c: c.model.update(num_layers=2), "model.num_layers"),
     (lambda c: c.env.update(seed=1), "env.seed"),
