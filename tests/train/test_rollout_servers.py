@@ -167,3 +167,37 @@ def test_training_on_launched_servers_end_to_end_and_resume(tmp_path):
   assert all(r["stale_turns"] == 0 and r["lost_episodes"] == 0 for r in rl)
   listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
   assert str(workdir) not in listed                           # no server outlived its run
+
+
+class NoServerSetup:
+  """A setup whose every episode is lost to the engine (no server answered)."""
+
+  tool_names = ("expert",)
+
+  def __init__(self):
+    self.config = ConfigDict(dict(
+        seed=0, train_preferences=("balanced",),
+        rl=dict(tasks_per_step=2, group_size=2, max_concurrent_episodes=4, algorithm="grpo",
+                std_threshold=0.05, invalid_format="zero"),
+        episode=dict(turn_tokens=8, temperature=1.0)))
+
+  def tasks(self, split):
+    return ["task-a", "task-b", "task-c"]
+
+  def preference(self, name):
+    return np.array([0.0, 1.0, 0.5, 0.5])
+
+  async def rollout(self, engine, task, preference_name, sampling):
+    from orchestra.agent.episode import Trajectory
+    from orchestra.train.setup_base import Rollout
+    return Rollout(Trajectory.from_prompt([1, 2, 3], finish_reason="engine_error"), False)
+
+
+def test_a_step_whose_every_episode_is_lost_stops_the_run_with_one_message():
+  from orchestra.train.loop import rl_step
+  from orchestra.train.rollouts import Rollouts, RolloutsFailed
+
+  rollouts = Rollouts(engine=object(), sync=None)
+  with pytest.raises(RolloutsFailed, match="all 4 episodes were lost .engine_error.; no rollout "
+                                            "engine answered. The last checkpoint is intact"):
+    asyncio.run(rl_step(NoServerSetup(), learner=None, rollouts=rollouts, step=7))
