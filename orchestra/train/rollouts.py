@@ -112,7 +112,8 @@ class Rollouts:
         self.engine.set_servers(self.servers.urls)
       metrics["servers_restarted"] = len(moved)
     if isinstance(self.engine, HTTPEngine):
-      metrics["failovers"] = self.engine.failovers
+      metrics["failovers"] = self.engine.failovers          # requests moved this step
+      self.engine.failovers = 0
       self.engine.down.clear()                   # a server back up is tried again
     return {**metrics, **await self.sync.push(learner, version)}
 
