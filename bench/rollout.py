@@ -153,7 +153,7 @@ def http_overhead(model, tokenizer) -> list[str]:
   from orchestra.engines import JaxEngine, SamplingParams
   from orchestra.engines.http_engine import HTTPEngine
   from orchestra.engines.server_pool import LocalServers, ServerSpec
-  from orchestra.train.rollouts import export_policy
+  from orchestra.engines.weight_sync import export_policy
 
   rng = np.random.RandomState(0)
   prompts = [rng.randint(1, model.config.vocab_size, 40).tolist()

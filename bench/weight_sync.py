@@ -49,7 +49,7 @@ async def sync_seconds(model, sync_dir: str, tokenizer_dir: str, log_dir: str
   """(export s, reload s) of each repeat, on `--servers` launched servers."""
   from orchestra.engines.http_engine import HTTPEngine
   from orchestra.engines.server_pool import LocalServers, ServerSpec
-  from orchestra.train.rollouts import export_policy
+  from orchestra.engines.weight_sync import export_policy
   path = export_policy(model, sync_dir, 0, tokenizer_dir, "float32")
   spec = ServerSpec("orchestra", "policy", log_dir, max_model_len=512, startup_timeout_s=900)
   with LocalServers(spec, FLAGS.servers) as servers:

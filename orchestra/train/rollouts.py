@@ -3,7 +3,7 @@
 `open_rollouts(config, ...)` gives a `Rollouts` for `config.rollout.engine`:
 
   "jax"   the in-process `JaxEngine` on the learner's parameters; a sync swaps the
-          parameters in (`InProcessSync`).
+          model in (`orchestra.engines.weight_sync.InProcessSync`).
   "http"  an `HTTPEngine` over rollout servers: `rollout.urls` (servers someone else
           started, e.g. vLLM on GPU nodes) or `rollout.launch = N` servers this run starts
           (`orchestra.engines.server_pool`: `launch/serve.py`, or `vllm serve` when
@@ -13,84 +13,27 @@
 Each episode's turns go to one server (`HTTPEngine.session`); a server that fails is
 routed around for the rest of the step, and a launched one is restarted on the newest
 weights before the next step. Servers are synced to the starting weights (the
-checkpoint's, on resume) before the first rollout. A weight sync is one small
-interface, `push(model, version) -> metrics`, so another transport (vLLM's NCCL weight
+checkpoint's, on resume) before the first rollout. The weight sync is one small
+interface (`orchestra.engines.weight_sync`), so another transport (vLLM's NCCL weight
 transfer) can sit beside `DiskSync` without touching the loop.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
-from typing import Protocol
 
 from ml_collections import ConfigDict
 
-from orchestra.checkpoint import save_hf
 from orchestra.engines import JaxEngine
 from orchestra.engines.http_engine import HTTPEngine
 from orchestra.engines.server_pool import LocalServers, ServerSpec
+from orchestra.engines.weight_sync import DiskSync, InProcessSync, WeightSync, export_policy
 from orchestra.models import CausalLM
 from orchestra.rl.update import Learner
 
 
 class RolloutsFailed(RuntimeError):
   """No episode of a step could be rolled out (every server down); the run stops."""
-
-
-class WeightSync(Protocol):
-  async def push(self, learner: Learner, version: int) -> dict[str, float]:
-    """Makes every rollout server sample with the learner's weights, tagged `version`."""
-
-
-class InProcessSync:
-  """The in-process engine takes the parameters themselves (no copy, no export)."""
-
-  def __init__(self, engine: JaxEngine):
-    self.engine = engine
-
-  async def push(self, learner: Learner, version: int) -> dict[str, float]:
-    start = time.perf_counter()
-    await self.engine.update_weights(learner.params, version)
-    return {"sync_s": time.perf_counter() - start, "weight_version": version}
-
-
-def export_policy(model: CausalLM, sync_dir: str, version: int, tokenizer_dir: str, dtype: str,
-                  keep: int = 2) -> str:
-  """Writes `sync_dir/step_<version>` (HF safetensors under a temporary name, then renamed:
-  a server never sees half a folder), removes exports older than the newest `keep`."""
-  path = os.path.join(sync_dir, f"step_{version}")
-  save_hf(model, path, tokenizer_dir=tokenizer_dir, dtype=dtype)
-  for old in _export_steps(sync_dir)[:-keep]:
-    shutil.rmtree(os.path.join(sync_dir, f"step_{old}"), ignore_errors=True)
-  return path
-
-
-def _export_steps(sync_dir: str) -> list[int]:
-  names = (n.removeprefix("step_") for n in os.listdir(sync_dir) if n.startswith("step_"))
-  return sorted(int(n) for n in names if n.isdigit())
-
-
-class DiskSync:
-  """`export_policy`, then every server reloads the folder concurrently (pause -> reload ->
-  reset prefix cache -> resume: `HTTPEngine.update_weights`)."""
-
-  def __init__(self, engine: HTTPEngine, sync_dir: str, tokenizer_dir: str, dtype: str):
-    self.engine, self.sync_dir, self.tokenizer_dir, self.dtype = (engine, sync_dir,
-                                                                  tokenizer_dir, dtype)
-
-  def newest(self) -> str:
-    """The newest export (what a restarted server loads)."""
-    return os.path.join(self.sync_dir, f"step_{_export_steps(self.sync_dir)[-1]}")
-
-  async def push(self, learner: Learner, version: int) -> dict[str, float]:
-    start = time.perf_counter()
-    path = export_policy(learner.model, self.sync_dir, version, self.tokenizer_dir, self.dtype)
-    exported = time.perf_counter()
-    await self.engine.update_weights(path, version)
-    return {"sync_s": time.perf_counter() - start, "export_s": exported - start,
-            "reload_s": time.perf_counter() - exported, "weight_version": version}
 
 
 class Rollouts:
@@ -115,7 +58,7 @@ class Rollouts:
       metrics["failovers"] = self.engine.failovers          # requests moved this step
       self.engine.failovers = 0
       self.engine.down.clear()                   # a server back up is tried again
-    return {**metrics, **await self.sync.push(learner, version)}
+    return {**metrics, **await self.sync.push(learner.model, version)}
 
   async def aclose(self) -> None:
     if isinstance(self.engine, HTTPEngine):

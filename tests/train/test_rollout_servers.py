@@ -132,7 +132,7 @@ def test_a_server_killed_mid_step_is_routed_around_then_restarted(tmp_path, toke
 def test_servers_are_stopped_on_every_exit_path(tmp_path, tokenizer_dir):
   """An exception inside the context, and the stop itself, leave no process behind."""
   learner = learner_for(tokenizer_dir)
-  from orchestra.train.rollouts import export_policy
+  from orchestra.engines.weight_sync import export_policy
   path = export_policy(learner.model, str(tmp_path / "sync"), 0, tokenizer_dir, "float32")
   spec = ServerSpec("orchestra", "policy", str(tmp_path / "logs"), max_model_len=256)
   with pytest.raises(RuntimeError, match="boom"):
