@@ -42,6 +42,15 @@ def policy_loss_config(config: ConfigDict) -> PolicyLossConfig:
   return PolicyLossConfig(**config.rl.loss.to_dict(), temperature=config.episode.temperature)
 
 
+# The config field behind each OptimizerConfig field that `optimizer_config` sets, per stage.
+OPTIMIZER_FIELDS = {
+    "sft": {"learning_rate": "sft.learning_rate", "warmup_steps": "sft.warmup_steps",
+            "total_steps": "sft.steps"},
+    "rl": {"learning_rate": "rl.learning_rate", "warmup_steps": "rl.warmup_steps"},
+    "value": {"learning_rate": "rl.value_learning_rate", "warmup_steps": "rl.warmup_steps"},
+}
+
+
 def optimizer_config(config: ConfigDict, stage: str) -> OptimizerConfig:
   """The optimizer of one stage, from its config subtree (the one place it is built).
 
@@ -117,13 +126,16 @@ def _validate_counts(config: ConfigDict) -> None:
 
 
 def _validate_rl(config: ConfigDict) -> None:
-  stages = (("sft", "sft"),) if config.sft.steps > 0 else ()
-  stages += (("rl", "rl"), ("value", "rl")) if config.rl.algorithm == "ppo" else (("rl", "rl"),)
-  for stage, field in stages:
+  stages = ("sft",) if config.sft.steps > 0 else ()
+  stages += ("rl", "value") if config.rl.algorithm == "ppo" else ("rl",)
+  for stage in stages:
     try:
       optimizer_config(config, stage)
     except ValueError as e:
-      raise ConfigValueError(f"config.{field} ({stage} optimizer): {e}") from None
+      message = str(e)                 # "learning_rate=-0.1 must be > 0" -> the config field
+      for name, field in OPTIMIZER_FIELDS[stage].items():
+        message = message.replace(f"{name}=", f"config.{field}=")
+      raise ConfigValueError(message) from None
   try:
     policy_loss_config(config)
   except (TypeError, ValueError) as e:

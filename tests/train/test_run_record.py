@@ -81,6 +81,8 @@ def test_a_rejected_launch_leaves_the_recorded_config_unchanged(tmp_path):
     (["--config.rl.totl_steps=3"], "config.rl.totl_steps: no such field; nearest valid: "
                                    "total_steps"),
     (["--config.rl.learning_rate=-0.1"], "config.rl.learning_rate=-0.1 must be > 0"),
+    (["--config.rl.algorithm=ppo", "--config.rl.value_learning_rate=-1"],
+     "config.rl.value_learning_rate=-1.0 must be > 0"),
     (["--workdir={file}"], "is a file, not a folder"),
 ])
 def test_path_and_field_mistakes_are_one_clear_line(tmp_path, args, message):
