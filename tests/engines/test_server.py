@@ -233,10 +233,11 @@ class HeldEngine:
     return Completion([5, 6], [-0.1, -0.2], "length", self.weight_version)
 
 
-def app_client(engine, tokenizer):
-  """An httpx client calling the app over `engine` in this event loop (no socket)."""
+def app_client(engine, tokenizer, **options):
+  """An httpx client calling the app over `engine` in this event loop (no socket);
+  `options` go to `create_app` (dev_mode, api_key, strict)."""
   app = create_app(engine, tokenizer, "stub", max_model_len=4096, tool_call_parser=parse_turn,
-                   end_of_turn=IM_END)
+                   end_of_turn=IM_END, **options)
   return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
 
 
@@ -547,12 +548,8 @@ def test_tokenising_a_prompt_leaves_the_event_loop_free(tokenizer, route, body):
 
 
 def test_api_key_guards_v1_routes_like_vllm(tokenizer):
-  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
-                   end_of_turn=IM_END, api_key="s3cret")
-
   async def main():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://app") as client:
+    async with app_client(HeldEngine(released=True), tokenizer, api_key="s3cret") as client:
       body = {"prompt": [1, 2], "max_tokens": 2}
       missing = await client.post("/v1/completions", json=body)
       wrong = await client.post("/v1/completions", json=body,
@@ -569,12 +566,8 @@ def test_api_key_guards_v1_routes_like_vllm(tokenizer):
 
 
 def test_weight_routes_exist_only_in_dev_mode(tokenizer):
-  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
-                   end_of_turn=IM_END, dev_mode=False)
-
   async def main():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://app") as client:
+    async with app_client(HeldEngine(released=True), tokenizer, dev_mode=False) as client:
       return [(await client.post(route)).status_code for route in
               ("/pause", "/resume", "/collective_rpc", "/update_weight_version",
                "/reset_prefix_cache")] + [(await client.get("/weight_info")).status_code]
@@ -583,12 +576,8 @@ def test_weight_routes_exist_only_in_dev_mode(tokenizer):
 
 
 def test_strict_mode_refuses_fields_vllm_would_ignore_and_reports_weight_versions(tokenizer):
-  app = create_app(HeldEngine(released=True), tokenizer, "stub", tool_call_parser=parse_turn,
-                   end_of_turn=IM_END, strict=True)
-
   async def main():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://app") as client:
+    async with app_client(HeldEngine(released=True), tokenizer, strict=True) as client:
       typo = await client.post("/v1/completions", json={"prompt": [1], "max_tokens": 2,
                                                         "return_weight_version": True})
       good = await client.post("/v1/completions", json={"prompt": [1], "max_tokens": 2,
