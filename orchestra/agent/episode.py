@@ -112,7 +112,7 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
                       ) -> Trajectory:
   """Runs the policy on `messages` (system + user) with `tools` until `answer` or a limit."""
   schemas = [tool.schema() for tool in tools.values()]
-  traj = Trajectory.from_prompt(encode(tokenizer, render_prompt(messages, schemas)),
+  traj = Trajectory.from_prompt(encode(tokenizer, prompt_text(tokenizer, messages, schemas)),
                                 finish_reason="max_turns")
   for _ in range(config.max_turns):
     if len(traj.token_ids) >= config.max_total_tokens:
@@ -144,12 +144,23 @@ async def run_episode(engine, tokenizer, tools: dict[str, Tool], messages: list[
   return traj
 
 
+def prompt_text(tokenizer, messages: list[dict[str, Any]], schemas: list[dict]) -> str:
+  """The episode's opening prompt as the tokenizer's own chat template renders it
+  (`apply_chat_template`, generation prompt added); `render_prompt`, the same Qwen3 format,
+  for a tokenizer without one."""
+  if getattr(tokenizer, "chat_template", None):
+    return tokenizer.apply_chat_template(messages, tools=schemas, add_generation_prompt=True,
+                                         tokenize=False)
+  return render_prompt(messages, schemas)
+
+
 async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingParams,
                         config: EpisodeConfig) -> tuple[Turn, Completion]:
   """Generates one policy turn onto `traj` and records it in `traj.turns`.
 
-  The turn is capped by the token budget left and stops at `<|im_end|>` (which is
-  appended, unmasked, if the turn was cut off). Its cost is the orchestrator's own:
+  The turn is capped by the token budget left and stops at `<|im_end|>` or at one of the
+  model's own stop ids in `sampling.stop_token_ids`; a turn that ends any other way (cut
+  off, or a stop id other than `<|im_end|>`) is closed with an unmasked `<|im_end|>`. Its cost is the orchestrator's own:
   (prompt tokens * price_in + generated tokens * price_out) / 1e6; its latency the
   declared per-token latency, or wall clock. An engine failure or timeout sets
   `finish_reason = "engine_error"` and the reason, then propagates.
@@ -160,8 +171,9 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
   """
   im_end = tokenizer.convert_tokens_to_ids(IM_END)
   budget = config.max_total_tokens - len(traj.token_ids)
+  stops = tuple(dict.fromkeys((im_end, *sampling.stop_token_ids)))
   turn_sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, budget),
-                                      stop_token_ids=(im_end,),
+                                      stop_token_ids=stops,
                                       seed=turn_seed(sampling.seed, len(traj.turns)))
   prompt_tokens = len(traj.token_ids)
   start = time.perf_counter()
@@ -178,6 +190,9 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
   text = tokenizer.decode(completion.token_ids, skip_special_tokens=False)
   if text.endswith(IM_END):
     text = text[:-len(IM_END)]
+  elif completion.token_ids and completion.token_ids[-1] in stops:
+    text = text[:-len(tokenizer.decode(completion.token_ids[-1:], skip_special_tokens=False))]
+    append_tokens(traj, [im_end], [0.0], policy=False)      # the model's own eos: close the turn
   else:                                       # cut off by max_tokens: close the turn ourselves
     append_tokens(traj, [im_end], [0.0], policy=False)
   cost = (prompt_tokens * config.price_in_per_1m

@@ -97,7 +97,8 @@ def evaluate(setup, workdir: str, policies=None, preferences=None) -> list[dict]
       print(f"{policy}: checkpoint step {step} of {source}")
       engines[policy] = JaxEngine(model)
   sampling = SamplingParams(max_tokens=setup.config.episode.turn_tokens,
-                            temperature=cfg.temperature, seed=0)
+                            temperature=cfg.temperature, seed=0,
+                            stop_token_ids=setup.model_config.stop_token_ids)
 
   async def episode(policy, task, preference, index):
     if policy in engines:

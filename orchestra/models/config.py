@@ -93,6 +93,12 @@ class DecoderConfig:
     head = 0 if self.tie_word_embeddings else d * self.vocab_size
     return self.vocab_size * d + self.num_layers * per_layer + d + head
 
+  @property
+  def stop_token_ids(self) -> tuple[int, ...]:
+    """The model's own end-of-sequence ids (`eos_token_id`: none, one or several)."""
+    eos = self.eos_token_id
+    return () if eos is None else tuple(eos) if isinstance(eos, tuple) else (eos,)
+
   def to_dict(self) -> dict[str, Any]:
     """JSON-ready dict (stored in checkpoint metadata); inverse of `from_dict`."""
     return dataclasses.asdict(self)

@@ -34,10 +34,8 @@ from orchestra.rl.update import make_optimizer
 from orchestra.sharding import MESH_AXES, default_rules, logical_to_spec, resolve_mesh_shape
 from orchestra.train.resolve import resolved_run
 from orchestra.train.setup import build_setup
-from orchestra.train.setup_base import ConfigValueError, model_config, optimizer_config
-
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                "num_kv_heads", "head_dim", "tie_word_embeddings")
+from orchestra.train.setup_base import (ConfigValueError, check_init_from, declared_model_config,
+                                        optimizer_config)
 
 
 def dry_run(config: ConfigDict, workdir: str | None = None) -> str:
@@ -78,33 +76,21 @@ def _workdir(workdir: str | None):
 
 def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str]
              ) -> DecoderConfig:
-  if not config.model.init_from and config.env.get("name") != "qa":
+  init_from = config.model.init_from
+  have_init = bool(init_from) and os.path.isfile(os.path.join(init_from, "config.json"))
+  if config.env.get("name") != "qa" and (have_init or not init_from):
     setup = build_setup(config, workdir)
     lines.append(f"config ok: {setup.model_config.num_params / 1e6:.2f}M-parameter model, "
                  f"{len(setup.tasks('train'))} train tasks, tools {list(setup.tool_names)}")
     return setup.model_config
-  decoder = model_config(config)
-  init_from = config.model.init_from
-  if init_from and os.path.isfile(os.path.join(init_from, "config.json")):
+  if have_init:
     check_init_from(config, DecoderConfig.from_hf_dir(init_from))
-  else:
+  elif init_from:
     needs.append(f"model.init_from={init_from!r}: a Hugging Face folder with config.json "
                  "(CHECKPOINT_PATH)")
   if config.env.get("name") == "qa" and not os.path.isfile(config.env.data):
     needs.append(f"env.data={config.env.data!r}: the training questions (TRAIN_DATA)")
-  return decoder
-
-
-def check_init_from(config: ConfigDict, hf: DecoderConfig) -> None:
-  """`config.model` must describe the checkpoint it starts from; names each field that differs."""
-  mine = model_config(config)
-  differ = [f"config.model.{f}={getattr(mine, f)!r} but {config.model.init_from}/config.json "
-            f"has {getattr(hf, f)!r}" for f in SHAPE_FIELDS if getattr(mine, f) != getattr(hf, f)]
-  if mine.rope.theta != hf.rope.theta:
-    differ.append(f"config.model.rope_theta={mine.rope.theta} but the checkpoint has "
-                  f"{hf.rope.theta}")
-  if differ:
-    raise ConfigValueError("; ".join(differ))
+  return declared_model_config(config)
 
 
 def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:

@@ -37,8 +37,9 @@ from ml_collections import ConfigDict
 from orchestra.agent.episode import Trajectory
 from orchestra.checkpoint import SFT_DIR, CheckpointError, CheckpointManager, StepNotRestored
 from orchestra.checkpoint.export import restore_policy
+from orchestra.checkpoint.hf import load_hf
 from orchestra.engines import SamplingParams
-from orchestra.models import CausalLM, ValueModel
+from orchestra.models import CausalLM, DecoderConfig, ValueModel
 from orchestra.rewards import group_rewards
 from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
 from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
@@ -63,7 +64,13 @@ async def teacher_demos(setup, n: int, seed: int) -> list[Trajectory]:
       return await setup.demo(task, preference, turns)
 
   demos = await asyncio.gather(*(one(rng.choice(tasks)) for _ in range(n)))
-  return [d for d in demos if d is not None]
+  kept = [d for d in demos if d is not None]
+  if n and not kept:
+    raise ValueError(f"none of the {n} teacher demonstrations reached an answer within "
+                     f"config.episode (max_total_tokens={setup.config.episode.max_total_tokens}, "
+                     f"max_turns={setup.config.episode.max_turns}): is the prompt longer than "
+                     "the token budget?")
+  return kept
 
 
 def score_group(setup, preference: np.ndarray, rollouts: list[Rollout]):
@@ -147,12 +154,25 @@ def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
                  value_loss_fn(config.rl.value_clip))
 
 
-def make_reference(config: ConfigDict, workdir: str) -> Learner | None:
-  """The KL reference: the post-SFT policy (workdir/sft), frozen; None when kl_coef is 0."""
+def starting_policy(config: ConfigDict, decoder: DecoderConfig) -> CausalLM:
+  """The policy before any training: `config.model.init_from`'s weights, else a random
+  init seeded by `config.seed`."""
+  if config.model.init_from:
+    return load_hf(config.model.init_from, config.model.dtype, remat=config.model.remat)
+  return CausalLM(decoder, remat=config.model.remat, rngs=nnx.Rngs(config.seed))
+
+
+def make_reference(setup, workdir: str) -> Learner | None:
+  """The KL reference: the policy RL starts from (the SFT result, or the starting policy
+  when there is no SFT stage), frozen; None when kl_coef is 0."""
+  config = setup.config
   if not config.rl.loss.kl_coef:
     return None
-  sft_policy, _ = restore_policy(os.path.join(workdir, SFT_DIR))
-  return Learner(sft_policy, optax.set_to_zero(), sft_loss_fn())
+  if config.sft.steps > 0:
+    reference, _ = restore_policy(os.path.join(workdir, SFT_DIR))
+  else:
+    reference = starting_policy(config, setup.model_config)
+  return Learner(reference, optax.set_to_zero(), sft_loss_fn())
 
 
 def train(setup, workdir: str, progress: bool = True) -> dict:
@@ -177,8 +197,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   config = setup.config
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
-  model = CausalLM(setup.model_config, remat=config.model.remat,
-                   rngs=nnx.Rngs(config.seed))
+  model = starting_policy(config, setup.model_config)
   step, stage = 0, "sft"
   latest = _resume_step(manager, skipped)
   if latest is not None:
@@ -230,7 +249,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   critic = make_critic(config, learner.model) if config.rl.algorithm == "ppo" else None
   if latest is not None and stage == "rl":
     _restore(manager, latest, learner, critic, skipped=skipped)
-  reference = make_reference(config, workdir)
+  reference = make_reference(setup, workdir)
   metrics = {}
   if step < sft_steps + rl_steps:
     # The rollout engine (in-process, or servers synced to this step's weights).
@@ -267,7 +286,8 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
   tasks = setup.tasks("train")
   picks = rng.choice(len(tasks), rl.tasks_per_step, replace=False)
   prefs = rng.choice(list(config.train_preferences), rl.tasks_per_step)
-  sampling = SamplingParams(max_tokens=e.turn_tokens, temperature=e.temperature)
+  sampling = SamplingParams(max_tokens=e.turn_tokens, temperature=e.temperature,
+                            stop_token_ids=setup.model_config.stop_token_ids)
   sem = asyncio.Semaphore(rl.max_concurrent_episodes)
 
   async def episode(task, pref, seed, k):

@@ -59,22 +59,28 @@ class RunSetup(SetupBase):
   def preferred_expert(self, preference_name: str) -> str:
     """The scripted teacher's rule of thumb: the offered expert a preference points to.
 
-    It knows what the tool descriptions say (prices and latencies), not the experts'
-    accuracies: score = w_cost * cheapness + w_latency * speed, each min-max scaled over
-    the offered experts (1 = cheapest / fastest); ties, e.g. when only accuracy matters,
-    go to the most expensive expert, taken as the strongest.
+    It knows what a tool's model card would say: price, latency and overall strength
+    (the expert's accuracy averaged over task kinds), not how accurate it is on each
+    kind of task, which RL has to learn:
+
+        score = w_outcome * strength + w_cost * cheapness + w_latency * speed,
+
+    each term min-max scaled over the offered experts (1 = strongest / cheapest /
+    fastest); ties go to the most expensive expert.
     """
-    *_, _, w_cost, w_latency = self.preference(preference_name)
+    *_, w_outcome, w_cost, w_latency = self.preference(preference_name)
     experts = [self.experts[n] for n in self.tool_names if n in self.experts]
-    price = {e.name: e.price_in_per_1m + e.price_out_per_1m for e in experts}
-    latency = {e.name: e.latency_s for e in experts}
+    strength = {e.name: sum(e.accuracy.values()) / len(e.accuracy) for e in experts}
+    cheapness = {e.name: -(e.price_in_per_1m + e.price_out_per_1m) for e in experts}
+    speed = {e.name: -e.latency_s for e in experts}
 
-    def scaled_best(values, name):
+    def scaled(values, name):
       lo, hi = min(values.values()), max(values.values())
-      return 0.0 if hi == lo else (hi - values[name]) / (hi - lo)
+      return 0.0 if hi == lo else (values[name] - lo) / (hi - lo)
 
-    return max(price, key=lambda n: (w_cost * scaled_best(price, n)
-                                     + w_latency * scaled_best(latency, n), price[n]))
+    return max(strength, key=lambda n: (w_outcome * scaled(strength, n)
+                                        + w_cost * scaled(cheapness, n)
+                                        + w_latency * scaled(speed, n), -cheapness[n]))
 
   def messages(self, task: Task, preference_name: str) -> list[dict]:
     instruction = preference_instruction(self.preference(preference_name), self.tool_names)

@@ -193,7 +193,6 @@ def _validate_env_and_tools(config: ConfigDict) -> None:
 def check_runnable(config: ConfigDict) -> None:
   """What `--dry_run` can plan but training cannot run yet refuses a real launch, naming it."""
   not_yet = {
-      "model.init_from": (bool(config.model.init_from), "a Hugging Face starting policy"),
       "model.dtype": (config.model.dtype != "float32", "training in bfloat16"),
       "env.name": (config.env.get("name") == "qa", "training on QA files"),
       "mesh.num_devices": (config.mesh.num_devices != 1, "training on a device mesh"),
@@ -222,12 +221,29 @@ class SetupBase:
     return np.asarray(self.config.preferences[name], np.float64)
 
 
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                "num_kv_heads", "head_dim", "tie_word_embeddings")
+
+
 def model_config(config: ConfigDict, tokenizer=None) -> DecoderConfig:
-  """The Qwen3-shaped decoder `config.model` describes (the one place it is built).
+  """The decoder the run trains (the one place it is built).
+
+  With `config.model.init_from`, the starting policy's own config.json (its vocabulary and
+  stop ids), which `config.model` must describe (`check_init_from`); otherwise
+  `declared_model_config`.
+  """
+  if config.model.init_from:
+    hf = DecoderConfig.from_hf_dir(config.model.init_from)
+    check_init_from(config, hf)
+    return hf
+  return declared_model_config(config, tokenizer)
+
+
+def declared_model_config(config: ConfigDict, tokenizer=None) -> DecoderConfig:
+  """The Qwen3-shaped decoder `config.model` describes.
 
   With the run's own `tokenizer`, its size is the vocabulary and `<|im_end|>` the end of
-  turn; without one (a Hugging Face starting policy's shape, or a dry run),
-  `config.model.vocab_size` is taken as it is.
+  turn; without one (a dry run), `config.model.vocab_size` is taken as it is.
   """
   m = config.model
   vocab = m.vocab_size if tokenizer is None else len(tokenizer)
@@ -240,15 +256,39 @@ def model_config(config: ConfigDict, tokenizer=None) -> DecoderConfig:
       pad_token_id=None if tokenizer is None else 0)
 
 
+def check_init_from(config: ConfigDict, hf: DecoderConfig) -> None:
+  """`config.model` must describe the checkpoint it starts from; names each field that differs."""
+  mine = declared_model_config(config)
+  differ = [f"config.model.{f}={getattr(mine, f)!r} but {config.model.init_from}/config.json "
+            f"has {getattr(hf, f)!r}" for f in SHAPE_FIELDS if getattr(mine, f) != getattr(hf, f)]
+  if mine.rope.theta != hf.rope.theta:
+    differ.append(f"config.model.rope_theta={mine.rope.theta} but the checkpoint has "
+                  f"{hf.rope.theta}")
+  if differ:
+    raise ConfigValueError("; ".join(differ))
+
+
 def run_tokenizer(setup, path: str):
-  """Loads the run's tokenizer, or trains one on `setup.tokenizer_texts` and saves it."""
+  """The run's tokenizer, saved at `path` (where servers and exports read it).
+
+  Loaded from `path` when a run already saved it; else the starting policy's
+  (`config.model.init_from`, with its chat template); else trained on
+  `setup.tokenizer_texts`.
+  """
   from transformers import AutoTokenizer
 
   from orchestra.agent.tokenizer import train_tokenizer
   if os.path.isfile(os.path.join(path, "tokenizer.json")):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
-  tokenizer = train_tokenizer(setup.tokenizer_texts(random.Random(0)),
-                              setup.config.model.vocab_size, split_words=False,
-                              split_digits=True)
+  init_from = setup.config.model.init_from
+  if init_from:
+    tokenizer = AutoTokenizer.from_pretrained(init_from, local_files_only=True)
+    if not tokenizer.chat_template:
+      raise ConfigValueError(f"config.model.init_from={init_from!r}: its tokenizer has no chat "
+                             "template; the episode renders prompts with it")
+  else:
+    tokenizer = train_tokenizer(setup.tokenizer_texts(random.Random(0)),
+                                setup.config.model.vocab_size, split_words=False,
+                                split_digits=True)
   tokenizer.save_pretrained(path)
   return tokenizer

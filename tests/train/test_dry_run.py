@@ -7,9 +7,9 @@ import os
 import pytest
 
 from orchestra.models import DecoderConfig, RopeConfig
-from orchestra.train.dry_run import check_init_from, memory_plan
-from orchestra.train.setup_base import (ConfigValueError, check_runnable, model_config,
-                                        optimizer_config, validate)
+from orchestra.train.dry_run import memory_plan
+from orchestra.train.setup_base import (ConfigValueError, check_init_from, check_runnable,
+                                        declared_model_config, optimizer_config, validate)
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
@@ -26,9 +26,7 @@ def test_the_offline_default_is_runnable():
   check_runnable(load("tiny_cpu"))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("model.init_from", "/ckpt/Qwen3-8B"),
-    ("model.dtype", "bfloat16"), ("mesh.num_devices", 8)])
+@pytest.mark.parametrize("field, value", [("model.dtype", "bfloat16"), ("mesh.num_devices", 8)])
 def test_what_the_loop_cannot_run_yet_is_refused_by_name(field, value):
   config = load("tiny_cpu")
   subtree, key = field.split(".")
@@ -60,7 +58,7 @@ def test_an_unknown_qa_tool_is_named():
 def test_init_from_must_have_the_configured_shape():
   config = load("qwen3_1p7b_grpo")
   config.model.init_from = "/ckpt/Qwen3-1.7B"
-  same = model_config(config)
+  same = declared_model_config(config)
   check_init_from(config, same)                               # no error
   other = DecoderConfig("qwen3", vocab_size=151_936, hidden_size=4096, intermediate_size=6144,
                         num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128,
@@ -82,10 +80,10 @@ def test_one_builder_gives_each_stage_its_optimizer():
 
 def test_memory_plan_divides_the_parameters_over_the_mesh():
   config = load("qwen3_1p7b_grpo")
-  one = memory_plan(model_config(config), config)
+  one = memory_plan(declared_model_config(config), config)
   config.mesh.num_devices = 8
-  eight = memory_plan(model_config(config), config)
-  assert one["num_params"] == eight["num_params"] == model_config(config).num_params
+  eight = memory_plan(declared_model_config(config), config)
+  assert one["num_params"] == eight["num_params"] == declared_model_config(config).num_params
   assert eight["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
   assert eight["param_gib_per_device"] == pytest.approx(one["param_gib_per_device"] / 8, rel=0.01)
   # AdamW mu and nu in the parameters' dtype: twice the parameter bytes

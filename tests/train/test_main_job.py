@@ -102,6 +102,7 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
   from transformers import AutoModelForCausalLM
   from orchestra.checkpoint import SFT_DIR
   from orchestra.train.loop import make_reference
+  from types import SimpleNamespace
   from ml_collections import ConfigDict
   out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.loss.kl_coef=0.1",
                "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0",
@@ -117,7 +118,8 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
                         f"--workdir={tmp_path / SFT_DIR}", f"--out={hf_dir}", "--dtype=float32"],
                        capture_output=True, text=True, env=ENV, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  reference = make_reference(ConfigDict({"rl": {"loss": {"kl_coef": 0.1}}}), str(tmp_path))
+  config = ConfigDict({"rl": {"loss": {"kl_coef": 0.1}}, "sft": {"steps": 4}})
+  reference = make_reference(SimpleNamespace(config=config), str(tmp_path))
   tokens = np.random.RandomState(0).randint(0, 1024, (2, 24)).astype(np.int32)
   ref_logp = np.asarray(reference.logprobs(tokens, np.ones_like(tokens, bool)))
   torch_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()

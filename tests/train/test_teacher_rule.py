@@ -23,14 +23,17 @@ def setup_with(config):
                   model_config=None)
 
 
-def test_preferred_expert_follows_declared_price_and_latency():
+def test_preferred_expert_weighs_strength_price_and_latency():
   setup = setup_with(tiny_config())
-  # Prices (in + out per 1M): small 0.5, large 40, batch 8; latency: small 1, large 6, batch 60 s.
-  # Cost or latency weighted: expert-small is both cheapest and fastest. Accuracy only: every
-  # score is 0, and the tie goes to the most expensive expert.
-  assert setup.preferred_expert("low_cost") == "expert-small"
-  assert setup.preferred_expert("low_latency") == "expert-small"
-  assert setup.preferred_expert("balanced") == "expert-small"
+  # Scaled over {small, large, batch}: strength (mean accuracy: 0.477, 0.97, 0.97) 0 / 1 / 1;
+  # cheapness (in + out per 1M: 0.5, 40, 8) 1 / 0 / 0.81; speed (1, 6, 60 s) 1 / 0.915 / 0.
+  # low_cost (1, 1, 0):      small 1,     large 1,     batch 1.81  -> batch
+  # low_latency (1, 0, 1):   small 1,     large 1.915, batch 1     -> large
+  # balanced (1, .5, .5):    small 1,     large 1.458, batch 1.405 -> large
+  # high_accuracy (1, 0, 0): large and batch tie at 1; the tie goes to the pricier one.
+  assert setup.preferred_expert("low_cost") == "expert-batch"
+  assert setup.preferred_expert("low_latency") == "expert-large"
+  assert setup.preferred_expert("balanced") == "expert-large"
   assert setup.preferred_expert("high_accuracy") == "expert-large"
 
 
