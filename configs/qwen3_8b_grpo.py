@@ -7,9 +7,9 @@ Same schema as `tiny_cpu.py` (orchestra/train/resolve.py reads every field). Wha
 QA tasks from a file (`env.name = "qa"`), tools from the config (local search over an
 index, Tavily web search, the code interpreter, LLM experts with prices), rollouts on
 vLLM servers over HTTP (`rollout`), the policy initialised from a Hugging Face folder
-(`model.init_from`), a device mesh, and RL only (`sft.steps = 0`). Until a launch can
-run all of those, `launch/train.py` refuses a real run naming the field it cannot honour
-yet, and `--dry_run` plans it: model size and per-device memory over the mesh, tools,
+(`model.init_from`), a device mesh, and RL only (`sft.steps = 0`). Until the loop can
+run all of those (bf16, the mesh, QA training are not in it yet), `launch/train.py`
+refuses a real run naming the field it cannot honour yet, and `--dry_run` plans it: model size and per-device memory over the mesh, tools,
 rollout server command, and what a real launch still needs.
 
 Step counts: `rl.total_steps` (GRPO updates of `rl.tasks_per_step` x `rl.group_size`

@@ -77,7 +77,7 @@ def get_config() -> ConfigDict:
       policy_latency_per_token_s=0.02,         # declared (~50 tokens/s), not this CPU's wall clock
   ))
   c.sft = ConfigDict(dict(
-      steps=400,                               # optimizer steps on teacher demonstrations
+      steps=300,                               # optimizer steps on teacher demonstrations
       batch_size=16,                           # demonstrations per step
       num_demos=2000,                          # demonstration pool (train split)
       # the share of demos where an expert answers (the rest run the real-tool plan)
@@ -90,7 +90,7 @@ def get_config() -> ConfigDict:
   ))
   c.rl = ConfigDict(dict(
       algorithm="grpo",                        # "grpo" (group z-score), "rloo" or "ppo" (critic + GAE)
-      total_steps=120,                         # RL optimizer steps
+      total_steps=100,                         # RL optimizer steps
       tasks_per_step=16,                       # tasks per step (each with a sampled preference)
       group_size=4,                            # episodes per task
       learning_rate=2e-4,
