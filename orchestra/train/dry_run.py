@@ -85,7 +85,7 @@ def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str
     return setup.model_config
   if have_init:
     check_init_from(config, DecoderConfig.from_hf_dir(init_from))
-  elif init_from:
+  else:
     needs.append(f"model.init_from={init_from!r}: a Hugging Face folder with config.json "
                  "(CHECKPOINT_PATH)")
   if config.env.get("name") == "qa" and not os.path.isfile(config.env.data):
