@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,7 @@ class NoServerSetup:
   """A setup whose every episode is lost to the engine (no server answered)."""
 
   tool_names = ("expert",)
+  model_config = SimpleNamespace(stop_token_ids=())       # the model's own stop ids: none
 
   def __init__(self):
     self.config = ConfigDict(dict(
