@@ -160,9 +160,9 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
 
   The turn is capped by the token budget left and stops at `<|im_end|>` or at one of the
   model's own stop ids in `sampling.stop_token_ids`; a turn that ends any other way (cut
-  off, or a stop id other than `<|im_end|>`) is closed with an unmasked `<|im_end|>`. Its cost is the orchestrator's own:
-  (prompt tokens * price_in + generated tokens * price_out) / 1e6; its latency the
-  declared per-token latency, or wall clock. An engine failure or timeout sets
+  off, or a stop id other than `<|im_end|>`) is closed with an unmasked `<|im_end|>`.
+  Its cost is the orchestrator's own: (prompt tokens * price_in + generated tokens *
+  price_out) / 1e6; its latency the declared per-token latency, or wall clock. An engine failure or timeout sets
   `finish_reason = "engine_error"` and the reason, then propagates.
 
   With `sampling.seed` set, the turn samples with `turn_seed(seed, turn index)`: every
@@ -190,10 +190,9 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
   text = tokenizer.decode(completion.token_ids, skip_special_tokens=False)
   if text.endswith(IM_END):
     text = text[:-len(IM_END)]
-  elif completion.token_ids and completion.token_ids[-1] in stops:
-    text = text[:-len(tokenizer.decode(completion.token_ids[-1:], skip_special_tokens=False))]
-    append_tokens(traj, [im_end], [0.0], policy=False)      # the model's own eos: close the turn
-  else:                                       # cut off by max_tokens: close the turn ourselves
+  else:                          # cut off, or the model's own eos: close the turn ourselves
+    if completion.token_ids and completion.token_ids[-1] in stops:
+      text = text[:-len(tokenizer.decode(completion.token_ids[-1:], skip_special_tokens=False))]
     append_tokens(traj, [im_end], [0.0], policy=False)
   cost = (prompt_tokens * config.price_in_per_1m
           + len(completion.token_ids) * config.price_out_per_1m) / 1e6
