@@ -162,8 +162,8 @@ async def generate_turn(engine, tokenizer, traj: Trajectory, sampling: SamplingP
   model's own stop ids in `sampling.stop_token_ids`; a turn that ends any other way (cut
   off, or a stop id other than `<|im_end|>`) is closed with an unmasked `<|im_end|>`.
   Its cost is the orchestrator's own: (prompt tokens * price_in + generated tokens *
-  price_out) / 1e6; its latency the declared per-token latency, or wall clock. An engine failure or timeout sets
-  `finish_reason = "engine_error"` and the reason, then propagates.
+  price_out) / 1e6; its latency the declared per-token latency, or wall clock. An engine
+  failure or timeout sets `finish_reason = "engine_error"` and the reason, then propagates.
 
   With `sampling.seed` set, the turn samples with `turn_seed(seed, turn index)`: every
   turn of an episode draws its own noise (the engine folds the token index into the
