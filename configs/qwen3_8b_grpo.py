@@ -7,9 +7,8 @@ Same schema as `tiny_cpu.py` (orchestra/train/resolve.py reads every field). Wha
 QA tasks from a file (`env.name = "qa"`), tools from the config (local search over an
 index, Tavily web search, the code interpreter, LLM experts with prices), rollouts on
 vLLM servers over HTTP (`rollout`), the policy initialised from a Hugging Face folder
-(`model.init_from`), a device mesh, and RL only (`sft.steps = 0`). Until the loop can
-run all of those (bf16, the mesh, QA training are not in it yet), `launch/train.py`
-refuses a real run naming the field it cannot honour yet, and `--dry_run` plans it: model size and per-device memory over the mesh, tools,
+(`model.init_from`), bfloat16 compute on a device mesh, and RL only (`sft.steps = 0`).
+`--dry_run` plans it without GPUs: model size and per-device memory over the mesh, tools,
 rollout server command, and what a real launch still needs.
 
 Step counts: `rl.total_steps` (GRPO updates of `rl.tasks_per_step` x `rl.group_size`
@@ -40,6 +39,7 @@ def get_config() -> ConfigDict:
       name="qa",                               # question answering from a file
       benchmark="jsonl",                       # hle | frames | gsm8k | jsonl (orchestra.envs.qa)
       data=os.environ.get("TRAIN_DATA", ""),   # the training questions
+      test_data=os.environ.get("TEST_DATA", ""),   # held-out questions (eval.split "test")
   ))
   c.tools = ConfigDict(dict(
       names=TOOLS,

@@ -38,7 +38,7 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config configs/tiny_cpu.py")
   from orchestra.train.run_record import RunRecordError, record_config
   from orchestra.train.setup import build_setup, check_config
-  from orchestra.train.setup_base import ConfigValueError, check_runnable
+  from orchestra.train.setup_base import ConfigValueError
   if not FLAGS.workdir and not FLAGS.dry_run:
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
   try:
@@ -49,7 +49,6 @@ def main(argv):
         prepare_workdir(FLAGS.workdir)
       print(dry_run(config, FLAGS.workdir))
       return
-    check_runnable(config)
     prepare_workdir(FLAGS.workdir)
     changes = record_config(config, FLAGS.workdir)
     setup = build_setup(config, FLAGS.workdir)

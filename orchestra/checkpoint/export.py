@@ -11,33 +11,38 @@ import os
 import jax
 from absl import logging
 from flax import nnx
+from jax.sharding import Mesh
 
 from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 from orchestra.checkpoint.hf import save_hf
 from orchestra.checkpoint.manager import CheckpointManager
 from orchestra.models.config import DecoderConfig
 from orchestra.models.decoder import CausalLM
+from orchestra.sharding.rules import state_shardings
 
 PARAMS_ITEM = "params"
 MODEL_CONFIG_KEY = "model_config"
 
 
-def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple[CausalLM, int]:
-  """The `CausalLM` saved at `step` of a run, on the default device, and that step.
+def restore_policy(workdir: str | os.PathLike, step: int | None = None, *,
+                   mesh: Mesh | None = None, compute_dtype="float32") -> tuple[CausalLM, int]:
+  """The `CausalLM` saved at `step` of a run, and that step.
 
   Without `step`, the newest step that reads: a damaged newest step is skipped with a
-  warning naming it, and the one before is used.
+  warning naming it, and the one before is used. With `mesh`, each device reads only
+  its shards of the parameters (`orchestra.sharding.state_shardings`); otherwise they
+  go to the default device. `compute_dtype` is the restored model's activation dtype.
   """
   manager = CheckpointManager(workdir, async_save=False, read_only=True)
   try:
     if step is not None:
-      return _restore_policy(manager, step), step
+      return _restore_policy(manager, step, mesh, compute_dtype), step
     steps = manager.all_steps()
     if not steps:
       raise CheckpointError(f"no complete checkpoint in {manager.directory}")
     for candidate in reversed(steps):
       try:
-        return _restore_policy(manager, candidate), candidate
+        return _restore_policy(manager, candidate, mesh, compute_dtype), candidate
       except StepNotRestored as e:
         if candidate == steps[0]:
           raise
@@ -46,17 +51,24 @@ def restore_policy(workdir: str | os.PathLike, step: int | None = None) -> tuple
     manager.close()
 
 
-def _restore_policy(manager: CheckpointManager, step: int) -> CausalLM:
+def _restore_policy(manager: CheckpointManager, step: int, mesh: Mesh | None,
+                    compute_dtype) -> CausalLM:
   meta = manager.restore_metadata(step)
   if MODEL_CONFIG_KEY not in meta:
     raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "
                           "was it written by an Orchestra training run?")
   cfg = DecoderConfig.from_dict(meta[MODEL_CONFIG_KEY])
-  abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: CausalLM(cfg, dtype=compute_dtype, rngs=nnx.Rngs(0)))
   graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                      abstract_params)
+  is_variable = lambda x: isinstance(x, nnx.Variable)
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract_params, is_leaf=is_variable)
+  else:
+    shardings = state_shardings(abstract_params, mesh)
+  like = jax.tree.map(
+      lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+      abstract_params, shardings, is_leaf=is_variable)
   items, _ = manager.restore({PARAMS_ITEM: like}, step)
   return nnx.merge(graphdef, items[PARAMS_ITEM], rest)
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 BENCHMARKS = ("hle", "frames", "gsm8k", "jsonl")
-# How an item's prediction is graded by rules (orchestra.eval.graders).
+# How an item's prediction is graded by rules (orchestra.envs.qa_graders).
 EXACT, NUMERIC, CHOICE = "exact_match", "numeric", "multiple_choice"
 HLE_ANSWER_TYPES = {"exactMatch": EXACT, "multipleChoice": CHOICE}
 _URL = re.compile(r"https?://\S+")

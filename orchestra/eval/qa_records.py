@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.envs.qa import QAItem
-from orchestra.eval.graders import grade
+from orchestra.envs.qa_graders import grade
 from orchestra.eval.judge import Judge, Verdict
 from orchestra.eval.orchestrators import Outcome, cut
 from orchestra.eval.results_store import ResultsStore

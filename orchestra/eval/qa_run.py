@@ -18,7 +18,7 @@ from orchestra.envs.qa import QAItem
 from orchestra.eval.judge import Judge
 from orchestra.eval.orchestrators import (Outcome, build_orchestrator, chat_endpoint,
                                           check_reachable)
-from orchestra.eval.qa_prompts import messages_for
+from orchestra.envs.qa_prompts import messages_for
 from orchestra.eval.qa_records import grade_item, make_record, selected_records, verdict_record
 from orchestra.eval.qa_settings import (JUDGE_PREFIX, BenchmarkError, JudgeSpec,
                                         OrchestratorSpec, RunSettings)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from orchestra.envs.qa_prompts import SYSTEM_PROMPT
 from orchestra.eval.settings_flags import setting
 
 ORCHESTRATORS = ("checkpoint", "chat", "no_tools")
-SYSTEM_PROMPT = "You are good at using tools."
 JUDGE_PREFIX = "judge_"
 
 

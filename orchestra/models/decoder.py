@@ -222,7 +222,8 @@ class Transformer(nnx.Module):
     x_BTD = jnp.take(self.embed[...], input_ids_BT, axis=0).astype(self.dtype)
     inv_freq = inverse_frequencies(self.config.rope, self.config.head_dim)
     cos_BTE, sin_BTE = rope_cos_sin(positions_BT, inv_freq, self.dtype)
-    run_block = _run_block_remat if self.remat else _run_block
+    # Remat serves the backward pass; decoding with a cache never takes gradients.
+    run_block = _run_block_remat if self.remat and cache is None else _run_block
     new_keys, new_values = [], []
     for i, layer in enumerate(self.layers):
       cached_kv = None if cache is None else (cache.keys[i], cache.values[i])

@@ -33,6 +33,8 @@ from orchestra.models import CausalLM, DecoderConfig
 from orchestra.rl.update import make_optimizer
 from orchestra.sharding import MESH_AXES, default_rules, logical_to_spec, resolve_mesh_shape
 from orchestra.train.resolve import resolved_run
+from orchestra.train.placement import PARAM_DTYPE, compute_dtype
+from orchestra.train.qa_setup import qa_tool_spec
 from orchestra.train.setup import build_setup
 from orchestra.train.setup_base import (ConfigValueError, check_init_from, declared_model_config,
                                         optimizer_config)
@@ -48,7 +50,8 @@ def dry_run(config: ConfigDict, workdir: str | None = None) -> str:
   with _workdir(workdir) as folder:
     decoder = _decoder(config, folder, lines, needs)
   plan = memory_plan(decoder, config)
-  lines.append(f"model: {decoder.num_params / 1e6:,.2f}M params ({config.model.dtype}); mesh "
+  lines.append(f"model: {decoder.num_params / 1e6:,.2f}M params ({PARAM_DTYPE}, "
+               f"{config.model.dtype} compute); mesh "
                f"{plan['mesh']} over {plan['num_devices']} devices: "
                f"{plan['param_gib_per_device']:.2f} GiB of params per device")
   lines.append(f"optimizer: AdamW state {plan['optimizer_gib']:.2f} GiB in total "
@@ -94,9 +97,10 @@ def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str
 
 
 def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
-  """Parameter count and bytes per device over `config.mesh`, and the AdamW state's size."""
-  dtype = {"bfloat16": jax.numpy.bfloat16, "float32": jax.numpy.float32}[config.model.dtype]
-  abstract = nnx.eval_shape(lambda: CausalLM(decoder, param_dtype=dtype, dtype=dtype,
+  """Parameter count and bytes per device over `config.mesh`, and the AdamW state's size.
+  Parameters are float32 master weights whatever the compute dtype (placement.py)."""
+  abstract = nnx.eval_shape(lambda: CausalLM(decoder, param_dtype=PARAM_DTYPE,
+                                             dtype=compute_dtype(config),
                                              remat=config.model.remat, rngs=nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
   num_devices = config.mesh.num_devices or jax.device_count()
@@ -113,7 +117,7 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
   opt_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(opt_shapes))
   return {"num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
           "mesh": dict(zip(MESH_AXES, shape)), "num_devices": num_devices,
-          "param_gib_per_device": per_device * np.dtype(dtype).itemsize / 2**30,
+          "param_gib_per_device": per_device * np.dtype(PARAM_DTYPE).itemsize / 2**30,
           "optimizer_gib": opt_bytes / 2**30}
 
 
@@ -131,12 +135,8 @@ def _qa_tools(config: ConfigDict, needs: list[str]) -> list[str]:
         needs.append(f"tools.index_dir={t.index_dir!r}: a search index from "
                      "launch/build_index.py (INDEX_DIR)")
         continue
-      spec = {"local_search": {"type": "local_search", "index_dir": t.index_dir,
-                               "top_k": t.search_top_k},
-              "code_interpreter": {"type": "code_interpreter", "timeout_s": t.code_timeout_s},
-              "web_search": {"type": "web_search"}}.get(name)
       try:
-        built[name] = build_tool(spec or {"type": "llm", "name": name, **t.llm[name].to_dict()})
+        built[name] = build_tool(qa_tool_spec(config, name))
       except ToolConfigError as e:
         if name != "web_search":
           raise ConfigValueError(f"config.tools ({name}): {e}") from None

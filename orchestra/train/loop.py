@@ -2,15 +2,18 @@
 
 One RL step, as data:
   1. sample `tasks_per_step` train tasks, each with a preference vector;
-  2. run `group_size` episodes per task concurrently on the in-process engine
-     (`setup.rollout`: a toolscale-mini episode, or a conversation on a tau2-format
-     domain; see orchestra/train/setup.py, domain_setup.py and setup_base.py);
+  2. run `group_size` episodes per task concurrently on the rollout engine (in-process,
+     or servers; orchestra/train/rollouts.py) with `setup.rollout`: a toolscale-mini
+     episode, a conversation on a tau2-format domain, or a QA item (setup.py,
+     domain_setup.py, qa_setup.py);
   3. grade them and compute the ToolOrchestra reward within each group;
   4. advantages: GRPO (group z-score) or RLOO per group, dropping homogeneous
      groups; or PPO, where a value model (initialised from the SFT policy's
      trunk) gives per-token GAE advantages and is updated on the returns;
   5. one jitted update on the packed batch, then swap the new weights into
      the engine (the next episodes are tagged with the new version).
+The policy, PPO's critic and the KL reference live on the mesh of `config.mesh`
+(float32 parameters, `config.model.dtype` compute: orchestra/train/placement.py).
 Checkpoints (params, optimizer state, the value model's for PPO, stage and
 step) are written every `checkpoint.every` steps; rerunning the same command
 resumes from the newest.
@@ -32,6 +35,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from orchestra.agent.episode import Trajectory
@@ -45,6 +49,7 @@ from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
 from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
 from orchestra.train.batching import pack, pack_buckets
+from orchestra.train.placement import PARAM_DTYPE, compute_dtype, data_parallel_size, run_mesh
 from orchestra.train.rollouts import Rollouts, RolloutsFailed, open_rollouts
 from orchestra.train.setup_base import Rollout, optimizer_config, policy_loss_config
 
@@ -145,34 +150,38 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage:
   manager.replace(step, items, {"stage": stage, "model_config": setup.model_config.to_dict()})
 
 
-def make_critic(config: ConfigDict, policy: CausalLM) -> Learner:
+def make_critic(config: ConfigDict, policy: CausalLM, mesh: Mesh | None) -> Learner:
   """PPO's value model: the policy's trunk (a copy) with a zero-initialised scalar head."""
-  critic = ValueModel(policy.config, remat=config.model.remat,
+  critic = ValueModel(policy.config, dtype=compute_dtype(config), remat=config.model.remat,
                       rngs=nnx.Rngs(config.seed + 1))
   nnx.update(critic.model, jax.tree.map(jnp.copy, nnx.state(policy.model, nnx.Param)))
   return Learner(critic, make_optimizer(optimizer_config(config, "value")),
-                 value_loss_fn(config.rl.value_clip))
+                 value_loss_fn(config.rl.value_clip), mesh=mesh)
 
 
-def starting_policy(config: ConfigDict, decoder: DecoderConfig) -> CausalLM:
-  """The policy before any training: `config.model.init_from`'s weights, else a random
-  init seeded by `config.seed`."""
+def starting_policy(config: ConfigDict, decoder: DecoderConfig, mesh: Mesh | None) -> CausalLM:
+  """The policy before any training: `config.model.init_from`'s weights (each device
+  reads its own shards), else a random init seeded by `config.seed`. Float32
+  parameters, `config.model.dtype` compute (orchestra/train/placement.py)."""
   if config.model.init_from:
-    return load_hf(config.model.init_from, config.model.dtype, remat=config.model.remat)
-  return CausalLM(decoder, remat=config.model.remat, rngs=nnx.Rngs(config.seed))
+    return load_hf(config.model.init_from, PARAM_DTYPE, compute_dtype=config.model.dtype,
+                   mesh=mesh, remat=config.model.remat)
+  return CausalLM(decoder, dtype=compute_dtype(config), remat=config.model.remat,
+                  rngs=nnx.Rngs(config.seed))
 
 
-def make_reference(setup, workdir: str) -> Learner | None:
+def make_reference(setup, workdir: str, mesh: Mesh | None) -> Learner | None:
   """The KL reference: the policy RL starts from (the SFT result, or the starting policy
-  when there is no SFT stage), frozen; None when kl_coef is 0."""
+  when there is no SFT stage), frozen and placed like the policy; None when kl_coef is 0."""
   config = setup.config
   if not config.rl.loss.kl_coef:
     return None
   if config.sft.steps > 0:
-    reference, _ = restore_policy(os.path.join(workdir, SFT_DIR))
+    reference, _ = restore_policy(os.path.join(workdir, SFT_DIR), mesh=mesh,
+                                  compute_dtype=compute_dtype(config))
   else:
-    reference = starting_policy(config, setup.model_config)
-  return Learner(reference, optax.set_to_zero(), sft_loss_fn())
+    reference = starting_policy(config, setup.model_config, mesh)
+  return Learner(reference, optax.set_to_zero(), sft_loss_fn(), mesh=mesh)
 
 
 def train(setup, workdir: str, progress: bool = True) -> dict:
@@ -197,7 +206,9 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   config = setup.config
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
-  model = starting_policy(config, setup.model_config)
+  mesh = run_mesh(config)
+  rows = data_parallel_size(mesh)          # every batch splits evenly over the mesh
+  model = starting_policy(config, setup.model_config, mesh)
   step, stage = 0, "sft"
   latest = _resume_step(manager, skipped)
   if latest is not None:
@@ -208,7 +219,8 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
 
   bar = _progress(progress, sft_steps + rl_steps, step)
   if step < sft_steps:
-    learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn())
+    learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn(),
+                      mesh=mesh)
     if latest is not None:
       _restore(manager, latest, learner, skipped=skipped)
     demos = runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
@@ -218,9 +230,10 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
     order = np.concatenate(order)
     while step < sft_steps:
       start = time.perf_counter()
-      rows = order[step * config.sft.batch_size:(step + 1) * config.sft.batch_size]
-      batches = pack_buckets([demos[i] for i in rows], rows_multiple=SFT_ROWS_BUCKET,
-                             long_rows_multiple=SFT_ROWS_BUCKET // 2)
+      picked = order[step * config.sft.batch_size:(step + 1) * config.sft.batch_size]
+      batches = pack_buckets([demos[i] for i in picked],
+                             rows_multiple=math.lcm(SFT_ROWS_BUCKET, rows),
+                             long_rows_multiple=math.lcm(SFT_ROWS_BUCKET // 2, rows))
       metrics = jax.device_get(learner.update(batches))
       step += 1
       writer.write(step, {"stage": "sft", "nll": float(metrics["nll"]),
@@ -240,16 +253,17 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
 
   learner = Learner(model, make_optimizer(optimizer_config(config, "rl")),
                     policy_loss_fn(policy_loss_config(config)),
-                    num_micro_batches=config.rl.micro_batches, aggregation=config.rl.aggregation,
+                    mesh=mesh, num_micro_batches=config.rl.micro_batches,
+                    aggregation=config.rl.aggregation,
                     norm_constant=config.episode.max_total_tokens)
   if latest is not None and stage == "sft" and step == sft_steps:
     # SFT finished in an earlier run; RL starts with a fresh optimizer.
     _restore(manager, latest, learner, params_only=True, skipped=skipped)
   # PPO's critic starts from the SFT trunk; an RL checkpoint then overwrites it.
-  critic = make_critic(config, learner.model) if config.rl.algorithm == "ppo" else None
+  critic = make_critic(config, learner.model, mesh) if config.rl.algorithm == "ppo" else None
   if latest is not None and stage == "rl":
     _restore(manager, latest, learner, critic, skipped=skipped)
-  reference = make_reference(setup, workdir)
+  reference = make_reference(setup, workdir, mesh)
   metrics = {}
   if step < sft_steps + rl_steps:
     # The rollout engine (in-process, or servers synced to this step's weights).
@@ -257,7 +271,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
                                         learner, step))
     try:
       while step < sft_steps + rl_steps:
-        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic))
+        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic, rows))
         step += 1
         metrics.update(runner.run(rollouts.after_update(learner, step)))   # the weight sync
         writer.write(step, {"stage": "rl", **metrics})
@@ -272,13 +286,15 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
 
 
 async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
-                  reference: Learner | None = None, critic: Learner | None = None) -> dict:
+                  reference: Learner | None = None, critic: Learner | None = None,
+                  data_parallel: int = 1) -> dict:
   """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
 
   Raises `RolloutsFailed` when every episode was lost (no rollout server answered).
 
   `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
   `critic` (PPO only) supplies values for GAE and is updated on the returns.
+  `data_parallel`: the ways the learner splits a batch's rows (`data_parallel_size`).
   """
   config = setup.config
   rl, e = config.rl, config.episode
@@ -337,14 +353,16 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
   if batch_trajs:
     start = time.perf_counter()
     # Rows padded (all-zero masks: no effect on the loss) to a multiple of ROWS_BUCKET and of
-    # the micro-batch count: the kept episodes vary step to step, and each new batch shape
+    # the micro-batch count times the data-parallel size (each micro-batch splits evenly
+    # over the mesh): the kept episodes vary step to step, and each new batch shape
     # would compile the update again (~10 s each on 2 CPU cores). GRPO's rows go in two
     # length buckets when that saves padding (`pack_buckets`); PPO's critic targets are
     # per row of one array.
-    rows = math.lcm(ROWS_BUCKET, rl.micro_batches)
+    split = rl.micro_batches * data_parallel
+    rows = math.lcm(ROWS_BUCKET, split)
     if critic is None:
       batches = pack_buckets(batch_trajs, batch_adv, rows_multiple=rows,
-                             long_rows_multiple=math.lcm(ROWS_BUCKET // 2, rl.micro_batches),
+                             long_rows_multiple=math.lcm(ROWS_BUCKET // 2, split),
                              max_length=e.max_total_tokens)
     else:
       batches = [pack(batch_trajs, batch_adv, rows_multiple=rows, max_length=e.max_total_tokens)]

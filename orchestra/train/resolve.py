@@ -111,7 +111,8 @@ def _env(c) -> dict:
   if name == "tau2_domain":
     return c.env.to_dict()          # domain, data, user simulator, judge, limits
   if name == "qa":
-    return {"name": name, "benchmark": c.env.benchmark, "data": c.env.data}
+    return {"name": name, "benchmark": c.env.benchmark, "data": c.env.data,
+            "test_data": c.env.test_data}
   return {"name": name, "seed": c.env.seed, "n_entities": c.env.n_entities,
           "n_tasks": c.env.n_tasks}
 

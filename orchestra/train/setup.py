@@ -8,6 +8,8 @@ once and reused, so a resumed run sees exactly the same ones.
   toolscale_mini  `RunSetup` here: single-question episodes ending in `answer`
   tau2_domain     `orchestra.train.domain_setup.DomainSetup`: conversational episodes on a
                   tau2-format domain (airline, retail, or any ToolScale-format domain)
+  qa              `orchestra.train.qa_setup.QASetup`: questions from a benchmark file, real
+                  tools and LLM experts, from an instruct checkpoint (RL only)
 Both give the training loop the same interface:
   tasks(split) -> tasks;  tool_names;  preference(name) -> vector;  tokenizer, model_config
   await rollout(engine, task, preference_name, sampling) -> Rollout(trajectory, correct)
@@ -31,6 +33,7 @@ from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.models.config import DecoderConfig
 from orchestra.tools import Presented, Tool, build_tool
 from orchestra.train.domain_setup import build_domain_setup
+from orchestra.train.qa_setup import build_qa_setup
 from orchestra.train.resolve import ReadTracker, unread_fields, unread_message
 from orchestra.train.setup_base import (ConfigValueError, Rollout, SetupBase, episode_config,
                                         model_config, run_tokenizer, validate)
@@ -139,9 +142,7 @@ def build_setup(config: ConfigDict, workdir: str):
   if env_name == "tau2_domain":
     return build_domain_setup(config, workdir)
   if env_name == "qa":
-    raise ConfigValueError("config.env.name='qa': training and preference evaluation on QA "
-                           "files are not implemented yet (QA benchmarks: launch/eval.py "
-                           "--benchmark); `launch/train.py --dry_run` plans such a run")
+    return build_qa_setup(config, workdir)
   env = ToolScaleMini(seed=config.env.seed, n_entities=config.env.n_entities,
                       n_tasks=config.env.n_tasks)
   real_tools = {"answer": build_tool({"type": "answer"})}

@@ -81,11 +81,11 @@ class ConfigValueError(ValueError):
 
 def validate(config: ConfigDict) -> None:
   """Checks the fields a typo or a bad override would break, naming the field."""
+  _validate_env_and_tools(config)
   _validate_preferences(config)
   _validate_counts(config)
   _validate_rl(config)
   _validate_model(config)
-  _validate_env_and_tools(config)
 
 
 def _validate_preferences(config: ConfigDict) -> None:
@@ -182,29 +182,16 @@ def _validate_env_and_tools(config: ConfigDict) -> None:
       raise ConfigValueError(f"config.env.benchmark={config.env.benchmark!r}: expected one of "
                              f"{BENCHMARKS}")
     known = set(QA_TOOLS) | set(config.tools.llm)
+    if config.sft.steps:
+      raise ConfigValueError(f"config.sft.steps={config.sft.steps}: a QA run has no scripted "
+                             "teacher to imitate; it starts from config.model.init_from and "
+                             "goes straight to RL (set config.sft.steps=0)")
   else:
     return                              # tau2 domains: orchestra.train.domain_setup checks
   unknown_tools = [t for t in config.tools.names if t not in known]
   if unknown_tools:
     raise ConfigValueError(f"config.tools.names has unknown tools {unknown_tools}; "
                            f"expected some of {sorted(known)}")
-
-
-def check_runnable(config: ConfigDict) -> None:
-  """What `--dry_run` can plan but training cannot run yet refuses a real launch, naming it."""
-  not_yet = {
-      "model.dtype": (config.model.dtype != "float32", "training in bfloat16"),
-      "env.name": (config.env.get("name") == "qa", "training on QA files"),
-      "mesh.num_devices": (config.mesh.num_devices != 1, "training on a device mesh"),
-  }
-  for field, (refused, what) in not_yet.items():
-    if refused:
-      value = config
-      for key in field.split("."):
-        value = value[key]
-      raise ConfigValueError(f"config.{field}={value!r}: {what} is not implemented in the "
-                             "training loop yet; `--dry_run` validates this config and plans "
-                             "the run")
 
 
 class SetupBase:

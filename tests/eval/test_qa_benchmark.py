@@ -8,7 +8,7 @@ import pytest
 
 from orchestra.envs.qa import EXACT, NUMERIC, QAItem
 from orchestra.eval.orchestrators import ChatOrchestrator, Outcome
-from orchestra.eval.qa_prompts import messages_for
+from orchestra.envs.qa_prompts import messages_for
 from orchestra.eval.qa_run import regrade, run_items, select_items
 from orchestra.eval.qa_settings import BenchmarkError, OrchestratorSpec, RunSettings
 from orchestra.eval.qa_tools import build_tools, load_tool_config, simple_tool_specs

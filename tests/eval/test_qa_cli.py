@@ -200,7 +200,7 @@ def served_policy(tmp_path_factory):
   from orchestra.agent.chat_format import IM_END, render_prompt, tool_call_text
   from orchestra.agent.tokenizer import train_tokenizer
   from orchestra.envs.qa import load_jsonl
-  from orchestra.eval.qa_prompts import messages_for
+  from orchestra.envs.qa_prompts import messages_for
   from orchestra.eval.qa_tools import build_tools, simple_tool_specs
   from orchestra.checkpoint import save_hf
   from orchestra.tools.embedders import make_embedder

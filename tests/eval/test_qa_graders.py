@@ -3,7 +3,7 @@
 import pytest
 
 from orchestra.envs.qa import CHOICE, EXACT, NUMERIC
-from orchestra.eval.graders import (choice_letter, choice_match, exact_match,
+from orchestra.envs.qa_graders import (choice_letter, choice_match, exact_match,
                                     extract_final_answer, grade, normalise, numeric_match,
                                     parse_number)
 

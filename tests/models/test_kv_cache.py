@@ -95,3 +95,15 @@ def test_generate_rejects_right_padded_prompts(pair):
   mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
   with pytest.raises(ValueError, match="left-padded"):
     generate(model, ids, mask, max_new_tokens=2)
+
+
+def test_a_remat_model_decodes_like_the_plain_one(tmp_path):
+  """Remat is for the backward pass; the cached decode path of a remat model is the plain one
+  (the paper configs train with remat and sample in-process with the same model)."""
+  path = tmp_path / "qwen3"
+  make_hf_model("qwen3", path, seed=1)
+  ids, mask, _ = padded_batch(128, batch=2, length=6, pad_left=2)
+  out = [generate(load_hf(path, remat=remat), jnp.asarray(ids), jnp.asarray(mask),
+                  max_new_tokens=4) for remat in (False, True)]
+  np.testing.assert_array_equal(np.asarray(out[0][0]), np.asarray(out[1][0]))
+  np.testing.assert_allclose(np.asarray(out[0][1]), np.asarray(out[1][1]), atol=1e-6)

@@ -1,4 +1,4 @@
-"""The dry run's checks that need no subprocess: the runnable check, init_from shapes, one
+"""The dry run's checks that need no subprocess: config values, init_from shapes, one
 optimizer builder, the memory plan."""
 
 import importlib.util
@@ -8,7 +8,7 @@ import pytest
 
 from orchestra.models import DecoderConfig, RopeConfig
 from orchestra.train.dry_run import memory_plan
-from orchestra.train.setup_base import (ConfigValueError, check_init_from, check_runnable,
+from orchestra.train.setup_base import (ConfigValueError, check_init_from,
                                         declared_model_config, optimizer_config, validate)
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -22,17 +22,11 @@ def load(name):
   return module.get_config()
 
 
-def test_the_offline_default_is_runnable():
-  check_runnable(load("tiny_cpu"))
-
-
-@pytest.mark.parametrize("field, value", [("model.dtype", "bfloat16"), ("mesh.num_devices", 8)])
-def test_what_the_loop_cannot_run_yet_is_refused_by_name(field, value):
-  config = load("tiny_cpu")
-  subtree, key = field.split(".")
-  config[subtree][key] = value
-  with pytest.raises(ConfigValueError, match=f"config.{field}={value!r}: .* not implemented"):
-    check_runnable(config)
+def test_a_qa_run_with_an_sft_stage_is_refused():
+  config = load("qwen3_8b_grpo")
+  config.sft.steps = 10
+  with pytest.raises(ConfigValueError, match="config.sft.steps=10: a QA run has no scripted"):
+    validate(config)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,13 +1,10 @@
 """Training from a Hugging Face starting policy (`config.model.init_from`).
 
-The folder is a tiny random Qwen3 saved by `transformers`, with a tokenizer trained by
-`tokenizers` and a Qwen3-style chat template of its own (it differs from the built-in
-format: the generation prompt carries an empty think block, as Qwen3 renders it with
-thinking off), so the test tells the folder's template from ours.
+The folder is a tiny random Qwen3 saved by `transformers` with a Qwen3-style chat template
+of its own (tests/qwen3_folder_fixture.py), so the tests tell the folder's template from ours.
 """
 
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,50 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from orchestra.agent.chat_format import CHAT_TEMPLATE, render_prompt
+from qwen3_folder_fixture import SHAPE, TEMPLATE, THINK_OFF, hf_folder, tiny_config  # noqa: F401
+
+from orchestra.agent.chat_format import render_prompt
 from orchestra.engines import JaxEngine, SamplingParams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.py")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-THINK_OFF = "<think>\n\n</think>\n\n"
-# The built-in template, with Qwen3's thinking-off generation prompt.
-TEMPLATE = CHAT_TEMPLATE.replace(
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n" + THINK_OFF.replace(
-        "\n", "\\n") + "' }}{%- endif %}")
-SHAPE = dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-             head_dim=16)
-
-
-@pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory):
-  import torch
-  from transformers import Qwen3Config, Qwen3ForCausalLM
-  assert TEMPLATE != CHAT_TEMPLATE
-  from orchestra.train.setup import build_setup
-  folder = str(tmp_path_factory.mktemp("qwen3-tiny"))
-  # A tokenizer trained on the offline default's text (as its own run would train it).
-  tokenizer = build_setup(tiny_config(), str(tmp_path_factory.mktemp("own-run"))).tokenizer
-  tokenizer.chat_template = TEMPLATE
-  tokenizer.save_pretrained(folder)
-  torch.manual_seed(0)
-  config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=SHAPE["hidden_size"],
-                       intermediate_size=SHAPE["intermediate_size"],
-                       num_hidden_layers=SHAPE["num_layers"],
-                       num_attention_heads=SHAPE["num_heads"],
-                       num_key_value_heads=SHAPE["num_kv_heads"], head_dim=SHAPE["head_dim"],
-                       tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
-                       rope_parameters={"rope_type": "default", "rope_theta": 10_000.0})
-  Qwen3ForCausalLM(config).save_pretrained(folder)
-  return folder, len(tokenizer)
-
-
-def tiny_config():
-  spec = importlib.util.spec_from_file_location("tiny_cpu", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def overrides(folder: str, vocab: int) -> list[str]:
@@ -86,7 +47,7 @@ def test_episode_prompt_is_the_folders_chat_template(hf_folder, tmp_path):
   setup = build_setup(config, str(tmp_path))
   assert setup.tokenizer.chat_template == TEMPLATE
   assert setup.model_config.stop_token_ids == (setup.tokenizer.eos_token_id,)
-  model = starting_policy(config, setup.model_config)
+  model = starting_policy(config, setup.model_config, mesh=None)
   task = setup.tasks("train")[0]
   rollout = asyncio.run(setup.rollout(JaxEngine(model), task, "low_cost",
                                       SamplingParams(max_tokens=8, temperature=1.0, seed=0)))

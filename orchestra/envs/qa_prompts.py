@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from orchestra.envs.qa import CHOICE, NUMERIC, QAItem
-from orchestra.eval.qa_settings import SYSTEM_PROMPT
+
+SYSTEM_PROMPT = "You are good at using tools."
 
 TOOLS_INSTRUCTION = ("Use the tools to gather what you need, then call `answer` with the final "
                      "answer.")
