@@ -224,8 +224,8 @@ def _dtype(name: str, field: str):
 
 def _place(host: np.ndarray, sharding, dtype) -> jax.Array:
   """Puts a host array on its devices; each device converts only its slice."""
-  def shard(index):
-    return np.array(host[index], dtype=dtype, order="C")
+  def shard(index):          # a copy only where the slice, dtype or layout needs one
+    return np.asarray(host[index], dtype=dtype, order="C")
   return jax.make_array_from_callback(host.shape, sharding, shard)
 
 
@@ -330,7 +330,7 @@ def _write_weights(flat, entries: list[TensorMap], np_dtype, out_dir: str, max_s
 
   for t in entries:
     host = np.asarray(jax.device_get(flat[t.path][...]))
-    array = np.ascontiguousarray(t.to_hf(host).astype(np_dtype))
+    array = np.asarray(t.to_hf(host), dtype=np_dtype, order="C")    # one copy at most
     if pending and pending_bytes + array.nbytes > max_shard_bytes:
       flush()
       pending_bytes = 0
