@@ -46,7 +46,7 @@ def get_config():
   c.preferences = dict(balanced=(0.0, 0.0, 1.0, 0.5, 0.5), low_cost=(0.0, 0.0, 1.0, 2.0, 0.0),
                        high_accuracy=(0.0, 0.0, 1.0, 0.0, 0.0))
   c.mesh.update(shape=(2, -1, 1), num_devices=4)
-  c.rollout.engine = "jax"
+  c.rollout.update({rollout})
   c.episode.update(max_turns=3, turn_tokens=24, max_total_tokens=2048,
                    max_observation_tokens=128)
   c.rl.update(total_steps=2, tasks_per_step=2, group_size=2, micro_batches=2,
@@ -70,8 +70,11 @@ def expert_url(hf_folder):
     del os.environ["EXPERT_API_KEY"]
 
 
-@pytest.fixture
-def shrunk_config(hf_folder, expert_url, tmp_path):
+IN_PROCESS = dict(engine="jax")
+ONE_SERVER = dict(engine="http", server="orchestra", launch=1, urls=(), sync_dir="")
+
+
+def write_config(tmp_path, hf_folder, expert_url, rollout=IN_PROCESS) -> str:
   folder, vocab = hf_folder
   paths = {}
   for split, rows in (("train", QUESTIONS[:4]), ("test", QUESTIONS[4:])):
@@ -80,8 +83,14 @@ def shrunk_config(hf_folder, expert_url, tmp_path):
       f.writelines(json.dumps(r) + "\n" for r in rows)
   path = tmp_path / "shrunk_paper.py"
   path.write_text(SHRUNK.format(paper=PAPER_CONFIG, folder=folder, vocab=vocab, shape=SHAPE,
-                                train=paths["train"], test=paths["test"], url=expert_url))
+                                train=paths["train"], test=paths["test"], url=expert_url,
+                                rollout=rollout))
   return str(path)
+
+
+@pytest.fixture
+def shrunk_config(hf_folder, expert_url, tmp_path):
+  return write_config(tmp_path, hf_folder, expert_url)
 
 
 def load(path):
@@ -149,3 +158,21 @@ def test_the_shrunk_paper_config_trains_resumes_and_evaluates(shrunk_config, tmp
   rows = report["rows"] if isinstance(report, dict) else report
   assert {(r["policy"], r["preference"]) for r in rows} == {
       ("rl", p) for p in ("balanced", "low_cost", "high_accuracy")}
+
+
+def test_the_shrunk_paper_config_trains_over_a_launched_server(hf_folder, expert_url, tmp_path):
+  """As the paper config runs on GPUs: rollouts on a server the run starts, weights synced
+  after each update from the sharded learner, exported in the compute dtype."""
+  config = write_config(tmp_path, hf_folder, expert_url, ONE_SERVER)
+  workdir = tmp_path / "run"
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),
+                        f"--config={config}", f"--workdir={workdir}", "--noprogress"],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(workdir / "metrics.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert [(r["stage"], r["weight_version"], r["stale_turns"]) for r in rows] == [
+      ("rl", 1, 0), ("rl", 2, 0)]
+  with open(workdir / "weight_sync" / "step_2" / "config.json") as f:
+    assert json.load(f)["dtype"] == "bfloat16"
