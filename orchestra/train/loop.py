@@ -207,7 +207,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   sft_steps, rl_steps = config.sft.steps, config.rl.total_steps
   manager = CheckpointManager(workdir, keep_last=config.checkpoint.keep)
   mesh = run_mesh(config)
-  rows = data_parallel_size(mesh)          # every batch splits evenly over the mesh
+  data_parallel = data_parallel_size(mesh)   # every batch splits evenly over the mesh
   model = starting_policy(config, setup.model_config, mesh)
   step, stage = 0, "sft"
   latest = _resume_step(manager, skipped)
@@ -232,8 +232,8 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
       start = time.perf_counter()
       picked = order[step * config.sft.batch_size:(step + 1) * config.sft.batch_size]
       batches = pack_buckets([demos[i] for i in picked],
-                             rows_multiple=math.lcm(SFT_ROWS_BUCKET, rows),
-                             long_rows_multiple=math.lcm(SFT_ROWS_BUCKET // 2, rows))
+                             rows_multiple=math.lcm(SFT_ROWS_BUCKET, data_parallel),
+                             long_rows_multiple=math.lcm(SFT_ROWS_BUCKET // 2, data_parallel))
       metrics = jax.device_get(learner.update(batches))
       step += 1
       writer.write(step, {"stage": "sft", "nll": float(metrics["nll"]),
@@ -271,7 +271,8 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
                                         learner, step))
     try:
       while step < sft_steps + rl_steps:
-        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic, rows))
+        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic,
+                                             data_parallel))
         step += 1
         metrics.update(runner.run(rollouts.after_update(learner, step)))   # the weight sync
         writer.write(step, {"stage": "rl", **metrics})
