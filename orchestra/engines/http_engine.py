@@ -17,7 +17,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-import httpx
+import aiohttp
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
@@ -57,7 +57,8 @@ class HTTPEngine:
     self._load = dict.fromkeys(self.base_urls, 0)
     self.down: set[str] = set()            # servers that stopped answering
     self.failovers = 0                     # requests moved off a failed server
-    self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers)
+    self._headers, self._timeout_s = headers, timeout_s
+    self._client: aiohttp.ClientSession | None = None    # opened in the first request's loop
 
   async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
     """One completion from the least-busy server (another one if it fails to answer)."""
@@ -158,17 +159,22 @@ class HTTPEngine:
   async def _post(self, url: str, route: str, **kwargs):
     """POST with the shared retries (connection failures only: an HTTP error from a rollout
     server is an answer, not a transient fault); EngineError when it fails."""
+    if self._client is None:
+      self._client = aiohttp.ClientSession(
+          headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+          connector=aiohttp.TCPConnector(limit=0))      # as many connections as turns in flight
     try:
       response = await post_with_retries(self._client, url + route, max_retries=self.max_retries,
                                          backoff_s=self.backoff_s, retry_status=(), **kwargs)
     except RequestFailed as e:
       raise ServerUnreachable(f"{url}{route}: server {e.reason}") from None
     if response.status_code >= 400:
-      raise EngineError(f"{url}{route}: {describe_error(response, self._client.headers)}")
-    return response.json() if response.content else {}
+      raise EngineError(f"{url}{route}: {describe_error(response, self._headers)}")
+    return response.json() if response.text else {}
 
   async def aclose(self):
-    await self._client.aclose()
+    if self._client is not None:
+      await self._client.close()
 
 
 def vllm_serve_command(model_dir: str, *, port: int = 8000, served_model_name: str | None = None,

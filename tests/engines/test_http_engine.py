@@ -1,7 +1,7 @@
 """HTTPEngine against tiny HTTP servers on 127.0.0.1: retries, counted tries, least-busy routing.
 
 The servers (`FakeServer`) run in the test's own event loop, speak just enough
-HTTP/1.1 for httpx, count every request they get, can drop the first N
+HTTP/1.1 for the client, count every request they get, can drop the first N
 connections unanswered (a retryable failure for the client), answer an error
 status, or hold requests in flight until released. The `sleeps` fixture records
 `asyncio.sleep` calls instead of sleeping, so backoffs are checked exactly and cost no time.
@@ -131,7 +131,7 @@ def test_gives_up_after_exactly_max_retries_plus_one_tries(sleeps, max_retries):
 
 
 def test_a_refused_connection_counts_as_a_try(sleeps):
-  """Nothing listening (the port held, not listening): the same policy, ConnectError named."""
+  """Nothing listening (the port held, not listening): the same policy, the connect error named."""
   with socket.socket() as held:
     held.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{held.getsockname()[1]}"
@@ -139,7 +139,7 @@ def test_a_refused_connection_counts_as_a_try(sleeps):
     async def main():
       engine = HTTPEngine([url], "m", max_retries=2, backoff_s=0.1)
       try:
-        with pytest.raises(EngineError, match="unreachable after 3 tries .ConnectError"):
+        with pytest.raises(EngineError, match="unreachable after 3 tries .ClientConnectorError"):
           await engine.generate([1], GREEDY)
       finally:
         await engine.aclose()
@@ -154,6 +154,22 @@ def test_an_http_error_status_is_not_retried(sleeps):
       engine = HTTPEngine([server.url], "m", max_retries=3, backoff_s=0.1)
       try:
         with pytest.raises(EngineError, match="HTTP 503.*model overloaded"):
+          await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+      return server.completions
+
+  assert asyncio.run(main()) == 1 and sleeps == []
+
+
+def test_a_read_timeout_is_not_retried_and_names_the_timeout(sleeps):
+  """A server that holds the request past `timeout_s`: one try (the request may still be
+  running there), then the engine has no server left and says it timed out."""
+  async def main():
+    async with FakeServer(held=True) as server:
+      engine = HTTPEngine([server.url], "m", max_retries=3, backoff_s=0.1, timeout_s=0.2)
+      try:
+        with pytest.raises(EngineError, match="server timed out"):
           await engine.generate([1], GREEDY)
       finally:
         await engine.aclose()

@@ -183,7 +183,7 @@ def test_dead_server_fails_episodes_with_a_reason(sleeps):
 
     traj = asyncio.run(main())
   assert traj.finish_reason == "engine_error" and "unreachable after 2 tries" in traj.error
-  assert url in traj.error and "ConnectError" in traj.error
+  assert url in traj.error and "ClientConnectorError" in traj.error
   assert sleeps == [0.05]            # one backoff between the two tries, none after the last
   assert traj.turns == []
 
