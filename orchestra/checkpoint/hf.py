@@ -17,6 +17,7 @@ Layout conversions (HF Linear weights are [out, in]):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -31,10 +32,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from orchestra.checkpoint.errors import CheckpointError
+from orchestra.checkpoint.safetensors_view import SafetensorsView
 from orchestra.models.config import DecoderConfig
 from orchestra.models.decoder import CausalLM, ValueModel
 from orchestra.sharding.rules import Rules, state_shardings
@@ -51,65 +52,80 @@ _NUMPY_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16
 
 @dataclasses.dataclass(frozen=True)
 class TensorMap:
-  """One parameter: its path in the NNX state, its HF name and layout converters."""
+  """One parameter: its path in the NNX state, its HF name and layout converters.
+  `from_hf` returns a new C-contiguous array (its input may be a read-only view of the file);
+  `to_hf` may return a view."""
   path: tuple
   hf_name: str
   from_hf: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
 
 
+def _transposed(w: np.ndarray, tile: int = 256) -> np.ndarray:
+  """`w.T` as a new C-contiguous array, copied tile by tile: both sides of a tile stay in
+  cache, 4x faster than numpy's strided copy for a [151936, 896] embedding."""
+  out = np.empty(w.shape[::-1], w.dtype)
+  for i in range(0, w.shape[0], tile):
+    for j in range(0, w.shape[1], tile):
+      out[j:j + tile, i:i + tile] = w[i:i + tile, j:j + tile].T
+  return out
+
+
+def _copy(x: np.ndarray) -> np.ndarray:
+  return np.array(x, order="C")
+
+
 def _identity(x):
   return x
 
 
-def _transpose(x):
-  return x.T
+_PLAIN = (_copy, _identity)
+_TRANSPOSE = (_transposed, _transposed)
 
 
 def _heads_in(n: int, e: int):
   """[N*E, D] -> [D, N, E] and back."""
-  return (lambda w: w.T.reshape(w.shape[1], n, e),
-          lambda w: w.reshape(w.shape[0], n * e).T)
+  return (lambda w: _transposed(w).reshape(w.shape[1], n, e),
+          lambda w: _transposed(w.reshape(w.shape[0], n * e)))
 
 
 def _heads_out(h: int, e: int):
   """[D, H*E] -> [H, E, D] and back."""
-  return (lambda w: w.T.reshape(h, e, w.shape[0]),
-          lambda w: w.reshape(h * e, w.shape[2]).T)
+  return (lambda w: _transposed(w).reshape(h, e, w.shape[0]),
+          lambda w: _transposed(w.reshape(h * e, w.shape[2])))
 
 
 def _bias_heads(n: int, e: int):
   """[N*E] -> [N, E] and back."""
-  return (lambda b: b.reshape(n, e), lambda b: b.reshape(n * e))
+  return (lambda b: _copy(b).reshape(n, e), lambda b: b.reshape(n * e))
 
 
 def tensor_map(cfg: DecoderConfig, with_lm_head: bool = True) -> list[TensorMap]:
   """Every parameter of the decoder with its Hugging Face name and layout."""
   h, k, e = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  entries = [TensorMap(("model", "embed"), "model.embed_tokens.weight", _identity, _identity),
-             TensorMap(("model", "final_norm", "scale"), "model.norm.weight", _identity, _identity)]
+  entries = [TensorMap(("model", "embed"), "model.embed_tokens.weight", *_PLAIN),
+             TensorMap(("model", "final_norm", "scale"), "model.norm.weight", *_PLAIN)]
   if with_lm_head and not cfg.tie_word_embeddings:
-    entries.append(TensorMap(("lm_head",), "lm_head.weight", _transpose, _transpose))
-  plain = (_identity, _identity)
+    entries.append(TensorMap(("lm_head",), "lm_head.weight", *_TRANSPOSE))
   for i in range(cfg.num_layers):
     def add(path, name, conv, i=i):
       entries.append(TensorMap(("model", "layers", i) + path, f"model.layers.{i}.{name}", *conv))
-    add(("input_norm", "scale"), "input_layernorm.weight", plain)
-    add(("post_attn_norm", "scale"), "post_attention_layernorm.weight", plain)
+    add(("input_norm", "scale"), "input_layernorm.weight", _PLAIN)
+    add(("post_attn_norm", "scale"), "post_attention_layernorm.weight", _PLAIN)
     for proj, n in (("q", h), ("k", k), ("v", k)):
       add(("attn", f"{proj}_proj"), f"self_attn.{proj}_proj.weight", _heads_in(n, e))
       if cfg.qkv_bias:
         add(("attn", f"{proj}_bias"), f"self_attn.{proj}_proj.bias", _bias_heads(n, e))
     add(("attn", "o_proj"), "self_attn.o_proj.weight", _heads_out(h, e))
     if cfg.o_bias:
-      add(("attn", "o_bias"), "self_attn.o_proj.bias", plain)
+      add(("attn", "o_bias"), "self_attn.o_proj.bias", _PLAIN)
     if cfg.qk_norm:
-      add(("attn", "q_norm", "scale"), "self_attn.q_norm.weight", plain)
-      add(("attn", "k_norm", "scale"), "self_attn.k_norm.weight", plain)
+      add(("attn", "q_norm", "scale"), "self_attn.q_norm.weight", _PLAIN)
+      add(("attn", "k_norm", "scale"), "self_attn.k_norm.weight", _PLAIN)
     for proj in ("gate", "up", "down"):
-      add(("mlp", f"{proj}_proj"), f"mlp.{proj}_proj.weight", (_transpose, _transpose))
+      add(("mlp", f"{proj}_proj"), f"mlp.{proj}_proj.weight", _TRANSPOSE)
       if cfg.mlp_bias:
-        add(("mlp", f"{proj}_bias"), f"mlp.{proj}_proj.bias", plain)
+        add(("mlp", f"{proj}_bias"), f"mlp.{proj}_proj.bias", _PLAIN)
   return entries
 
 
@@ -138,7 +154,10 @@ class _SafetensorsFolder:
       file_path = os.path.join(path, name)
       if not os.path.isfile(file_path):
         raise CheckpointError(f"{file_path} is listed in {SAFETENSORS_INDEX} but missing")
-      handle = safe_open(file_path, framework="numpy")
+      try:
+        handle = SafetensorsView(file_path)
+      except ValueError as e:
+        raise CheckpointError(str(e)) from None
       self._handles[name] = handle
       for key in handle.keys():
         self.weight_map[key] = name
@@ -147,10 +166,14 @@ class _SafetensorsFolder:
     return name in self.weight_map
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._handles[self.weight_map[name]].get_slice(name).get_shape())
+    return self._handles[self.weight_map[name]].shape(name)
 
   def get(self, name: str) -> np.ndarray:
-    return self._handles[self.weight_map[name]].get_tensor(name)
+    """A read-only view of the mapped file (the layout conversion makes the one copy)."""
+    try:
+      return self._handles[self.weight_map[name]].get(name)
+    except ValueError as e:
+      raise CheckpointError(str(e)) from None
 
 
 def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: str | None = None,
@@ -173,9 +196,8 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: s
   param_dtype = _dtype(dtype, "dtype")
   act_dtype = _dtype(compute_dtype or dtype, "compute_dtype")
   cfg = DecoderConfig.from_hf_dir(path)
-  cls = ValueModel if value_model else CausalLM
-  make = lambda: cls(cfg, param_dtype=param_dtype, dtype=act_dtype, remat=remat, rngs=nnx.Rngs(0))
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(make))
+  graphdef, abstract_state = _abstract_model(ValueModel if value_model else CausalLM, cfg,
+                                             param_dtype, act_dtype, remat)
   if mesh is not None:
     shardings = state_shardings(abstract_state, mesh, rules)
   else:
@@ -216,6 +238,14 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: s
   return nnx.merge(graphdef, state)
 
 
+@functools.lru_cache(maxsize=8)
+def _abstract_model(cls, cfg: DecoderConfig, param_dtype, act_dtype, remat: bool):
+  """(graphdef, abstract state) of a model: tracing the init of a 0.5B model takes 1.5 s,
+  and a rollout server reloads the same shapes at every step."""
+  make = lambda: cls(cfg, param_dtype=param_dtype, dtype=act_dtype, remat=remat, rngs=nnx.Rngs(0))
+  return nnx.split(nnx.eval_shape(make))
+
+
 def _dtype(name: str, field: str):
   if name not in DTYPES:
     raise ValueError(f"{field}={name!r}: expected one of {sorted(DTYPES)}")
@@ -224,7 +254,7 @@ def _dtype(name: str, field: str):
 
 def _place(host: np.ndarray, sharding, dtype) -> jax.Array:
   """Puts a host array on its devices; each device converts only its slice."""
-  def shard(index):          # a copy only where the slice, dtype or layout needs one
+  def shard(index):          # a copy only where the slice or dtype needs one
     return np.asarray(host[index], dtype=dtype, order="C")
   return jax.make_array_from_callback(host.shape, sharding, shard)
 
