@@ -55,7 +55,8 @@ def get_config() -> ConfigDict:
       init_from=os.environ.get("CHECKPOINT_PATH", ""),   # HF folder of the starting policy
       vocab_size=151_936, hidden_size=4096, intermediate_size=12_288, num_layers=36,
       num_heads=32, num_kv_heads=8, head_dim=128, rope_theta=1_000_000.0,
-      tie_word_embeddings=False, dtype="bfloat16", remat=True))
+      tie_word_embeddings=False, dtype="bfloat16",
+      remat="full", attention="blockwise", logits_chunk=1024))   # models.MemoryOptions
   c.mesh = ConfigDict(dict(
       shape=(1, -1, 1),                        # (data, fsdp, tensor); -1 = all remaining devices
       num_devices=16,                          # devices the mesh spans (0: all JAX sees)

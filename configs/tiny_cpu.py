@@ -48,7 +48,10 @@ def get_config() -> ConfigDict:
       rope_theta=10_000.0,
       tie_word_embeddings=False,
       dtype="float32",                         # parameters and activations
-      remat=False,                             # recompute activations in the backward pass
+      # Memory options of the training step (orchestra.models.MemoryOptions; results unchanged):
+      remat="none",                            # "none" | "full" | "dots": recompute in backward
+      attention="dense",                       # "dense" | "blockwise": memory linear in T
+      logits_chunk=1024,                       # positions per chunk of LM-head logits
       init_from="",                            # "": random init over the run's own tokenizer
   ))
   c.mesh = ConfigDict(dict(

@@ -18,6 +18,9 @@ config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_conf
 flags.DEFINE_string("workdir", None, "run folder (checkpoints, metrics, tokenizer, index)")
 flags.DEFINE_bool("dry_run", False, "check the config, build what it names and plan the run "
                   "(resolved run as JSON on the last line), then exit")
+flags.DEFINE_bool("dry_run_activations", True, "--dry_run also compiles 1- and 2-layer "
+                  "proxies of the training step for its per-device activation memory "
+                  "(a minute or two at paper scale on CPU)")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 FLAGS = flags.FLAGS
 
@@ -47,7 +50,7 @@ def main(argv):
       from orchestra.train.dry_run import dry_run
       if FLAGS.workdir:
         prepare_workdir(FLAGS.workdir)
-      print(dry_run(config, FLAGS.workdir))
+      print(dry_run(config, FLAGS.workdir, activations=FLAGS.dry_run_activations))
       return
     prepare_workdir(FLAGS.workdir)
     changes = record_config(config, FLAGS.workdir)

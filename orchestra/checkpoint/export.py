@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
 from orchestra.checkpoint.hf import save_hf
 from orchestra.checkpoint.manager import CheckpointManager
-from orchestra.models.config import DecoderConfig
+from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.decoder import CausalLM
 from orchestra.sharding.rules import state_shardings
 
@@ -25,24 +25,26 @@ MODEL_CONFIG_KEY = "model_config"
 
 
 def restore_policy(workdir: str | os.PathLike, step: int | None = None, *,
-                   mesh: Mesh | None = None, compute_dtype="float32") -> tuple[CausalLM, int]:
+                   mesh: Mesh | None = None, compute_dtype="float32",
+                   memory: MemoryOptions = MemoryOptions()) -> tuple[CausalLM, int]:
   """The `CausalLM` saved at `step` of a run, and that step.
 
   Without `step`, the newest step that reads: a damaged newest step is skipped with a
   warning naming it, and the one before is used. With `mesh`, each device reads only
   its shards of the parameters (`orchestra.sharding.state_shardings`); otherwise they
-  go to the default device. `compute_dtype` is the restored model's activation dtype.
+  go to the default device. `compute_dtype` is the restored model's activation dtype,
+  `memory` its `MemoryOptions`.
   """
   manager = CheckpointManager(workdir, async_save=False, read_only=True)
   try:
     if step is not None:
-      return _restore_policy(manager, step, mesh, compute_dtype), step
+      return _restore_policy(manager, step, mesh, compute_dtype, memory), step
     steps = manager.all_steps()
     if not steps:
       raise CheckpointError(f"no complete checkpoint in {manager.directory}")
     for candidate in reversed(steps):
       try:
-        return _restore_policy(manager, candidate, mesh, compute_dtype), candidate
+        return _restore_policy(manager, candidate, mesh, compute_dtype, memory), candidate
       except StepNotRestored as e:
         if candidate == steps[0]:
           raise
@@ -52,13 +54,14 @@ def restore_policy(workdir: str | os.PathLike, step: int | None = None, *,
 
 
 def _restore_policy(manager: CheckpointManager, step: int, mesh: Mesh | None,
-                    compute_dtype) -> CausalLM:
+                    compute_dtype, memory: MemoryOptions) -> CausalLM:
   meta = manager.restore_metadata(step)
   if MODEL_CONFIG_KEY not in meta:
     raise CheckpointError(f"{manager.directory}/{step}: metadata has no {MODEL_CONFIG_KEY!r}; "
                           "was it written by an Orchestra training run?")
   cfg = DecoderConfig.from_dict(meta[MODEL_CONFIG_KEY])
-  abstract = nnx.eval_shape(lambda: CausalLM(cfg, dtype=compute_dtype, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: CausalLM(cfg, dtype=compute_dtype, memory=memory,
+                                             rngs=nnx.Rngs(0)))
   graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
   is_variable = lambda x: isinstance(x, nnx.Variable)
   if mesh is None:

@@ -36,7 +36,7 @@ from safetensors.numpy import save_file
 
 from orchestra.checkpoint.errors import CheckpointError
 from orchestra.checkpoint.safetensors_view import SafetensorsView
-from orchestra.models.config import DecoderConfig
+from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.decoder import CausalLM, ValueModel
 from orchestra.sharding.rules import Rules, state_shardings
 
@@ -178,7 +178,7 @@ class _SafetensorsFolder:
 
 def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: str | None = None,
             mesh: Mesh | None = None, rules: Rules | None = None, value_model: bool = False,
-            remat: bool = False) -> CausalLM | ValueModel:
+            memory: MemoryOptions = MemoryOptions()) -> CausalLM | ValueModel:
   """Loads a Hugging Face Qwen3 / Qwen2 / Llama folder into an NNX model.
 
   Args:
@@ -190,14 +190,14 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: s
     rules: logical-axis rules for `mesh` (default `default_rules()`).
     value_model: build a `ValueModel` (backbone from the checkpoint, zero
       value head) instead of a `CausalLM`.
-    remat: recompute block activations in the backward pass.
+    memory: the model's `MemoryOptions` (remat, blockwise attention, logits chunk).
   """
   path = os.fspath(path)
   param_dtype = _dtype(dtype, "dtype")
   act_dtype = _dtype(compute_dtype or dtype, "compute_dtype")
   cfg = DecoderConfig.from_hf_dir(path)
   graphdef, abstract_state = _abstract_model(ValueModel if value_model else CausalLM, cfg,
-                                             param_dtype, act_dtype, remat)
+                                             param_dtype, act_dtype, memory)
   if mesh is not None:
     shardings = state_shardings(abstract_state, mesh, rules)
   else:
@@ -239,10 +239,11 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: s
 
 
 @functools.lru_cache(maxsize=8)
-def _abstract_model(cls, cfg: DecoderConfig, param_dtype, act_dtype, remat: bool):
+def _abstract_model(cls, cfg: DecoderConfig, param_dtype, act_dtype, memory: MemoryOptions):
   """(graphdef, abstract state) of a model: tracing the init of a 0.5B model takes 1.5 s,
   and a rollout server reloads the same shapes at every step."""
-  make = lambda: cls(cfg, param_dtype=param_dtype, dtype=act_dtype, remat=remat, rngs=nnx.Rngs(0))
+  make = lambda: cls(cfg, param_dtype=param_dtype, dtype=act_dtype, memory=memory,
+                     rngs=nnx.Rngs(0))
   return nnx.split(nnx.eval_shape(make))
 
 

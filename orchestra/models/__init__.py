@@ -3,9 +3,9 @@
 Hugging Face import/export (`load_hf`, `save_hf`) is `orchestra.checkpoint`'s job.
 """
 
-from orchestra.models.config import ConfigError, DecoderConfig, RopeConfig
+from orchestra.models.config import ConfigError, DecoderConfig, MemoryOptions, RopeConfig
 from orchestra.models.decoder import CausalLM, Transformer, ValueModel
 from orchestra.models.kv_cache import KVCache
 
-__all__ = ["CausalLM", "ConfigError", "DecoderConfig", "KVCache", "RopeConfig", "Transformer",
-           "ValueModel"]
+__all__ = ["CausalLM", "ConfigError", "DecoderConfig", "KVCache", "MemoryOptions", "RopeConfig",
+           "Transformer", "ValueModel"]

@@ -44,6 +44,30 @@ class RopeConfig:
   original_max_position_embeddings: int = 8192
 
 
+REMAT = ("none", "full", "dots")
+ATTENTION = ("dense", "blockwise")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryOptions:
+  """How a model's training step trades compute for memory; none changes its results.
+
+  remat: per block, "none" keeps activations, "full" recomputes them all in the backward
+    pass, "dots" keeps the matmul outputs and recomputes the rest.
+  attention: "dense" ([T, T] scores) or "blockwise" (`orchestra.models.blockwise_attention`:
+    memory linear in T).
+  logits_chunk: positions per chunk of LM-head logits in `CausalLM.token_stats`.
+  """
+  remat: str = "none"
+  attention: str = "dense"
+  logits_chunk: int = 1024
+
+  def __post_init__(self):
+    if self.remat not in REMAT or self.attention not in ATTENTION or self.logits_chunk < 1:
+      raise ValueError(f"{self}: expected remat in {REMAT}, attention in {ATTENTION}, "
+                       "logits_chunk >= 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
   """Shape and family of a causal decoder (no runtime dtype policy here)."""

@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from orchestra.models.config import DecoderConfig
+from orchestra.models.blockwise_attention import attend_blockwise
+from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.kv_cache import KVCache
 from orchestra.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
+from orchestra.models.token_stats import token_stats
 
 _INIT_STD = 0.02  # matches transformers' initializer_range
 
@@ -99,11 +101,13 @@ class Attention(nnx.Module):
     bias = getattr(self, f"{name}_bias", None)
     return y if bias is None else y + bias[...].astype(self.dtype)
 
-  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv=None, index=None):
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
     """Returns the attention output [B, T, D] and the (keys, values) attended to.
 
     With `cached_kv=(k_BSKE, v_BSKE)` the new keys/values are written at slot
     `index` and attention runs over all S slots; otherwise over the T new tokens.
+    `mask` is [B, T, S] (visible keys of each query: `attend`), or the [B, T] key mask
+    of causal attention over the T new tokens (`attend_blockwise`).
     """
     q_BTHE = self._project(x_BTD, "q")
     k_BTKE = self._project(x_BTD, "k")
@@ -119,7 +123,10 @@ class Attention(nnx.Module):
       start = (0, index, 0, 0)
       keys = jax.lax.dynamic_update_slice(cache_k, k_BTKE.astype(cache_k.dtype), start)
       values = jax.lax.dynamic_update_slice(cache_v, v_BTKE.astype(cache_v.dtype), start)
-    out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask_BTS)
+    if mask.ndim == 2:
+      out_BTHE = attend_blockwise(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
+    else:
+      out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     out_BTD = jnp.einsum("bthe,hed->btd", out_BTHE, self.o_proj[...].astype(self.dtype))
     if hasattr(self, "o_bias"):
       out_BTD = out_BTD + self.o_bias[...].astype(self.dtype)
@@ -163,8 +170,8 @@ class Block(nnx.Module):
     self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, dtype=dtype, **kw)
 
-  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv=None, index=None):
-    attn_BTD, kv = self.attn(self.input_norm(x_BTD), cos_BTE, sin_BTE, mask_BTS, cached_kv, index)
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
+    attn_BTD, kv = self.attn(self.input_norm(x_BTD), cos_BTE, sin_BTE, mask, cached_kv, index)
     x_BTD = x_BTD + attn_BTD
     x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
     return x_BTD, kv
@@ -174,18 +181,22 @@ def _run_block(block, *args):
   return block(*args)
 
 
-# Gradient checkpointing: recompute each block's activations in the backward pass.
-_run_block_remat = nnx.remat(_run_block)
+# Gradient checkpointing of each block: "full" recomputes all of its activations in the
+# backward pass, "dots" keeps the matmul outputs (no batch dims) and recomputes the rest.
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+_RUN_BLOCK = {name: _run_block if policy is None else nnx.remat(_run_block, policy=policy)
+              for name, policy in REMAT_POLICIES.items()}
 
 
 class Transformer(nnx.Module):
   """Token embedding, the blocks and the final norm: ids -> hidden states."""
 
   def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               memory: MemoryOptions = MemoryOptions(), rngs: nnx.Rngs):
     self.config = cfg
     self.dtype = dtype
-    self.remat = remat
+    self.remat, self.attention = memory.remat, memory.attention
     self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype)
     self.layers = nnx.List([Block(cfg, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
                             for _ in range(cfg.num_layers)])
@@ -198,8 +209,9 @@ class Transformer(nnx.Module):
     Without a cache, attention is causal over the T tokens and restricted to
     `attention_mask_BT` (1 = real token; left or right padding); positions
     default to the running count of real tokens, so padding never shifts them.
+    `attention="blockwise"` then never builds [T, T] arrays (`attend_blockwise`).
     With a cache, the T tokens are appended at `cache.index` and attend to
-    every real token before them.
+    every real token before them (dense).
     """
     b, t = input_ids_BT.shape
     if attention_mask_BT is None:
@@ -215,20 +227,23 @@ class Transformer(nnx.Module):
         positions_BT = cache.positions_for(attention_mask_BT)
       key_mask_BS = cache.key_mask(attention_mask_BT)
       query_slot_T = cache.index + jnp.arange(t)
-    key_slot_S = jnp.arange(key_mask_BS.shape[1])
-    causal_TS = key_slot_S[None, :] <= query_slot_T[:, None]
-    mask_BTS = key_mask_BS[:, None, :] & causal_TS[None]
+    if cache is None and self.attention == "blockwise":
+      mask = key_mask_BS
+    else:
+      key_slot_S = jnp.arange(key_mask_BS.shape[1])
+      causal_TS = key_slot_S[None, :] <= query_slot_T[:, None]
+      mask = key_mask_BS[:, None, :] & causal_TS[None]
 
     x_BTD = jnp.take(self.embed[...], input_ids_BT, axis=0).astype(self.dtype)
     inv_freq = inverse_frequencies(self.config.rope, self.config.head_dim)
     cos_BTE, sin_BTE = rope_cos_sin(positions_BT, inv_freq, self.dtype)
     # Remat serves the backward pass; decoding with a cache never takes gradients.
-    run_block = _run_block_remat if self.remat and cache is None else _run_block
+    run_block = _RUN_BLOCK[self.remat if cache is None else "none"]
     new_keys, new_values = [], []
     for i, layer in enumerate(self.layers):
       cached_kv = None if cache is None else (cache.keys[i], cache.values[i])
       index = None if cache is None else cache.index
-      x_BTD, (k, v) = run_block(layer, x_BTD, cos_BTE, sin_BTE, mask_BTS, cached_kv, index)
+      x_BTD, (k, v) = run_block(layer, x_BTD, cos_BTE, sin_BTE, mask, cached_kv, index)
       new_keys.append(k)
       new_values.append(v)
     hidden_BTD = self.final_norm(x_BTD)
@@ -238,12 +253,17 @@ class Transformer(nnx.Module):
 
 
 class CausalLM(nnx.Module):
-  """Decoder with a language-model head: ids -> float32 logits [B, T, V]."""
+  """Decoder with a language-model head: ids -> float32 logits [B, T, V].
+
+  `memory` (`MemoryOptions`): remat, blockwise attention and the logits chunk of
+  `token_stats`; none of them changes a result.
+  """
 
   def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               memory: MemoryOptions = MemoryOptions(), rngs: nnx.Rngs):
     self.config = cfg
-    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, remat=remat, rngs=rngs)
+    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, memory=memory, rngs=rngs)
+    self.logits_chunk = memory.logits_chunk
     if not cfg.tie_word_embeddings:
       self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), param_dtype)
 
@@ -260,6 +280,12 @@ class CausalLM(nnx.Module):
     """Logits [B, T, V] of a full (left- or right-padded) batch."""
     hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
     return self.logits(hidden_BTD)
+
+  def token_stats(self, input_ids_BT, attention_mask_BT=None, temperature: float = 1.0):
+    """(logp_BT, entropy_BT) of every token given the ones before it, `logits_chunk`
+    positions at a time (`orchestra.models.token_stats`): never the whole [T, V] logits."""
+    hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT)
+    return token_stats(hidden_BTD, input_ids_BT, self.logits, temperature, self.logits_chunk)
 
   def forward_with_cache(self, input_ids_BT, cache: KVCache, attention_mask_BT=None):
     """(logits [B, T, V], cache) for T new tokens appended to the cache."""
@@ -282,9 +308,9 @@ class ValueModel(nnx.Module):
   """
 
   def __init__(self, cfg: DecoderConfig, *, param_dtype=jnp.float32, dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               memory: MemoryOptions = MemoryOptions(), rngs: nnx.Rngs):
     self.config = cfg
-    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, remat=remat, rngs=rngs)
+    self.model = Transformer(cfg, param_dtype=param_dtype, dtype=dtype, memory=memory, rngs=rngs)
     self.value_head = _param(rngs, (cfg.hidden_size,), ("embed",), param_dtype, init="zeros")
     self.value_bias = _param(rngs, (), (), param_dtype, init="zeros")
 

@@ -31,8 +31,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from orchestra.rl.losses import (KL_ESTIMATORS, aggregation_weights, batch_totals,
-                                 clipped_policy_loss, clipped_value_loss, kl_penalty,
-                                 token_entropy, token_logprobs)
+                                 clipped_policy_loss, clipped_value_loss, kl_penalty)
 from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
 
 Batch = dict[str, jax.Array]
@@ -136,15 +135,13 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
 
   def loss_fn(model, batch):
     _require(batch, required, "policy")
-    logits = model(batch["tokens"], batch["attention_mask"])
-    logp = token_logprobs(logits, batch["tokens"], cfg.temperature)
+    logp, entropy = model.token_stats(batch["tokens"], batch["attention_mask"], cfg.temperature)
     old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
     pg, clipped = clipped_policy_loss(
         logp, old_logp, batch["advantages"], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
         dual_clip=cfg.dual_clip,
         behaviour_logp_BT=batch["behaviour_logp"] if cfg.tis_cap is not None else None,
         tis_cap=cfg.tis_cap)
-    entropy = token_entropy(logits, cfg.temperature)
     loss_BT = pg - cfg.entropy_coef * entropy
     mask, token_w = batch["loss_mask"], batch["token_weight"]
     # KL(sampler || learner): the tokens were sampled by the sampler, so it is the first
@@ -171,8 +168,7 @@ def sft_loss_fn(temperature: float = 1.0) -> LossFn:
 
   def loss_fn(model, batch):
     _require(batch, ("tokens", "attention_mask"), "sft")
-    logits = model(batch["tokens"], batch["attention_mask"])
-    nll = -token_logprobs(logits, batch["tokens"], temperature)
+    nll = -model.token_stats(batch["tokens"], batch["attention_mask"], temperature)[0]
     return (nll * batch["loss_weight"]).sum(), {"nll": (nll * batch["token_weight"]).sum()}
 
   return loss_fn
@@ -284,8 +280,7 @@ class Learner:
                                 out_shardings=(param_shardings, opt_shardings, None))
 
     def logprobs(params, rest, tokens, attention_mask, temperature):
-      logits = nnx.merge(graphdef, params, rest)(tokens, attention_mask)
-      return token_logprobs(logits, tokens, temperature)
+      return nnx.merge(graphdef, params, rest).token_stats(tokens, attention_mask, temperature)[0]
 
     self._logprobs = jax.jit(logprobs, static_argnums=(4,),
                              in_shardings=(param_shardings, None, data, data),

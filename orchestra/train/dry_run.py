@@ -7,7 +7,9 @@ Every config goes through the same steps:
      starts from a Hugging Face policy takes `config.model`, checked field by field against
      `model.init_from`'s config.json when that folder exists.
   3. The plan, with abstract shapes (`nnx.eval_shape`: no memory is allocated): parameter
-     count, parameter bytes per device over `config.mesh`, the optimizer state's size.
+     count; per device over `config.mesh`, parameters, optimizer state, gradients, the KL
+     reference and the activations of the compiled step (`activation_plan`), and whether
+     they fit an 80 GB device.
   4. QA runs build their tools; runs with rollout servers build the client and print the
      command each server is started with.
   5. What a real launch still needs (API keys, index, checkpoint, data) is listed, not hidden.
@@ -32,16 +34,18 @@ from ml_collections import ConfigDict
 from orchestra.models import CausalLM, DecoderConfig
 from orchestra.rl.update import make_optimizer
 from orchestra.sharding import MESH_AXES, default_rules, logical_to_spec, resolve_mesh_shape
+from orchestra.train.activation_plan import activation_plan
 from orchestra.train.resolve import resolved_run
 from orchestra.train.placement import PARAM_DTYPE, compute_dtype
 from orchestra.train.qa_setup import qa_tool_spec
 from orchestra.train.setup import build_setup
 from orchestra.train.setup_base import (ConfigValueError, check_init_from, declared_model_config,
-                                        optimizer_config)
+                                        memory_options, optimizer_config)
 
 
-def dry_run(config: ConfigDict, workdir: str | None = None) -> str:
-  """The dry run's report (see the module docstring) for a config that passed `check_config`.
+def dry_run(config: ConfigDict, workdir: str | None = None, activations: bool = True) -> str:
+  """The dry run's report (see the module docstring) for a config that passed `check_config`;
+  `activations=False` skips compiling the step for the activation estimate.
 
   Raises `ConfigValueError` for what only building reveals (e.g. a shape that differs
   from `model.init_from`'s).
@@ -54,8 +58,10 @@ def dry_run(config: ConfigDict, workdir: str | None = None) -> str:
                f"{config.model.dtype} compute); mesh "
                f"{plan['mesh']} over {plan['num_devices']} devices: "
                f"{plan['param_gib_per_device']:.2f} GiB of params per device")
-  lines.append(f"optimizer: AdamW state {plan['optimizer_gib']:.2f} GiB in total "
-               f"(/{plan['num_devices']} when sharded like the params)")
+  if activations:
+    dp = plan["mesh"]["data"] * plan["mesh"]["fsdp"]
+    plan.update(activation_plan(decoder, config, dp))
+  lines.append(_memory_line(plan))
   if config.env.get("name") == "qa":
     lines.append(f"tools: {', '.join(_qa_tools(config, needs))}")
   if config.rollout.engine == "http":
@@ -97,11 +103,14 @@ def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str
 
 
 def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
-  """Parameter count and bytes per device over `config.mesh`, and the AdamW state's size.
-  Parameters are float32 master weights whatever the compute dtype (placement.py)."""
+  """Parameter count and GiB per device over `config.mesh` of the parameters, the AdamW
+  state and the gradients (sharded like the parameters) and the KL reference (when
+  `kl_coef > 0`). Parameters are float32 master weights whatever the compute dtype
+  (placement.py)."""
   abstract = nnx.eval_shape(lambda: CausalLM(decoder, param_dtype=PARAM_DTYPE,
                                              dtype=compute_dtype(config),
-                                             remat=config.model.remat, rngs=nnx.Rngs(0)))
+                                             memory=memory_options(config),
+                                             rngs=nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
   num_devices = config.mesh.num_devices or jax.device_count()
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
@@ -115,10 +124,30 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
   optimizer = make_optimizer(optimizer_config(config, "rl"))
   opt_shapes = jax.eval_shape(optimizer.init, params)
   opt_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(opt_shapes))
-  return {"num_params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
-          "mesh": dict(zip(MESH_AXES, shape)), "num_devices": num_devices,
-          "param_gib_per_device": per_device * np.dtype(PARAM_DTYPE).itemsize / 2**30,
-          "optimizer_gib": opt_bytes / 2**30}
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+  param_gib = per_device * np.dtype(PARAM_DTYPE).itemsize / 2**30
+  return {"num_params": num_params, "mesh": dict(zip(MESH_AXES, shape)),
+          "num_devices": num_devices, "param_gib_per_device": param_gib,
+          "optimizer_gib": opt_bytes / 2**30,
+          "optimizer_gib_per_device": opt_bytes / 2**30 * per_device / num_params,
+          "gradient_gib_per_device": param_gib,
+          "reference_gib_per_device": param_gib if config.rl.loss.kl_coef else 0.0}
+
+
+def _memory_line(plan: dict) -> str:
+  """Per device: parameters, AdamW state, gradients, KL reference, activations, and whether
+  the total fits an 80 GB accelerator (74.5 GiB)."""
+  parts = {k: plan[f"{k}_gib_per_device"] for k in
+           ("param", "optimizer", "gradient", "reference", "activation")
+           if f"{k}_gib_per_device" in plan}
+  total = sum(parts.values())
+  text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+  if "activation" not in parts:
+    return f"memory per device (GiB): {text}; activations not planned (--dry_run_activations)"
+  plan["total_gib_per_device"], plan["fits_80gb"] = total, total <= 80e9 / 2**30
+  return (f"memory per device (GiB): {text} ({plan['rows_per_device']} x {plan['tokens']} "
+          f"tokens, from the compiled step); total {total:.2f}: "
+          + ("fits" if plan["fits_80gb"] else "does NOT fit") + " an 80 GB device")
 
 
 def _qa_tools(config: ConfigDict, needs: list[str]) -> list[str]:

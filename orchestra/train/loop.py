@@ -51,7 +51,8 @@ from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
 from orchestra.train.batching import pack, pack_buckets
 from orchestra.train.placement import PARAM_DTYPE, compute_dtype, data_parallel_size, run_mesh
 from orchestra.train.rollouts import Rollouts, RolloutsFailed, open_rollouts
-from orchestra.train.setup_base import Rollout, optimizer_config, policy_loss_config
+from orchestra.train.setup_base import (Rollout, memory_options, optimizer_config,
+                                        policy_loss_config)
 
 
 
@@ -152,7 +153,7 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage:
 
 def make_critic(config: ConfigDict, policy: CausalLM, mesh: Mesh | None) -> Learner:
   """PPO's value model: the policy's trunk (a copy) with a zero-initialised scalar head."""
-  critic = ValueModel(policy.config, dtype=compute_dtype(config), remat=config.model.remat,
+  critic = ValueModel(policy.config, dtype=compute_dtype(config), memory=memory_options(config),
                       rngs=nnx.Rngs(config.seed + 1))
   nnx.update(critic.model, jax.tree.map(jnp.copy, nnx.state(policy.model, nnx.Param)))
   return Learner(critic, make_optimizer(optimizer_config(config, "value")),
@@ -165,8 +166,8 @@ def starting_policy(config: ConfigDict, decoder: DecoderConfig, mesh: Mesh | Non
   parameters, `config.model.dtype` compute (orchestra/train/placement.py)."""
   if config.model.init_from:
     return load_hf(config.model.init_from, PARAM_DTYPE, compute_dtype=config.model.dtype,
-                   mesh=mesh, remat=config.model.remat)
-  return CausalLM(decoder, dtype=compute_dtype(config), remat=config.model.remat,
+                   mesh=mesh, memory=memory_options(config))
+  return CausalLM(decoder, dtype=compute_dtype(config), memory=memory_options(config),
                   rngs=nnx.Rngs(config.seed))
 
 
@@ -178,7 +179,8 @@ def make_reference(setup, workdir: str, mesh: Mesh | None) -> Learner | None:
     return None
   if config.sft.steps > 0:
     reference, _ = restore_policy(os.path.join(workdir, SFT_DIR), mesh=mesh,
-                                  compute_dtype=compute_dtype(config))
+                                  compute_dtype=compute_dtype(config),
+                                  memory=memory_options(config))
   else:
     reference = starting_policy(config, setup.model_config, mesh)
   return Learner(reference, optax.set_to_zero(), sft_loss_fn(), mesh=mesh)

@@ -3,7 +3,7 @@
 A run's `config.json` is the config it started with. A relaunch in the same folder
 (a resume, perhaps with overrides) is compared with it field by field:
 
-  * a change to the model's shape (`model.*` except `remat`) or to the data
+  * a change to the model's shape (`model.*` except its memory options) or to the data
     (`env.*`, `tools.names`, `seed`) would make the checkpoints or the tasks
     mean something else: the launch is refused, naming the fields;
   * any other change (step counts, learning rates, ...) is accepted and appended to
@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 CONFIG_FILE = "config.json"
 OVERRIDES_FILE = "config_overrides.jsonl"
 FROZEN_PREFIXES = ("model.", "env.", "tools.names", "seed")
-MUTABLE_IN_FROZEN = ("model.remat",)
+MUTABLE_IN_FROZEN = ("model.remat", "model.attention", "model.logits_chunk")
 # Fields the schema gained after run folders were recorded, with the value every earlier run
 # used: a folder that lacks one resumes when the config keeps that value.
 IMPLIED_BEFORE_RECORDED = {"model.rope_theta": 10_000.0, "model.tie_word_embeddings": False,

@@ -19,7 +19,7 @@ from orchestra.agent.chat_format import IM_END
 from orchestra.agent.episode import EpisodeConfig, Trajectory
 from orchestra.envs import default_experts
 from orchestra.envs.qa import BENCHMARKS
-from orchestra.models.config import DecoderConfig, RopeConfig
+from orchestra.models.config import DecoderConfig, MemoryOptions, RopeConfig
 from orchestra.rl.update import OptimizerConfig, PolicyLossConfig
 from orchestra.sharding.mesh import MeshError, resolve_mesh_shape
 
@@ -147,9 +147,19 @@ def _validate_rl(config: ConfigDict) -> None:
       raise ConfigValueError(f"config.rl.{field}={config.rl[field]!r}: expected one of {allowed}")
 
 
+def memory_options(config: ConfigDict) -> MemoryOptions:
+  """`config.model`'s remat, attention and logits chunk (`MemoryOptions`)."""
+  m = config.model
+  try:
+    return MemoryOptions(remat=m.remat, attention=m.attention, logits_chunk=m.logits_chunk)
+  except ValueError as e:
+    raise ConfigValueError(f"config.model: {e}") from None
+
+
 def _validate_model(config: ConfigDict) -> None:
   if config.model.dtype not in DTYPES:
     raise ConfigValueError(f"config.model.dtype={config.model.dtype!r}: expected one of {DTYPES}")
+  memory_options(config)
   try:
     resolve_mesh_shape(config.mesh.shape, config.mesh.num_devices or jax.device_count())
   except MeshError as e:

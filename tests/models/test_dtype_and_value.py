@@ -11,7 +11,7 @@ from hf_fixtures import make_hf_model, padded_batch
 
 from orchestra.checkpoint import load_hf
 
-from orchestra.models import CausalLM, ConfigError, DecoderConfig, ValueModel
+from orchestra.models import CausalLM, ConfigError, DecoderConfig, MemoryOptions, ValueModel
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_random_init_model_runs_with_remat():
   cfg = DecoderConfig("qwen3", vocab_size=32, hidden_size=16, intermediate_size=24, num_layers=2,
                       num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
   plain = CausalLM(cfg, rngs=nnx.Rngs(0))
-  remat = CausalLM(cfg, remat=True, rngs=nnx.Rngs(0))
+  remat = CausalLM(cfg, memory=MemoryOptions(remat="full"), rngs=nnx.Rngs(0))
   ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
   grad = lambda m: nnx.grad(lambda m: m(ids).mean())(m)
   for a, b in zip(jax.tree.leaves(grad(plain)), jax.tree.leaves(grad(remat)), strict=True):

@@ -7,7 +7,7 @@ from hf_fixtures import make_hf_model, padded_batch
 
 from orchestra.checkpoint import load_hf
 
-from orchestra.models import KVCache
+from orchestra.models import KVCache, MemoryOptions
 from orchestra.models.decoding import GREEDY, Sampler, generate, processed_logprobs
 
 
@@ -103,7 +103,7 @@ def test_a_remat_model_decodes_like_the_plain_one(tmp_path):
   path = tmp_path / "qwen3"
   make_hf_model("qwen3", path, seed=1)
   ids, mask, _ = padded_batch(128, batch=2, length=6, pad_left=2)
-  out = [generate(load_hf(path, remat=remat), jnp.asarray(ids), jnp.asarray(mask),
-                  max_new_tokens=4) for remat in (False, True)]
+  out = [generate(load_hf(path, memory=MemoryOptions(remat=remat)), jnp.asarray(ids),
+                  jnp.asarray(mask), max_new_tokens=4) for remat in ("none", "full")]
   np.testing.assert_array_equal(np.asarray(out[0][0]), np.asarray(out[1][0]))
   np.testing.assert_allclose(np.asarray(out[0][1]), np.asarray(out[1][1]), atol=1e-6)

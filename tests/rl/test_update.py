@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from orchestra.models import CausalLM, DecoderConfig, ValueModel
-from orchestra.rl import gae
+from orchestra.rl import gae, token_entropy, token_logprobs
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
                                  make_schedule, policy_loss_fn, value_loss_fn)
 from orchestra.sharding import make_mesh
@@ -120,6 +120,17 @@ def test_metrics_and_kl_reference():
   assert float(metrics["grad_norm"]) > 0
 
 
+class FixedLogits:
+  """A stand-in policy with given logits (the losses read `CausalLM.token_stats`)."""
+
+  def __init__(self, logits_BTV):
+    self.logits_BTV = logits_BTV
+
+  def token_stats(self, tokens_BT, attention_mask_BT, temperature):
+    return (token_logprobs(self.logits_BTV, tokens_BT, temperature),
+            token_entropy(self.logits_BTV, temperature))
+
+
 def test_approx_kl_sampler_is_kl_of_sampler_from_learner():
   """Hand case: sampler p = [.7, .2, .1], learner q = [.3, .4, .3] at every position.
 
@@ -135,7 +146,7 @@ def test_approx_kl_sampler_is_kl_of_sampler_from_learner():
   batch = {"tokens": tokens, "attention_mask": jnp.ones_like(mask), "loss_mask": mask,
            "advantages": jnp.zeros((1, 11)), "behaviour_logp": behaviour,
            "loss_weight": weight, "token_weight": weight}
-  _, metrics = policy_loss_fn(PolicyLossConfig())(lambda tokens, attention: logits, batch)
+  _, metrics = policy_loss_fn(PolicyLossConfig())(FixedLogits(logits), batch)
   kl_p_q = float((p * np.log(p / q)).sum())
   assert kl_p_q == pytest.approx(0.3446, abs=1e-4)
   assert float(metrics["approx_kl_sampler"]) == pytest.approx(kl_p_q, abs=1e-5)

@@ -1,15 +1,19 @@
 """The dry run's checks that need no subprocess: config values, init_from shapes, one
 optimizer builder, the memory plan."""
 
+import dataclasses
 import importlib.util
 import os
 
+import jax.numpy as jnp
 import pytest
 
-from orchestra.models import DecoderConfig, RopeConfig
+from orchestra.models import DecoderConfig, MemoryOptions, RopeConfig
+from orchestra.train.activation_plan import activation_plan, rows_per_device, step_temp_bytes
 from orchestra.train.dry_run import memory_plan
 from orchestra.train.setup_base import (ConfigValueError, check_init_from,
-                                        declared_model_config, optimizer_config, validate)
+                                        declared_model_config, optimizer_config,
+                                        policy_loss_config, validate)
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
@@ -82,3 +86,25 @@ def test_memory_plan_divides_the_parameters_over_the_mesh():
   assert eight["param_gib_per_device"] == pytest.approx(one["param_gib_per_device"] / 8, rel=0.01)
   # AdamW mu and nu in the parameters' dtype: twice the parameter bytes
   assert one["optimizer_gib"] == pytest.approx(2 * one["param_gib_per_device"], rel=0.01)
+  assert eight["optimizer_gib_per_device"] == pytest.approx(one["optimizer_gib"] / 8, rel=0.01)
+  assert eight["gradient_gib_per_device"] == eight["param_gib_per_device"]
+  assert eight["reference_gib_per_device"] == (eight["param_gib_per_device"]
+                                               if config.rl.loss.kl_coef else 0.0)
+
+
+def test_activation_plan_is_the_compiled_steps_scaled_by_layers():
+  """The estimate is temp(1) + (L - 1) (temp(2) - temp(1)) of the compiled proxies, and it
+  falls when the step runs blockwise attention and full remat."""
+  config = load("tiny_cpu")
+  config.rl.tasks_per_step, config.rl.group_size, config.episode.max_total_tokens = 2, 2, 256
+  decoder = declared_model_config(config)
+  plan = activation_plan(decoder, config, data_parallel=1)
+  assert plan["rows_per_device"] == 16 and plan["tokens"] == 256     # rows padded to 16
+  one, two = (step_temp_bytes(dataclasses.replace(decoder, num_layers=n), MemoryOptions(),
+                              jnp.float32, policy_loss_config(config), 16, 256) for n in (1, 2))
+  expected = (one + (decoder.num_layers - 1) * (two - one)) / 2**30
+  assert plan["activation_gib_per_device"] == pytest.approx(expected)
+  config.model.remat, config.model.attention = "full", "blockwise"
+  lean = activation_plan(decoder, config, data_parallel=1)
+  assert lean["activation_gib_per_device"] < 0.9 * plan["activation_gib_per_device"]
+  assert rows_per_device(config, data_parallel=8) == 2                # 16 rows over 8

@@ -20,6 +20,7 @@ def test_paper_config_dry_run(name, params, per_device, tmp_path):
   env["PYTHONPATH"] = os.pathsep.join(sys.path)
   out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                         f"--config={os.path.join(ROOT, 'configs', name + '.py')}", "--dry_run",
+                        "--nodry_run_activations",
                         "--config.rl.total_steps=7"],
                        capture_output=True, text=True, env=env, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -75,7 +75,7 @@ def test_the_tracker_records_reads_and_the_resolved_run_shows_overrides():
 
 def dry_run(config_file, *overrides, workdir=None):
   args = [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--config={config_file}",
-          *overrides, "--dry_run"]
+          *overrides, "--dry_run", "--nodry_run_activations"]     # (tests/train/test_dry_run.py)
   if workdir:
     args.append(f"--workdir={workdir}")
   return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)

@@ -16,7 +16,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
 def config(**rl):
-  return ConfigDict({"seed": 0, "model": {"num_layers": 4, "remat": False},
+  return ConfigDict({"seed": 0, "model": {"num_layers": 4, "remat": "none"},
                      "env": {"seed": 0}, "tools": {"names": ("a", "b")},
                      "rl": {"total_steps": 10, "learning_rate": 1e-3, **rl}})
 
@@ -58,8 +58,8 @@ def test_resume_refuses_a_different_model_or_data(tmp_path, change, field):
   with pytest.raises(RunRecordError, match=field):
     record_config(other, str(tmp_path))
   remat = config()
-  remat.model.remat = True                                             # not the shape
-  assert record_config(remat, str(tmp_path)) == {"model.remat": (False, True)}
+  remat.model.remat = "full"                                           # not the shape
+  assert record_config(remat, str(tmp_path)) == {"model.remat": ("none", "full")}
 
 
 def train(*args):

@@ -1,0 +1,104 @@
+"""Long-context training step: blockwise attention and chunked log-probs equal the dense
+path (outputs and gradients), and the compiled step's memory grows linearly in T."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
+from orchestra.models.blockwise_attention import attend_blockwise
+from orchestra.models.decoder import attend
+from orchestra.models.token_stats import token_stats
+from orchestra.rl.losses import token_entropy, token_logprobs
+
+CFG = DecoderConfig("qwen3", vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2,
+                    num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
+
+
+def _masks(b, t):
+  """Row 0 left-padded by 5, row 1 right-padded by 7, row 2 full."""
+  mask = np.ones((b, t), bool)
+  mask[0, :5] = False
+  mask[1, t - 7:] = False
+  return jnp.asarray(mask)
+
+
+def _dense(q, k, v, key_mask):
+  t = q.shape[1]
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  return attend(q, k, v, key_mask[:, None, :] & causal[None])
+
+
+@pytest.mark.parametrize("t,block", [(37, 8), (64, 16), (20, 64)])
+def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
+  kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(kq, (3, t, 4, 8))
+  k, v = jax.random.normal(kk, (3, t, 2, 8)), jax.random.normal(kv, (3, t, 2, 8))
+  mask = _masks(3, t)
+  real = mask[:, :, None, None]           # padding queries' outputs are never read
+  dense, blockwise = _dense(q, k, v, mask), attend_blockwise(q, k, v, mask, block)
+  np.testing.assert_allclose(jnp.where(real, blockwise, 0), jnp.where(real, dense, 0),
+                             atol=1e-5, rtol=1e-5)
+
+  def loss(fn):
+    return lambda q, k, v: (jnp.where(real, fn(q, k, v), 0) ** 2).sum()
+  grads_dense = jax.grad(loss(lambda *a: _dense(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+  grads_block = jax.grad(loss(lambda *a: attend_blockwise(*a, mask, block)),
+                         argnums=(0, 1, 2))(q, k, v)
+  for got, want in zip(grads_block, grads_dense, strict=True):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_token_stats_equal_the_whole_logits_ones():
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  ids = jax.random.randint(jax.random.key(1), (3, 45), 0, CFG.vocab_size)
+  hidden, _ = model.model(ids, _masks(3, 45))
+  logits = model.logits(hidden)
+  for chunk in (7, 45, 64):
+    logp, entropy = token_stats(hidden, ids, model.logits, 0.7, chunk)
+    np.testing.assert_allclose(logp, token_logprobs(logits, ids, 0.7), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(entropy, token_entropy(logits, 0.7), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("memory", [MemoryOptions(attention="blockwise", logits_chunk=16),
+                                    MemoryOptions("dots", "blockwise", 16),
+                                    MemoryOptions("full", "dense", 1024)])
+def test_memory_options_change_nothing_but_memory(memory):
+  """token_stats and the gradient of a masked log-likelihood, against the default model."""
+  plain = CausalLM(CFG, rngs=nnx.Rngs(0))
+  other = CausalLM(CFG, memory=memory, rngs=nnx.Rngs(0))
+  ids = jax.random.randint(jax.random.key(2), (3, 40), 0, CFG.vocab_size)
+  mask = _masks(3, 40)
+
+  def loss(model):
+    logp, entropy = model.token_stats(ids, mask, 1.0)
+    return (jnp.where(mask, logp - 0.1 * entropy, 0)).sum()
+  (value_plain, grads_plain) = nnx.value_and_grad(loss)(plain)
+  (value_other, grads_other) = nnx.value_and_grad(loss)(other)
+  np.testing.assert_allclose(value_other, value_plain, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads_other), jax.tree.leaves(grads_plain), strict=True):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+
+
+def _temp_bytes(memory: MemoryOptions, t: int) -> int:
+  """Temporary bytes of the compiled gradient of the token log-likelihood at length t."""
+  cfg = DecoderConfig("qwen3", vocab_size=4096, hidden_size=64, intermediate_size=128,
+                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: CausalLM(cfg, memory=memory,
+                                                               rngs=nnx.Rngs(0))))
+
+  def loss(params, ids):
+    return nnx.merge(graphdef, params).token_stats(ids)[0].sum()
+  ids = jax.ShapeDtypeStruct((1, t), jnp.int32)
+  compiled = jax.jit(jax.grad(loss)).lower(params, ids).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_blockwise_step_memory_grows_linearly_and_dense_does_not():
+  blockwise = MemoryOptions("full", "blockwise", 256)
+  small, large = _temp_bytes(blockwise, 2048), _temp_bytes(blockwise, 4096)
+  assert large <= 2.2 * small, (small, large)
+  dense = MemoryOptions("full", "dense", 256)
+  assert _temp_bytes(dense, 4096) > 3 * _temp_bytes(dense, 2048)     # [T, T] scores
