@@ -53,7 +53,8 @@ class MemoryOptions:
   """How a model's training step trades compute for memory; none changes its results.
 
   remat: per block, "none" keeps activations, "full" recomputes them all in the backward
-    pass, "dots" keeps the matmul outputs and recomputes the rest.
+    pass, "dots" keeps the matmul outputs and recomputes the rest; with remat the blocks
+    run as one scan over their stacked parameters (`Transformer._scan_blocks`).
   attention: "dense" ([T, T] scores) or "blockwise" (`orchestra.models.blockwise_attention`:
     memory linear in T).
   logits_chunk: positions per chunk of LM-head logits in `CausalLM.token_stats`.

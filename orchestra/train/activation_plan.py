@@ -2,15 +2,17 @@
 
 The policy loss's gradient (`policy_loss_fn` with the run's loss settings, the model's
 `MemoryOptions`, float32 master parameters and the compute dtype) is compiled, never run,
-for 1- and 2-layer proxies of the run's model at `episode.max_total_tokens`, with the rows
-one device holds in a micro-batch; XLA's `memory_analysis()` gives each proxy's temporary
-bytes, and the full depth is
+for 2- and 3-layer proxies of the run's model, with the rows one device holds in a
+micro-batch, at `episode.max_total_tokens` T and at a short length t0; XLA's
+`memory_analysis()` gives each one's temporary bytes. What grows with the sequence is
 
-    temp(L) = temp(1) + (L - 1) * (temp(2) - temp(1))
+    act(n) = temp(n, T) - temp(n, t0)          (parameter-sized buffers cancel)
+    per_layer = act(3) - act(2),   act(L) = act(2) + (L - 2) * per_layer
 
-(each further layer adds what the second one added). The proxies hold whole matrices, as a
-device holds one layer's gathered weights at a time under FSDP; what they compile for is
-this machine's backend, so a GPU's figure can differ.
+The parameter-sized buffers (gradients, the stacked layer copy of a scanned step) are
+planned per device from the sharded parameters instead (`dry_run.memory_plan`): the proxies
+hold whole matrices, a device 1/N of them. What the proxies compile for is this machine's
+backend; a GPU's figure can differ.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from orchestra.train.setup_base import memory_options, policy_loss_config
 
 GIB = 2 ** 30
 ROWS_BUCKET = 16                       # the RL loop pads rows to lcm(16, micro x data-parallel)
+SHORT_TOKENS = 128                     # t0
 
 
 def step_temp_bytes(decoder: DecoderConfig, memory: MemoryOptions, dtype, loss: PolicyLossConfig,
@@ -67,10 +70,17 @@ def activation_plan(decoder: DecoderConfig, config: ConfigDict, data_parallel: i
   """{"activation_gib_per_device", "activation_gib_per_layer", "rows_per_device",
   "tokens"}: the module docstring's estimate for this run."""
   rows, tokens = rows_per_device(config, data_parallel), config.episode.max_total_tokens
-  temp = [step_temp_bytes(dataclasses.replace(decoder, num_layers=n), memory_options(config),
-                          compute_dtype(config), policy_loss_config(config), rows, tokens)
-          for n in (1, 2)]
-  per_layer = max(temp[1] - temp[0], 0)
-  total = temp[0] + (decoder.num_layers - 1) * per_layer
+  if tokens <= SHORT_TOKENS:
+    raise ValueError(f"episode.max_total_tokens={tokens}: the activation plan needs more than "
+                     f"{SHORT_TOKENS}")
+
+  def temp(layers: int, length: int) -> int:
+    return step_temp_bytes(dataclasses.replace(decoder, num_layers=layers),
+                           memory_options(config), compute_dtype(config),
+                           policy_loss_config(config), rows, length)
+
+  act = {n: max(temp(n, tokens) - temp(n, SHORT_TOKENS), 0) for n in (2, 3)}
+  per_layer = max(act[3] - act[2], 0)
+  total = act[2] + (decoder.num_layers - 2) * per_layer
   return {"activation_gib_per_device": total / GIB, "activation_gib_per_layer": per_layer / GIB,
           "rows_per_device": rows, "tokens": tokens}

@@ -104,8 +104,9 @@ def _decoder(config: ConfigDict, workdir: str, lines: list[str], needs: list[str
 
 def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
   """Parameter count and GiB per device over `config.mesh` of the parameters, the AdamW
-  state and the gradients (sharded like the parameters) and the KL reference (when
-  `kl_coef > 0`). Parameters are float32 master weights whatever the compute dtype
+  state and the gradients (sharded like the parameters), the KL reference (when
+  `kl_coef > 0`) and, when the step scans its layers (`remat` set), their stacked copy and
+  its gradient. Parameters are float32 master weights whatever the compute dtype
   (placement.py)."""
   abstract = nnx.eval_shape(lambda: CausalLM(decoder, param_dtype=PARAM_DTYPE,
                                              dtype=compute_dtype(config),
@@ -115,12 +116,14 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
   num_devices = config.mesh.num_devices or jax.device_count()
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
   mesh = AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
-  rules, per_device = default_rules(), 0
-  for _, v in nnx.to_flat_state(params):
+  rules, per_device, layers_per_device = default_rules(), 0, 0
+  for path, v in nnx.to_flat_state(params):
     spec = logical_to_spec(v.get_metadata().get("logical_axes"), v.shape, mesh, rules)
     split = [math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
              if ax else 1 for ax in spec] + [1] * (len(v.shape) - len(spec))
-    per_device += math.prod(s // k for s, k in zip(v.shape, split, strict=True))
+    count = math.prod(s // k for s, k in zip(v.shape, split, strict=True))
+    per_device += count
+    layers_per_device += count if path[:2] == ("model", "layers") else 0
   optimizer = make_optimizer(optimizer_config(config, "rl"))
   opt_shapes = jax.eval_shape(optimizer.init, params)
   opt_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(opt_shapes))
@@ -131,14 +134,17 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
           "optimizer_gib": opt_bytes / 2**30,
           "optimizer_gib_per_device": opt_bytes / 2**30 * per_device / num_params,
           "gradient_gib_per_device": param_gib,
-          "reference_gib_per_device": param_gib if config.rl.loss.kl_coef else 0.0}
+          "reference_gib_per_device": param_gib if config.rl.loss.kl_coef else 0.0,
+          # a scanned (remat) step stacks the layers' parameters, and their gradient
+          "layer_stack_gib_per_device": 0.0 if config.model.remat == "none" else
+          2 * layers_per_device * np.dtype(PARAM_DTYPE).itemsize / 2**30}
 
 
 def _memory_line(plan: dict) -> str:
   """Per device: parameters, AdamW state, gradients, KL reference, activations, and whether
   the total fits an 80 GB accelerator (74.5 GiB)."""
   parts = {k: plan[f"{k}_gib_per_device"] for k in
-           ("param", "optimizer", "gradient", "reference", "activation")
+           ("param", "optimizer", "gradient", "reference", "layer_stack", "activation")
            if f"{k}_gib_per_device" in plan}
   total = sum(parts.values())
   text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
