@@ -64,11 +64,7 @@ def _restore_policy(manager: CheckpointManager, step: int, mesh: Mesh | None,
                                              rngs=nnx.Rngs(0)))
   graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
   is_variable = lambda x: isinstance(x, nnx.Variable)
-  if mesh is None:
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    shardings = jax.tree.map(lambda _: device, abstract_params, is_leaf=is_variable)
-  else:
-    shardings = state_shardings(abstract_params, mesh)
+  shardings = state_shardings(abstract_params, mesh)
   like = jax.tree.map(
       lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
       abstract_params, shardings, is_leaf=is_variable)

@@ -198,12 +198,7 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", *, compute_dtype: s
   cfg = DecoderConfig.from_hf_dir(path)
   graphdef, abstract_state = _abstract_model(ValueModel if value_model else CausalLM, cfg,
                                              param_dtype, act_dtype, memory)
-  if mesh is not None:
-    shardings = state_shardings(abstract_state, mesh, rules)
-  else:
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    shardings = jax.tree.map(lambda _: device, abstract_state,
-                             is_leaf=lambda x: isinstance(x, nnx.Variable))
+  shardings = state_shardings(abstract_state, mesh, rules)
   flat_vars = dict(nnx.to_flat_state(abstract_state))
   flat_shardings = dict(nnx.to_flat_state(shardings))
   folder = _SafetensorsFolder(path)

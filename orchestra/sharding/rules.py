@@ -72,18 +72,23 @@ def logical_to_spec(logical_axes, shape, mesh: Mesh, rules: Rules) -> PartitionS
   return PartitionSpec(*spec)
 
 
-def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules | None = None) -> nnx.State:
+def state_shardings(state: nnx.State, mesh: Mesh | None, rules: Rules | None = None) -> nnx.State:
   """NamedShardings with the structure of `state` (abstract or concrete).
 
-  Variables without `logical_axes` metadata (e.g. RNG state) are replicated.
+  Variables without `logical_axes` metadata (e.g. RNG state) are replicated. Without a
+  mesh, every variable goes to the default device (the unsharded path).
   """
   rules = default_rules() if rules is None else rules
+  is_variable = lambda x: isinstance(x, nnx.Variable)
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda _: device, state, is_leaf=is_variable)
 
   def to_sharding(variable):
     logical = variable.get_metadata().get("logical_axes")
     return NamedSharding(mesh, logical_to_spec(logical, variable.shape, mesh, rules))
 
-  return jax.tree.map(to_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return jax.tree.map(to_sharding, state, is_leaf=is_variable)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -40,7 +40,7 @@ from orchestra.train.placement import PARAM_DTYPE, compute_dtype
 from orchestra.train.qa_setup import qa_tool_spec
 from orchestra.train.setup import build_setup
 from orchestra.train.setup_base import (ConfigValueError, check_init_from, declared_model_config,
-                                        memory_options, optimizer_config)
+                                        memory_options, mesh_devices, optimizer_config)
 
 
 def dry_run(config: ConfigDict, workdir: str | None = None, activations: bool = True) -> str:
@@ -113,7 +113,7 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
                                              memory=memory_options(config),
                                              rngs=nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
-  num_devices = config.mesh.num_devices or jax.device_count()
+  num_devices = mesh_devices(config)
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
   mesh = AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
   rules, per_device, layers_per_device = default_rules(), 0, 0

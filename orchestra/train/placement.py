@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from orchestra.sharding import make_mesh
-from orchestra.train.setup_base import ConfigValueError
+from orchestra.train.setup_base import ConfigValueError, mesh_devices
 
 PARAM_DTYPE = "float32"
 
@@ -28,7 +28,7 @@ def compute_dtype(config: ConfigDict):
 def run_mesh(config: ConfigDict) -> Mesh | None:
   """The (data, fsdp, tensor) mesh of `config.mesh` over the first `num_devices` devices
   (0: all JAX sees); None for a single device, the unsharded path."""
-  n = config.mesh.num_devices or jax.device_count()
+  n = mesh_devices(config)
   if n > jax.device_count():
     raise ConfigValueError(f"config.mesh.num_devices={n}, but JAX sees {jax.device_count()} "
                            f"{jax.default_backend()} devices")

@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-import jax
 from ml_collections import ConfigDict
 
 from orchestra.sharding.mesh import MESH_AXES, resolve_mesh_shape
 from orchestra.train.run_record import flatten
-from orchestra.train.setup_base import (ConfigValueError, episode_config, optimizer_config,
-                                        policy_loss_config)
+from orchestra.train.setup_base import (ConfigValueError, episode_config, mesh_devices,
+                                        optimizer_config, policy_loss_config)
 
 TOOLSCALE_SFT = ("expert_demo_fraction", "preferred_expert_fraction")
 
@@ -131,7 +130,7 @@ def _tools(c, env_name: str) -> dict:
 
 
 def _mesh(c) -> dict:
-  n = c.mesh.num_devices or jax.device_count()
+  n = mesh_devices(c)
   return {"shape": dict(zip(MESH_AXES, resolve_mesh_shape(c.mesh.shape, n))), "num_devices": n}
 
 

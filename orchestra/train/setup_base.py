@@ -147,6 +147,11 @@ def _validate_rl(config: ConfigDict) -> None:
       raise ConfigValueError(f"config.rl.{field}={config.rl[field]!r}: expected one of {allowed}")
 
 
+def mesh_devices(config: ConfigDict) -> int:
+  """How many devices `config.mesh` spans: `mesh.num_devices`, 0 meaning all JAX sees."""
+  return config.mesh.num_devices or jax.device_count()
+
+
 def memory_options(config: ConfigDict) -> MemoryOptions:
   """`config.model`'s remat, attention and logits chunk (`MemoryOptions`)."""
   m = config.model
@@ -161,7 +166,7 @@ def _validate_model(config: ConfigDict) -> None:
     raise ConfigValueError(f"config.model.dtype={config.model.dtype!r}: expected one of {DTYPES}")
   memory_options(config)
   try:
-    resolve_mesh_shape(config.mesh.shape, config.mesh.num_devices or jax.device_count())
+    resolve_mesh_shape(config.mesh.shape, mesh_devices(config))
   except MeshError as e:
     raise ConfigValueError(f"config.mesh: {e}") from None
   r = config.rollout
