@@ -20,25 +20,32 @@ import jax.numpy as jnp
 def token_stats(hidden_BTD, tokens_BT, logits_fn: Callable, temperature: float = 1.0,
                 chunk: int = 1024):
   """(logp_BT, entropy_BT) as in the module docstring; `logits_fn` maps hidden [B, C, D]
-  to float32 logits [B, C, V] (the LM head)."""
+  to float32 logits [B, C, V] (the LM head). A sequence of at most `chunk` positions is
+  one chunk, not rematerialised (recomputing it would save nothing)."""
   b, t, d = hidden_BTD.shape
   targets_BT = jnp.pad(tokens_BT[:, 1:], ((0, 0), (0, 1)))      # position t predicts t + 1
-  c = min(chunk, t)
+  if t <= chunk:
+    picked_BT, entropy_BT = _chunk_stats(logits_fn, temperature, hidden_BTD, targets_BT)
+    return _shift(picked_BT), _shift(entropy_BT)
+  c = chunk
   pad = -t % c
   n = (t + pad) // c
   hidden_NBCD = jnp.pad(hidden_BTD, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, d).swapaxes(0, 1)
   targets_NBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
 
-  @jax.checkpoint
-  def chunk_stats(hidden_BCD, targets_BC):
-    logp_BCV = jax.nn.log_softmax(logits_fn(hidden_BCD).astype(jnp.float32) / temperature, -1)
-    picked_BC = jnp.take_along_axis(logp_BCV, targets_BC[..., None], axis=-1)[..., 0]
-    return picked_BC, -(jnp.exp(logp_BCV) * logp_BCV).sum(-1)
-
+  chunk_stats = jax.checkpoint(lambda h, y: _chunk_stats(logits_fn, temperature, h, y))
   picked_NBC, entropy_NBC = jax.lax.map(lambda xs: chunk_stats(*xs), (hidden_NBCD, targets_NBC))
+  per_position = lambda x_NBC: x_NBC.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+  return _shift(per_position(picked_NBC)), _shift(per_position(entropy_NBC))
 
-  def aligned(x_NBC):                    # [N, B, C] per position -> [B, T] per predicted token
-    x_BT = x_NBC.swapaxes(0, 1).reshape(b, n * c)[:, :t - 1]
-    return jnp.pad(x_BT, ((0, 0), (1, 0)))
 
-  return aligned(picked_NBC), aligned(entropy_NBC)
+def _chunk_stats(logits_fn: Callable, temperature: float, hidden_BCD, targets_BC):
+  """(log p of each target, entropy) at each of the C positions."""
+  logp_BCV = jax.nn.log_softmax(logits_fn(hidden_BCD).astype(jnp.float32) / temperature, -1)
+  picked_BC = jnp.take_along_axis(logp_BCV, targets_BC[..., None], axis=-1)[..., 0]
+  return picked_BC, -(jnp.exp(logp_BCV) * logp_BCV).sum(-1)
+
+
+def _shift(x_BT):
+  """Per position -> per predicted token: position t's value belongs to token t + 1."""
+  return jnp.pad(x_BT[:, :-1], ((0, 0), (1, 0)))
