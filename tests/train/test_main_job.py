@@ -119,7 +119,8 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
                        capture_output=True, text=True, env=ENV, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   config = ConfigDict({"rl": {"loss": {"kl_coef": 0.1}}, "sft": {"steps": 4},
-                       "model": {"dtype": "float32"}})
+                       "model": {"dtype": "float32", "remat": "none", "attention": "dense",
+                                 "logits_chunk": 1024}})
   reference = make_reference(SimpleNamespace(config=config), str(tmp_path), mesh=None)
   tokens = np.random.RandomState(0).randint(0, 1024, (2, 24)).astype(np.int32)
   ref_logp = np.asarray(reference.logprobs(tokens, np.ones_like(tokens, bool)))
