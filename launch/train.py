@@ -18,9 +18,9 @@ config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_conf
 flags.DEFINE_string("workdir", None, "run folder (checkpoints, metrics, tokenizer, index)")
 flags.DEFINE_bool("dry_run", False, "check the config, build what it names and plan the run "
                   "(resolved run as JSON on the last line), then exit")
-flags.DEFINE_bool("dry_run_activations", True, "--dry_run also compiles 1- and 2-layer "
+flags.DEFINE_bool("dry_run_activations", True, "--dry_run also compiles 2- and 3-layer "
                   "proxies of the training step for its per-device activation memory "
-                  "(a minute or two at paper scale on CPU)")
+                  "(orchestra/train/activation_plan.py; about a minute at paper scale on CPU)")
 flags.DEFINE_bool("progress", True, "show a progress bar")
 FLAGS = flags.FLAGS
 

@@ -61,6 +61,8 @@ def dry_run(config: ConfigDict, workdir: str | None = None, activations: bool = 
   if activations:
     dp = plan["mesh"]["data"] * plan["mesh"]["fsdp"]
     plan.update(activation_plan(decoder, config, dp))
+    plan["total_gib_per_device"] = sum(_memory_parts(plan).values())
+    plan["fits_80gb"] = plan["total_gib_per_device"] <= 80e9 / 2**30
   lines.append(_memory_line(plan))
   if config.env.get("name") == "qa":
     lines.append(f"tools: {', '.join(_qa_tools(config, needs))}")
@@ -140,19 +142,21 @@ def memory_plan(decoder: DecoderConfig, config: ConfigDict) -> dict:
           2 * layers_per_device * np.dtype(PARAM_DTYPE).itemsize / 2**30}
 
 
+def _memory_parts(plan: dict) -> dict[str, float]:
+  """GiB per device of each part the plan has: parameters, AdamW state, gradients, KL
+  reference, stacked layer copy, activations."""
+  return {k: plan[f"{k}_gib_per_device"] for k in
+          ("param", "optimizer", "gradient", "reference", "layer_stack", "activation")
+          if f"{k}_gib_per_device" in plan}
+
+
 def _memory_line(plan: dict) -> str:
-  """Per device: parameters, AdamW state, gradients, KL reference, activations, and whether
-  the total fits an 80 GB accelerator (74.5 GiB)."""
-  parts = {k: plan[f"{k}_gib_per_device"] for k in
-           ("param", "optimizer", "gradient", "reference", "layer_stack", "activation")
-           if f"{k}_gib_per_device" in plan}
-  total = sum(parts.values())
-  text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-  if "activation" not in parts:
+  """The parts per device, and whether their total fits an 80 GB accelerator (74.5 GiB)."""
+  text = ", ".join(f"{k} {v:.2f}" for k, v in _memory_parts(plan).items())
+  if "fits_80gb" not in plan:
     return f"memory per device (GiB): {text}; activations not planned (--dry_run_activations)"
-  plan["total_gib_per_device"], plan["fits_80gb"] = total, total <= 80e9 / 2**30
   return (f"memory per device (GiB): {text} ({plan['rows_per_device']} x {plan['tokens']} "
-          f"tokens, from the compiled step); total {total:.2f}: "
+          f"tokens, from the compiled step); total {plan['total_gib_per_device']:.2f}: "
           + ("fits" if plan["fits_80gb"] else "does NOT fit") + " an 80 GB device")
 
 

@@ -148,34 +148,33 @@ def test_a_refused_connection_counts_as_a_try(sleeps):
   assert sleeps == [0.1, 0.2]
 
 
-def test_an_http_error_status_is_not_retried(sleeps):
+def completions_until_refused(server: dict, match: str, **engine) -> int:
+  """Runs one request that must fail with an EngineError matching `match` against a
+  `FakeServer(**server)`; returns how many completions the server received."""
   async def main():
-    async with FakeServer(errors={"/v1/completions": 503}) as server:
-      engine = HTTPEngine([server.url], "m", max_retries=3, backoff_s=0.1)
+    async with FakeServer(**server) as fake:
+      client = HTTPEngine([fake.url], "m", max_retries=3, backoff_s=0.1, **engine)
       try:
-        with pytest.raises(EngineError, match="HTTP 503.*model overloaded"):
-          await engine.generate([1], GREEDY)
+        with pytest.raises(EngineError, match=match):
+          await client.generate([1], GREEDY)
       finally:
-        await engine.aclose()
-      return server.completions
+        await client.aclose()
+      return fake.completions
 
-  assert asyncio.run(main()) == 1 and sleeps == []
+  return asyncio.run(main())
+
+
+def test_an_http_error_status_is_not_retried(sleeps):
+  tries = completions_until_refused({"errors": {"/v1/completions": 503}},
+                                    "HTTP 503.*model overloaded")
+  assert tries == 1 and sleeps == []
 
 
 def test_a_read_timeout_is_not_retried_and_names_the_timeout(sleeps):
   """A server that holds the request past `timeout_s`: one try (the request may still be
   running there), then the engine has no server left and says it timed out."""
-  async def main():
-    async with FakeServer(held=True) as server:
-      engine = HTTPEngine([server.url], "m", max_retries=3, backoff_s=0.1, timeout_s=0.2)
-      try:
-        with pytest.raises(EngineError, match="server timed out"):
-          await engine.generate([1], GREEDY)
-      finally:
-        await engine.aclose()
-      return server.completions
-
-  assert asyncio.run(main()) == 1 and sleeps == []
+  tries = completions_until_refused({"held": True}, "server timed out", timeout_s=0.2)
+  assert tries == 1 and sleeps == []
 
 
 def test_concurrent_requests_spread_evenly_over_the_servers():
