@@ -5,6 +5,14 @@
 
 Rerunning the same command resumes from the newest checkpoint in --workdir.
 Metrics go to WORKDIR/metrics.jsonl and WORKDIR/tb (TensorBoard).
+
+Over several processes or hosts (JAX's multi-process runtime; WORKDIR on a shared
+filesystem; --config.mesh.num_devices=0), start one process per host with
+
+  python launch/train.py --config ... --workdir ... \
+      --coordinator_address=HOST0:1234 --num_processes=N --process_id=I
+
+or, on SLURM, Open MPI or Kubernetes, without the three flags (JAX detects them).
 """
 
 import os
@@ -22,6 +30,11 @@ flags.DEFINE_bool("dry_run_activations", True, "--dry_run also compiles 2- and 3
                   "proxies of the training step for its per-device activation memory "
                   "(orchestra/train/activation_plan.py; about a minute at paper scale on CPU)")
 flags.DEFINE_bool("progress", True, "show a progress bar")
+flags.DEFINE_string("coordinator_address", None, "multi-process run: HOST:PORT of process 0's "
+                    "coordinator (jax.distributed); none of the three flags: detected on "
+                    "SLURM/Open MPI/Kubernetes, else one process")
+flags.DEFINE_integer("num_processes", None, "multi-process run: how many processes in all")
+flags.DEFINE_integer("process_id", None, "multi-process run: this process's index, 0..N-1")
 FLAGS = flags.FLAGS
 
 
@@ -34,17 +47,44 @@ def prepare_workdir(workdir: str) -> None:
     raise PermissionError(f"--workdir={workdir} is not writable")
 
 
+def prepare_run(config, workdir: str):
+  """(config changes since the run folder's record, the run's setup).
+
+  Process 0 writes the folder (record, tokenizer, index) first; the others then build
+  the same setup from it. An error in process 0 is raised in every process.
+  """
+  from orchestra.sharding.multihost import broadcast_object, is_main
+  from orchestra.train.run_record import RunRecordError, record_config
+  from orchestra.train.setup import build_setup
+  from orchestra.train.setup_base import ConfigValueError
+  changes, setup, error = {}, None, None
+  if is_main():
+    try:
+      prepare_workdir(workdir)
+      changes = record_config(config, workdir)
+      setup = build_setup(config, workdir)
+    except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError) as e:
+      error = e
+  error = broadcast_object(error)
+  if error is not None:
+    raise error
+  return changes, setup or build_setup(config, workdir)
+
+
 def main(argv):
   del argv
   config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/tiny_cpu.py")
-  from orchestra.train.run_record import RunRecordError, record_config
-  from orchestra.train.setup import build_setup, check_config
+  from orchestra.train.run_record import RunRecordError
+  from orchestra.train.setup import check_config
   from orchestra.train.setup_base import ConfigValueError
   if not FLAGS.workdir and not FLAGS.dry_run:
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
+  from orchestra.sharding.multihost import MultiProcessError, initialize
   try:
+    if not FLAGS.dry_run:              # the dry run plans per device, in one process
+      initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     check_config(config)               # before anything is written into the run folder
     if FLAGS.dry_run:
       from orchestra.train.dry_run import dry_run
@@ -52,12 +92,11 @@ def main(argv):
         prepare_workdir(FLAGS.workdir)
       print(dry_run(config, FLAGS.workdir, activations=FLAGS.dry_run_activations))
       return
-    prepare_workdir(FLAGS.workdir)
-    changes = record_config(config, FLAGS.workdir)
-    setup = build_setup(config, FLAGS.workdir)
-  except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError) as e:
+    changes, setup = prepare_run(config, FLAGS.workdir)
+  except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError,
+          MultiProcessError) as e:
     raise app.UsageError(str(e)) from None
-  if changes:
+  if changes:                          # process 0's alone
     logging.warning("relaunch with changed settings (logged in config_overrides.jsonl): %s",
                     ", ".join(f"{k}={new!r}" for k, (_, new) in changes.items()))
   from orchestra.checkpoint import CheckpointError

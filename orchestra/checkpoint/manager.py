@@ -22,6 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from orchestra.checkpoint.errors import CheckpointError, StepNotRestored
+from orchestra.sharding.multihost import barrier, is_main
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SFT_DIR = "sft"          # a training run's SFT-only policy: <workdir>/sft/checkpoints
@@ -135,10 +136,12 @@ class CheckpointManager:
     """Moves a damaged `step` out of the checkpoint folder (kept, never deleted), so it is
     no longer a candidate and the step number can be saved again; returns where."""
     dest = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints", str(step))
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    if os.path.exists(dest):
-      dest = f"{dest}.{len(os.listdir(os.path.dirname(dest)))}"
-    os.replace(os.path.join(self.directory, str(step)), dest)
+    if is_main():                      # one process moves it; the others wait, then look again
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      if os.path.exists(dest):
+        dest = f"{dest}.{len(os.listdir(os.path.dirname(dest)))}"
+      os.replace(os.path.join(self.directory, str(step)), dest)
+    barrier(f"set_aside_{step}")
     self._manager.reload()
     return dest
 

@@ -17,6 +17,11 @@ The policy, PPO's critic and the KL reference live on the mesh of `config.mesh`
 Checkpoints (params, optimizer state, the value model's for PPO, stage and
 step) are written every `checkpoint.every` steps; rerunning the same command
 resumes from the newest.
+
+Over several processes (`launch/train.py --num_processes=N`, orchestra/sharding/
+multihost.py) every process runs this loop on one global mesh; process 0 alone runs
+the teacher demonstrations and the rollouts and broadcasts them, so all processes
+pack the same global batch, and process 0 alone writes metrics.
 """
 
 from __future__ import annotations
@@ -48,9 +53,10 @@ from orchestra.rewards import group_rewards
 from orchestra.rl import gae, group_estimates, terminal_rewards, whiten
 from orchestra.rl.update import (Learner, make_optimizer, policy_loss_fn,
                                  sft_loss_fn, value_loss_fn)
+from orchestra.sharding.multihost import broadcast_object, is_main, to_host
 from orchestra.train.batching import pack, pack_buckets
 from orchestra.train.placement import PARAM_DTYPE, compute_dtype, data_parallel_size, run_mesh
-from orchestra.train.rollouts import Rollouts, RolloutsFailed, open_rollouts
+from orchestra.train.rollouts import Rollouts, RolloutsFailed, open_rollouts, rollout_policy
 from orchestra.train.setup_base import (Rollout, memory_options, optimizer_config,
                                         policy_loss_config)
 
@@ -99,7 +105,7 @@ def ppo_targets(critic: Learner, batch: dict, episode_rewards: np.ndarray, rl: C
   policy tokens: A <- (A - mean A) / (std A + 1e-6).
   """
   mask = batch["loss_mask"]
-  values = np.asarray(critic.apply(batch["tokens"], batch["attention_mask"]))
+  values = to_host(critic.apply(batch["tokens"], batch["attention_mask"]))
   adv, returns = gae(terminal_rewards(mask, episode_rewards), values, mask, gamma=rl.gamma,
                      lam=rl.gae_lambda)
   batch.update(advantages=np.asarray(whiten(adv, mask)), returns=np.asarray(returns),
@@ -116,10 +122,13 @@ class MetricsWriter:
 
   On a resume from step `resume_step`, rows of later steps (written by the killed run
   after its last checkpoint, and about to be redone) are dropped first, so the file
-  holds each step once.
+  holds each step once. Only process 0 writes (`enabled`); elsewhere `write` does nothing.
   """
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
     from tensorboardX import SummaryWriter
     self.path = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(self.path):
@@ -133,6 +142,8 @@ class MetricsWriter:
     self.tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def write(self, step: int, metrics: dict):
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": step, **metrics}) + "\n")
     for key, value in metrics.items():
@@ -217,15 +228,16 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
     meta = _restoring(manager, latest, lambda: manager.restore_metadata(latest))
     step, stage = latest, meta["stage"]
     logging.warning("resuming %s at step %d", stage, step)
-  writer = MetricsWriter(workdir, resume_step=step)
+  writer = MetricsWriter(workdir, resume_step=step, enabled=is_main())
 
-  bar = _progress(progress, sft_steps + rl_steps, step)
+  bar = _progress(progress and is_main(), sft_steps + rl_steps, step)
   if step < sft_steps:
     learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn(),
                       mesh=mesh)
     if latest is not None:
       _restore(manager, latest, learner, skipped=skipped)
-    demos = runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
+    demos = broadcast_object(runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
+                             if is_main() else None)
     rng = np.random.RandomState(config.seed)
     order = [rng.permutation(len(demos)) for _ in range(sft_steps * config.sft.batch_size
                                                        // len(demos) + 1)]
@@ -268,27 +280,32 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   reference = make_reference(setup, workdir, mesh)
   metrics = {}
   if step < sft_steps + rl_steps:
-    # The rollout engine (in-process, or servers synced to this step's weights).
+    # The rollout engine (in-process, or servers synced to this step's weights); process 0's
+    # alone in a multi-process run.
+    policy = rollout_policy(learner.model)
     rollouts = runner.run(open_rollouts(config, workdir, os.path.join(workdir, "tokenizer"),
-                                        learner, step))
+                                        policy, step)) if is_main() else None
     try:
       while step < sft_steps + rl_steps:
         metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic,
                                              data_parallel))
         step += 1
-        metrics.update(runner.run(rollouts.after_update(learner, step)))   # the weight sync
+        policy = rollout_policy(learner.model)
+        if rollouts is not None:                                 # the weight sync
+          metrics.update(runner.run(rollouts.after_update(policy, step)))
         writer.write(step, {"stage": "rl", **metrics})
         bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
         if step % config.checkpoint.every == 0 or step == sft_steps + rl_steps:
           _save(manager, step, learner, setup, "rl", critic)
     finally:
-      runner.run(rollouts.aclose())
+      if rollouts is not None:
+        runner.run(rollouts.aclose())
   manager.wait()
   manager.close()
   return metrics
 
 
-async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
+async def rl_step(setup, learner: Learner, rollouts: Rollouts | None, step: int,
                   reference: Learner | None = None, critic: Learner | None = None,
                   data_parallel: int = 1) -> dict:
   """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
@@ -298,6 +315,8 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
   `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
   `critic` (PPO only) supplies values for GAE and is updated on the returns.
   `data_parallel`: the ways the learner splits a batch's rows (`data_parallel_size`).
+  In a multi-process run, process 0 rolls out (`rollouts`; None elsewhere) and
+  broadcasts the episodes; every process then computes the same batch and update.
   """
   config = setup.config
   rl, e = config.rl, config.episode
@@ -316,10 +335,13 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts, step: int,
 
   start = time.perf_counter()
   seeds = rng.randint(0, 2**30, rl.tasks_per_step)
-  groups = await asyncio.gather(*(
-      asyncio.gather(*(episode(tasks[i], p, int(s) * rl.group_size, k)
-                       for k in range(rl.group_size)))
-      for i, p, s in zip(picks, prefs, seeds, strict=True)))
+  groups = None
+  if is_main():
+    groups = await asyncio.gather(*(
+        asyncio.gather(*(episode(tasks[i], p, int(s) * rl.group_size, k)
+                         for k in range(rl.group_size)))
+        for i, p, s in zip(picks, prefs, seeds, strict=True)))
+  groups = broadcast_object(groups)
   rollout_s = time.perf_counter() - start
 
   batch_trajs, batch_adv, batch_rewards, rewards, correct_all, kept_groups = [], [], [], [], [], 0

@@ -32,6 +32,9 @@ def run_mesh(config: ConfigDict) -> Mesh | None:
   if n > jax.device_count():
     raise ConfigValueError(f"config.mesh.num_devices={n}, but JAX sees {jax.device_count()} "
                            f"{jax.default_backend()} devices")
+  if jax.process_count() > 1 and n != jax.device_count():
+    raise ConfigValueError(f"config.mesh.num_devices={n}: a run over {jax.process_count()} "
+                           f"processes spans all {jax.device_count()} devices (set it to 0)")
   if n == 1:
     return None
   return make_mesh(config.mesh.shape, jax.devices()[:n])

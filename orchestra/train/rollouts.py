@@ -10,6 +10,12 @@
           `rollout.server = "vllm"`). A sync (`DiskSync`) exports the policy to
           `rollout.sync_dir/step_<version>` and has every server reload it.
 
+In a multi-process run (orchestra/sharding/multihost.py) only process 0 has a `Rollouts`:
+the engine samples from `rollout_policy(...)`, a local copy of the sharded policy
+gathered from every process after each update, and the episodes reach the other
+processes as Python objects (`broadcast_object`), so tools, experts and servers are
+paid for, and servers synced, once per step.
+
 Each episode's turns go to one server (`HTTPEngine.session`); a server that fails is
 routed around for the rest of the step, and a launched one is restarted on the newest
 weights before the next step. Servers are synced to the starting weights (the
@@ -22,6 +28,9 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
+from flax import nnx
 from ml_collections import ConfigDict
 
 from orchestra.engines import JaxEngine
@@ -29,7 +38,7 @@ from orchestra.engines.http_engine import HTTPEngine
 from orchestra.engines.server_pool import LocalServers, ServerSpec
 from orchestra.engines.weight_sync import DiskSync, InProcessSync, WeightSync, export_policy
 from orchestra.models import CausalLM
-from orchestra.rl.update import Learner
+from orchestra.sharding.multihost import is_main, to_host
 
 
 class RolloutsFailed(RuntimeError):
@@ -46,8 +55,9 @@ class Rollouts:
     """The engine one episode uses (pinned to one server over HTTP)."""
     return self.engine.session() if isinstance(self.engine, HTTPEngine) else self.engine
 
-  async def after_update(self, learner: Learner, version: int) -> dict[str, float]:
-    """Brings back dead launched servers (on the newest export), then syncs `version`."""
+  async def after_update(self, policy: CausalLM, version: int) -> dict[str, float]:
+    """Brings back dead launched servers (on the newest export), then syncs `policy` as
+    `version` (`policy`: `rollout_policy` of the learner's model)."""
     metrics = {}
     if self.servers is not None:
       moved = self.servers.revive(self.sync.newest())
@@ -58,7 +68,7 @@ class Rollouts:
       metrics["failovers"] = self.engine.failovers          # requests moved this step
       self.engine.failovers = 0
       self.engine.down.clear()                   # a server back up is tried again
-    return {**metrics, **await self.sync.push(learner.model, version)}
+    return {**metrics, **await self.sync.push(policy, version)}
 
   async def aclose(self) -> None:
     if isinstance(self.engine, HTTPEngine):
@@ -67,14 +77,29 @@ class Rollouts:
       self.servers.stop()
 
 
-async def open_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str, learner: Learner,
+def rollout_policy(model: CausalLM) -> CausalLM | None:
+  """The policy as the rollout engine takes it: `model` itself in a one-process run.
+
+  In a multi-process run, every process calls this together after each update: the
+  sharded parameters are gathered, and process 0 gets a copy on its first local device
+  (the others, which roll nothing out, get None).
+  """
+  if jax.process_count() == 1:
+    return model
+  graphdef, state = nnx.split(model)
+  state = to_host(state)
+  return nnx.merge(graphdef, jax.tree.map(jnp.asarray, state)) if is_main() else None
+
+
+async def open_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str, policy: CausalLM,
                         version: int) -> Rollouts:
-  """The `Rollouts` of `config.rollout`, synced to the learner's weights as `version`.
-  The caller closes it (`aclose`), which also stops servers this run launched."""
+  """The `Rollouts` of `config.rollout`, synced to `policy` (`rollout_policy` of the
+  learner's model) as `version`. The caller closes it (`aclose`), which also stops
+  servers this run launched."""
   if config.rollout.engine == "jax":
-    engine = JaxEngine(learner.model, weight_version=version)
+    engine = JaxEngine(policy, weight_version=version)
     return Rollouts(engine, InProcessSync(engine))
-  return await _server_rollouts(config, workdir, tokenizer_dir, learner.model, version)
+  return await _server_rollouts(config, workdir, tokenizer_dir, policy, version)
 
 
 async def _server_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str,

@@ -71,12 +71,12 @@ def test_after_each_sync_the_servers_score_tokens_exactly_as_the_learner(tmp_pat
   sampling = SamplingParams(max_tokens=8, temperature=1.0, seed=3)
 
   async def main():
-    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner, 0)
+    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner.model, 0)
     try:
       seen = []
       for version in (1, 2):
         perturb(learner, version)
-        metrics = await rollouts.after_update(learner, version)
+        metrics = await rollouts.after_update(learner.model, version)
         for url in rollouts.engine.base_urls:
           _, c = await rollouts.engine.generate_on(url, PROMPT, sampling)
           seen.append((version, metrics, c))
@@ -100,7 +100,7 @@ def test_a_server_killed_mid_step_is_routed_around_then_restarted(tmp_path, toke
   sampling = SamplingParams(max_tokens=24, temperature=1.0)
 
   async def main():
-    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner, 0)
+    rollouts = await open_rollouts(rollout_config(), str(tmp_path), tokenizer_dir, learner.model, 0)
     try:
       victim = rollouts.servers.servers[0]
 
@@ -117,7 +117,7 @@ def test_a_server_killed_mid_step_is_routed_around_then_restarted(tmp_path, toke
       done = await asyncio.gather(*episodes)
       failovers = rollouts.engine.failovers
       perturb(learner, 1)
-      metrics = await rollouts.after_update(learner, 1)
+      metrics = await rollouts.after_update(learner.model, 1)
       after = [await rollouts.engine.generate_on(url, PROMPT, sampling)
                for url in rollouts.engine.base_urls]
       return done, failovers, metrics, after, victim.alive()
