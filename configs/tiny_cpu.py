@@ -51,6 +51,7 @@ def get_config() -> ConfigDict:
       # Memory options of the training step (orchestra.models.MemoryOptions; results unchanged):
       remat="none",                            # "none" | "full" | "dots": recompute in backward
       attention="dense",                       # "dense" | "blockwise": memory linear in T
+                                               # | "fused": cuDNN flash attention on GPUs
       logits_chunk=1024,                       # positions per chunk of LM-head logits
       init_from="",                            # "": random init over the run's own tokenizer
   ))

@@ -45,7 +45,7 @@ class RopeConfig:
 
 
 REMAT = ("none", "full", "dots")
-ATTENTION = ("dense", "blockwise")
+ATTENTION = ("dense", "blockwise", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +55,9 @@ class MemoryOptions:
   remat: per block, "none" keeps activations, "full" recomputes them all in the backward
     pass, "dots" keeps the matmul outputs and recomputes the rest; with remat the blocks
     run as one scan over their stacked parameters (`Transformer._scan_blocks`).
-  attention: "dense" ([T, T] scores) or "blockwise" (`orchestra.models.blockwise_attention`:
-    memory linear in T).
+  attention: "dense" ([T, T] scores), "blockwise" (`orchestra.models.blockwise_attention`:
+    memory linear in T, every backend) or "fused" (`orchestra.models.fused_attention`:
+    `jax.nn.dot_product_attention`, cuDNN's flash kernel on GPUs in bfloat16).
   logits_chunk: positions per chunk of LM-head logits in `CausalLM.token_stats`.
   """
   remat: str = "none"

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from orchestra.models.blockwise_attention import attend_blockwise
+from orchestra.models.fused_attention import attend_fused
 from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.kv_cache import KVCache
 from orchestra.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
@@ -76,11 +77,13 @@ def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
 
 
 class Attention(nnx.Module):
-  """Multi-head attention with GQA, RoPE, optional q/k RMSNorm and biases."""
+  """Multi-head attention with GQA, RoPE, optional q/k RMSNorm and biases. `kernel`
+  (`MemoryOptions.attention`) picks the causal path without a KV cache."""
 
-  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs):
+  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs,
+               kernel: str = "dense"):
     d, h, k, e = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    self.dtype = dtype
+    self.dtype, self.kernel = dtype, kernel
     self.q_proj = _param(rngs, (d, h, e), ("embed", "heads", "head_dim"), param_dtype)
     self.k_proj = _param(rngs, (d, k, e), ("embed", "kv_heads", "head_dim"), param_dtype)
     self.v_proj = _param(rngs, (d, k, e), ("embed", "kv_heads", "head_dim"), param_dtype)
@@ -107,7 +110,8 @@ class Attention(nnx.Module):
     With `cached_kv=(k_BSKE, v_BSKE)` the new keys/values are written at slot
     `index` and attention runs over all S slots; otherwise over the T new tokens.
     `mask` is [B, T, S] (visible keys of each query: `attend`), or the [B, T] key mask
-    of causal attention over the T new tokens (`attend_blockwise`).
+    of causal attention over the T new tokens (`self.kernel`: `attend_blockwise`, or
+    `attend_fused` for right-padded rows).
     """
     q_BTHE = self._project(x_BTD, "q")
     k_BTKE = self._project(x_BTD, "k")
@@ -124,7 +128,8 @@ class Attention(nnx.Module):
       keys = jax.lax.dynamic_update_slice(cache_k, k_BTKE.astype(cache_k.dtype), start)
       values = jax.lax.dynamic_update_slice(cache_v, v_BTKE.astype(cache_v.dtype), start)
     if mask.ndim == 2:
-      out_BTHE = attend_blockwise(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
+      causal = attend_fused if self.kernel == "fused" else attend_blockwise
+      out_BTHE = causal(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     else:
       out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     out_BTD = jnp.einsum("bthe,hed->btd", out_BTHE, self.o_proj[...].astype(self.dtype))
@@ -163,10 +168,11 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs):
+  def __init__(self, cfg: DecoderConfig, *, param_dtype, dtype, rngs: nnx.Rngs,
+               attention: str = "dense"):
     kw = dict(param_dtype=param_dtype, rngs=rngs)
     self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
-    self.attn = Attention(cfg, dtype=dtype, **kw)
+    self.attn = Attention(cfg, dtype=dtype, kernel=attention, **kw)
     self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, dtype=dtype, **kw)
 
@@ -193,7 +199,8 @@ class Transformer(nnx.Module):
     self.dtype = dtype
     self.remat, self.attention = memory.remat, memory.attention
     self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), param_dtype)
-    self.layers = nnx.List([Block(cfg, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+    self.layers = nnx.List([Block(cfg, param_dtype=param_dtype, dtype=dtype, rngs=rngs,
+                                  attention=memory.attention)
                             for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
@@ -204,7 +211,8 @@ class Transformer(nnx.Module):
     Without a cache, attention is causal over the T tokens and restricted to
     `attention_mask_BT` (1 = real token; left or right padding); positions
     default to the running count of real tokens, so padding never shifts them.
-    `attention="blockwise"` then never builds [T, T] arrays (`attend_blockwise`).
+    `attention="blockwise"` then never builds [T, T] arrays (`attend_blockwise`), nor
+    does "fused" on GPUs (`attend_fused`: right padding only, as training batches are).
     With a cache, the T tokens are appended at `cache.index` and attend to
     every real token before them (dense).
     """
@@ -222,7 +230,7 @@ class Transformer(nnx.Module):
         positions_BT = cache.positions_for(attention_mask_BT)
       key_mask_BS = cache.key_mask(attention_mask_BT)
       query_slot_T = cache.index + jnp.arange(t)
-    if cache is None and self.attention == "blockwise":
+    if cache is None and self.attention != "dense":
       mask = key_mask_BS
     else:
       key_slot_S = jnp.arange(key_mask_BS.shape[1])

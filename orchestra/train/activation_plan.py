@@ -26,9 +26,10 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
+from orchestra.models.fused_attention import fused_implementation
 from orchestra.rl.update import PolicyLossConfig, policy_loss_fn
 from orchestra.train.placement import PARAM_DTYPE, compute_dtype
-from orchestra.train.setup_base import memory_options, policy_loss_config
+from orchestra.train.setup_base import ConfigValueError, memory_options, policy_loss_config
 
 GIB = 2 ** 30
 ROWS_BUCKET = 16                       # the RL loop pads rows to lcm(16, micro x data-parallel)
@@ -66,21 +67,31 @@ def rows_per_device(config: ConfigDict, data_parallel: int) -> int:
   return rows // split
 
 
+def proxy_memory_options(config: ConfigDict) -> MemoryOptions:
+  """The run's `MemoryOptions` for the proxies. Off GPUs, "fused" attention compiles XLA's
+  dense kernel, not cuDNN's flash one: the blockwise kernel (also linear in T) stands in."""
+  memory = memory_options(config)
+  if memory.attention == "fused" and fused_implementation() != "cudnn":
+    memory = dataclasses.replace(memory, attention="blockwise")
+  return memory
+
+
 def activation_plan(decoder: DecoderConfig, config: ConfigDict, data_parallel: int) -> dict:
   """{"activation_gib_per_device", "activation_gib_per_layer", "rows_per_device",
-  "tokens"}: the module docstring's estimate for this run."""
+  "tokens", "proxy_attention"}: the module docstring's estimate for this run."""
   rows, tokens = rows_per_device(config, data_parallel), config.episode.max_total_tokens
   if tokens <= SHORT_TOKENS:
-    raise ValueError(f"episode.max_total_tokens={tokens}: the activation plan needs more than "
-                     f"{SHORT_TOKENS}")
+    raise ConfigValueError(f"config.episode.max_total_tokens={tokens}: the activation plan "
+                           f"needs more than {SHORT_TOKENS} (or run with "
+                           "--nodry_run_activations)")
+  memory = proxy_memory_options(config)
 
   def temp(layers: int, length: int) -> int:
-    return step_temp_bytes(dataclasses.replace(decoder, num_layers=layers),
-                           memory_options(config), compute_dtype(config),
-                           policy_loss_config(config), rows, length)
+    return step_temp_bytes(dataclasses.replace(decoder, num_layers=layers), memory,
+                           compute_dtype(config), policy_loss_config(config), rows, length)
 
   act = {n: max(temp(n, tokens) - temp(n, SHORT_TOKENS), 0) for n in (2, 3)}
   per_layer = max(act[3] - act[2], 0)
   total = act[2] + (decoder.num_layers - 2) * per_layer
   return {"activation_gib_per_device": total / GIB, "activation_gib_per_layer": per_layer / GIB,
-          "rows_per_device": rows, "tokens": tokens}
+          "rows_per_device": rows, "tokens": tokens, "proxy_attention": memory.attention}

@@ -156,7 +156,7 @@ def _memory_line(plan: dict) -> str:
   if "fits_80gb" not in plan:
     return f"memory per device (GiB): {text}; activations not planned (--dry_run_activations)"
   return (f"memory per device (GiB): {text} ({plan['rows_per_device']} x {plan['tokens']} "
-          f"tokens, from the compiled step); total {plan['total_gib_per_device']:.2f}: "
+          f"tokens, from the compiled step with {plan['proxy_attention']} attention); total {plan['total_gib_per_device']:.2f}: "
           + ("fits" if plan["fits_80gb"] else "does NOT fit") + " an 80 GB device")
 
 

@@ -165,6 +165,11 @@ def _validate_model(config: ConfigDict) -> None:
   if config.model.dtype not in DTYPES:
     raise ConfigValueError(f"config.model.dtype={config.model.dtype!r}: expected one of {DTYPES}")
   memory_options(config)
+  if (config.model.attention == "fused" and config.model.dtype == "float32"
+      and jax.default_backend() == "gpu"):
+    raise ConfigValueError("config.model.attention='fused' runs cuDNN's flash kernel, which "
+                           "takes bfloat16: set config.model.dtype='bfloat16' (or attention="
+                           "'blockwise')")
   try:
     resolve_mesh_shape(config.mesh.shape, mesh_devices(config))
   except MeshError as e:

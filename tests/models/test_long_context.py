@@ -10,6 +10,7 @@ from flax import nnx
 from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
 from orchestra.models.blockwise_attention import attend_blockwise
 from orchestra.models.decoder import attend
+from orchestra.models.fused_attention import attend_fused
 from orchestra.models.token_stats import token_stats
 from orchestra.rl.losses import token_entropy, token_logprobs
 
@@ -51,6 +52,36 @@ def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+def _right_padded(b, t):
+  """Rows with 0, 7 and t - 5 padding tokens at the end, and one all-padding row."""
+  lengths = np.array([t, t - 7, 5, 0])[:b]
+  return jnp.asarray(np.arange(t)[None, :] < lengths[:, None])
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_fused_attention_equals_dense_on_right_padded_rows(dtype, tol):
+  """`attend_fused` through XLA's implementation (cuDNN's needs a GPU: same API and
+  arguments); the all-padding row stays finite."""
+  kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+  q = jax.random.normal(kq, (4, 37, 4, 8), dtype)
+  k, v = (jax.random.normal(x, (4, 37, 2, 8), dtype) for x in (kk, kv))
+  mask = _right_padded(4, 37)
+  real = mask[:, :, None, None]
+  fused = attend_fused(q, k, v, mask, "xla")
+  assert jnp.isfinite(fused.astype(jnp.float32)).all()
+  np.testing.assert_allclose(jnp.where(real, fused, 0).astype(jnp.float32),
+                             jnp.where(real, _dense(q, k, v, mask), 0).astype(jnp.float32),
+                             atol=tol, rtol=tol)
+
+  def loss(fn):
+    return lambda q, k, v: (jnp.where(real, fn(q, k, v), 0).astype(jnp.float32) ** 2).sum()
+  grads_dense = jax.grad(loss(lambda *a: _dense(*a, mask)), argnums=(0, 1, 2))(q, k, v)
+  grads_fused = jax.grad(loss(lambda *a: attend_fused(*a, mask, "xla")), argnums=(0, 1, 2))(q, k, v)
+  for got, want in zip(grads_fused, grads_dense, strict=True):
+    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32),
+                               atol=tol * 10, rtol=tol)
+
+
 def test_chunked_token_stats_equal_the_whole_logits_ones():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   ids = jax.random.randint(jax.random.key(1), (3, 45), 0, CFG.vocab_size)
@@ -64,13 +95,15 @@ def test_chunked_token_stats_equal_the_whole_logits_ones():
 
 @pytest.mark.parametrize("memory", [MemoryOptions(attention="blockwise", logits_chunk=16),
                                     MemoryOptions("dots", "blockwise", 16),
-                                    MemoryOptions("full", "dense", 1024)])
+                                    MemoryOptions("full", "dense", 1024),
+                                    MemoryOptions("full", "fused", 16)])
 def test_memory_options_change_nothing_but_memory(memory):
-  """token_stats and the gradient of a masked log-likelihood, against the default model."""
+  """token_stats and the gradient of a masked log-likelihood, against the default model
+  (right-padded rows for "fused", which reads keys by length)."""
   plain = CausalLM(CFG, rngs=nnx.Rngs(0))
   other = CausalLM(CFG, memory=memory, rngs=nnx.Rngs(0))
   ids = jax.random.randint(jax.random.key(2), (3, 40), 0, CFG.vocab_size)
-  mask = _masks(3, 40)
+  mask = _right_padded(3, 40) if memory.attention == "fused" else _masks(3, 40)
 
   def loss(model):
     logp, entropy = model.token_stats(ids, mask, 1.0)

@@ -111,3 +111,15 @@ def test_activation_plan_is_the_compiled_steps_scaled_by_layers():
   lean = activation_plan(decoder, config, data_parallel=1)
   assert lean["activation_gib_per_device"] < 0.5 * plan["activation_gib_per_device"]
   assert rows_per_device(config, data_parallel=8) == 2                # 16 rows over 8
+
+
+def test_the_plan_proxies_fused_attention_off_gpus_and_refuses_short_episodes():
+  from orchestra.train.activation_plan import proxy_memory_options
+  config = load("tiny_cpu")
+  config.model.attention = "fused"            # XLA's fused kernel on CPU is dense in memory
+  assert proxy_memory_options(config).attention == "blockwise"
+  config.model.attention = "dense"
+  assert proxy_memory_options(config).attention == "dense"
+  config.episode.max_total_tokens = SHORT_TOKENS
+  with pytest.raises(ConfigValueError, match="config.episode.max_total_tokens"):
+    activation_plan(declared_model_config(config), config, 1)
