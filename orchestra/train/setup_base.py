@@ -20,6 +20,7 @@ from orchestra.agent.episode import EpisodeConfig, Trajectory
 from orchestra.envs import default_experts
 from orchestra.envs.qa import BENCHMARKS
 from orchestra.models.config import DecoderConfig, MemoryOptions, RopeConfig
+from orchestra.models.fused_attention import fused_implementation
 from orchestra.rl.update import OptimizerConfig, PolicyLossConfig
 from orchestra.sharding.mesh import MeshError, resolve_mesh_shape
 
@@ -166,7 +167,7 @@ def _validate_model(config: ConfigDict) -> None:
     raise ConfigValueError(f"config.model.dtype={config.model.dtype!r}: expected one of {DTYPES}")
   memory_options(config)
   if (config.model.attention == "fused" and config.model.dtype == "float32"
-      and jax.default_backend() == "gpu"):
+      and fused_implementation() == "cudnn"):
     raise ConfigValueError("config.model.attention='fused' runs cuDNN's flash kernel, which "
                            "takes bfloat16: set config.model.dtype='bfloat16' (or attention="
                            "'blockwise')")
