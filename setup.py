@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.23.3",
     "faiss-cpu>=1.15.1",
     "httpx>=0.28.1",
+    "jsonschema>=4.26.0",       # synthesis: LLM replies and generated function schemas
     "aiohttp>=3.14.5",          # the rollout client: a seventh of httpx's cost per request
     "openai>=3.51.0",
     "fastapi>=0.163.2",
@@ -46,6 +47,7 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["orchestra", "orchestra.*"]),
+    package_data={"orchestra.synth": ["prompts/*.md"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

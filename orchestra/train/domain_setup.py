@@ -1,8 +1,12 @@
 """A tau2-format domain as RL tasks: the policy talks to a user and calls the domain's tools.
 
 `config.env.name = "tau2_domain"` (see configs/tau2_retail_cpu.py) trains on airline,
-retail or any ToolScale-format domain (`config.env.domain` = a registered name or a
-module path, see `orchestra.envs.domains.load_domain`). One episode:
+retail or any ToolScale-format domain (`config.env.domain` = a registered name, a
+declarative domain's folder or name under `config.env.data`, or a module path, see
+`orchestra.envs.domains.load_domain`). `config.env.domain = "all"` trains on every
+declarative domain under `config.env.data/domains/` at once (what launch/synthesize.py
+writes): a step's tasks are drawn uniformly from the union of their train splits, and
+each episode runs in its own domain (its policy, tools and database). One episode:
 
   system: tau2's agent instruction + the domain policy + the preference instruction
   tools:  the domain's tools, plus `config.tools.names` (llm experts, e.g. call_expert)
@@ -33,6 +37,7 @@ from orchestra.agent.episode import ScriptedEngine, Trajectory
 from orchestra.agent.preferences import preference_instruction
 from orchestra.engines import SamplingParams
 from orchestra.envs.domains import Domain, Task, load_domain
+from orchestra.envs.domains.declarative import declarative_folder
 from orchestra.envs.domains.conversation import (FIRST_AGENT_MESSAGE, LLMUser, TicketUser,
                                                  agent_system_prompt, load_user_guidelines,
                                                  run_conversation, ticket_text)
@@ -45,6 +50,19 @@ from orchestra.train.setup_base import (ConfigValueError, Rollout, SetupBase, ep
                                         model_config, run_tokenizer)
 
 USERS = ("ticket", "llm")
+ALL_DOMAINS = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainTask:
+  """A task with the domain it runs in (the unit `DomainSetup.tasks` hands the loop)."""
+
+  domain: Domain
+  task: Task
+
+  @property
+  def id(self) -> str:
+    return f"{self.domain.name}/{self.task.id}"
 
 
 def closing_message(task: Task) -> str:
@@ -56,7 +74,7 @@ def closing_message(task: Task) -> str:
 @dataclasses.dataclass
 class DomainSetup(SetupBase):
   config: ConfigDict
-  domain: Domain
+  domains: list[Domain]
   extra_tools: dict[str, Tool]                  # offered next to the domain tools
   tokenizer: Any = None
   model_config: DecoderConfig | None = None
@@ -64,11 +82,11 @@ class DomainSetup(SetupBase):
   guidelines: str = ""                          # tau2's user-simulator guidelines
   nl_judge: Any = None                          # NL-assertion judge, or None (not evaluated)
 
-  def tasks(self, split: str) -> list[Task]:
-    return self.domain.split(split)
+  def tasks(self, split: str) -> list[DomainTask]:
+    return [DomainTask(d, t) for d in self.domains for t in d.split(split)]
 
-  def system_prompt(self, preference_name: str) -> str:
-    return (agent_system_prompt(self.domain.policy) + "\n\n"
+  def system_prompt(self, domain: Domain, preference_name: str) -> str:
+    return (agent_system_prompt(domain.policy) + "\n\n"
             + preference_instruction(self.preference(preference_name), self.tool_names))
 
   def new_user(self):
@@ -78,43 +96,45 @@ class DomainSetup(SetupBase):
     return LLMUser(self.user_model, self.guidelines, max_tokens=e.user_max_tokens,
                    temperature=e.user_temperature)
 
-  async def rollout(self, engine, task: Task, preference_name: str,
+  async def rollout(self, engine, item: DomainTask, preference_name: str,
                     sampling: SamplingParams, user=None) -> Rollout:
-    """One conversation of the policy on `task`, graded by tau2's evaluator."""
+    """One conversation of the policy on `item`'s task, graded by tau2's evaluator."""
     agent = EngineAgent(engine, self.tokenizer, sampling, episode_config(self.config))
     e = self.config.env
+    domain, task = item.domain, item.task
     episode = await run_conversation(
-        self.domain, task, agent, user or self.new_user(),
+        domain, task, agent, user or self.new_user(),
         extra_tools=list(self.extra_tools.values()), max_steps=e.max_steps,
-        max_errors=e.max_errors, system_prompt=self.system_prompt(preference_name))
-    info = await evaluate_episode(self.domain, task, termination=episode.termination,
+        max_errors=e.max_errors, system_prompt=self.system_prompt(domain, preference_name))
+    info = await evaluate_episode(domain, task, termination=episode.termination,
                                   tool_calls=episode.tool_calls, messages=episode.messages,
                                   nl_judge=self.nl_judge)
     return Rollout(agent.finish(episode), is_success(info.reward))
 
-  def teacher_turns(self, task: Task, preference_name: str, rng: random.Random) -> list:
+  def teacher_turns(self, item: DomainTask, preference_name: str, rng: random.Random) -> list:
     """The gold agent actions, then `closing_message` (the teacher ignores preference)."""
     del preference_name, rng
-    return [(a.name, dict(a.arguments)) for a in task.gold_actions
-            if a.requestor == "assistant"] + [closing_message(task)]
+    return [(a.name, dict(a.arguments)) for a in item.task.gold_actions
+            if a.requestor == "assistant"] + [closing_message(item.task)]
 
-  async def demo(self, task: Task, preference_name: str, turns: list) -> Trajectory | None:
+  async def demo(self, item: DomainTask, preference_name: str, turns: list) -> Trajectory | None:
     """The teacher's turns against the ticket user; None unless tau2's reward is 1."""
-    rollout = await self.rollout(ScriptedEngine(self.tokenizer, turns), task, preference_name,
+    rollout = await self.rollout(ScriptedEngine(self.tokenizer, turns), item, preference_name,
                                  SamplingParams(), user=TicketUser())
     return rollout.trajectory if rollout.correct else None
 
   def tokenizer_texts(self, rng: random.Random) -> list[str]:
     """Policy, tool schemas, tickets, gold calls and their outputs, closing messages."""
-    schemas = self.domain.tool_schemas() + [t.schema() for t in self.extra_tools.values()]
+    extra = [t.schema() for t in self.extra_tools.values()]
     texts = [self.guidelines] if self.guidelines else []
-    for task in self.tasks("train"):
+    for item in self.tasks("train"):
+      domain, task = item.domain, item.task
       preference = rng.choice(list(self.config.preferences))
       texts.append(render_prompt([
-          {"role": "system", "content": self.system_prompt(preference)},
+          {"role": "system", "content": self.system_prompt(domain, preference)},
           {"role": "assistant", "content": FIRST_AGENT_MESSAGE},
-          {"role": "user", "content": ticket_text(task)}], schemas))
-      for action in replay_gold(self.domain, task)["actions"]:
+          {"role": "user", "content": ticket_text(task)}], domain.tool_schemas() + extra))
+      for action in replay_gold(domain, task)["actions"]:
         texts.append(tool_call_text(action["name"], action["arguments"]) + IM_END)
         texts.append(action["output"])
       texts.append(closing_message(task) + IM_END)
@@ -139,19 +159,34 @@ def validate_domain_config(config: ConfigDict) -> None:
       raise ConfigValueError(f"config.env.{field}={e[field]} must be >= 1")
 
 
+def load_domains(name: str, data: str) -> list[Domain]:
+  """`config.env.domain`'s domains: one, or with "all" every declarative domain folder
+  under `data/domains/` (in name order)."""
+  try:
+    if name != ALL_DOMAINS:
+      return [load_domain(name, data)]
+    root = os.path.join(data, "domains")
+    names = sorted(n for n in os.listdir(root) if declarative_folder(n, data)) \
+        if os.path.isdir(root) else []
+    if not names:
+      raise FileNotFoundError(f"no declarative domain folder (with tools.json) in {root}; "
+                              "write some with launch/synthesize.py")
+    return [load_domain(n, data) for n in names]
+  except (FileNotFoundError, ValueError) as err:
+    raise ConfigValueError(f"config.env.domain={name!r}, config.env.data={data!r}: "
+                           f"{err}") from None
+
+
 def build_domain_setup(config: ConfigDict, workdir: str) -> DomainSetup:
   """Loads the domain, the user simulator, the judge and the experts; trains the tokenizer."""
   validate_domain_config(config)
   e = config.env
-  try:
-    domain = load_domain(e.domain, e.data)
-  except (FileNotFoundError, ValueError) as err:
-    raise ConfigValueError(f"config.env.domain={e.domain!r}, config.env.data={e.data!r}: "
-                           f"{err}") from None
-  for what, split in (("training", "train"), ("config.eval.split", config.eval.split)):
-    if split not in domain.splits:
-      raise ConfigValueError(f"{what} needs split {split!r}; domain {domain.name!r} has splits "
-                             f"{sorted(domain.splits)} (split_tasks.json)")
+  domains = load_domains(e.domain, e.data)
+  for domain in domains:
+    for what, split in (("training", "train"), ("config.eval.split", config.eval.split)):
+      if split not in domain.splits:
+        raise ConfigValueError(f"{what} needs split {split!r}; domain {domain.name!r} has "
+                               f"splits {sorted(domain.splits)} (split_tasks.json)")
   from orchestra.tools.base import ToolConfigError
   from orchestra.tools.llm import LLMTool
   extra_tools = {}
@@ -160,10 +195,11 @@ def build_domain_setup(config: ConfigDict, workdir: str) -> DomainSetup:
       extra_tools[name] = LLMTool(name, **dict(config.tools.llm[name]))
     except (ToolConfigError, TypeError) as err:
       raise ConfigValueError(f"config.tools.llm.{name}: {err}") from None
-  clash = sorted(set(extra_tools) & set(domain.toolkit_cls.tool_names()))
-  if clash:
-    raise ConfigValueError(f"config.tools.names {clash} clash with {domain.name} tool names")
-  setup = DomainSetup(config, domain, extra_tools)
+  for domain in domains:
+    clash = sorted(set(extra_tools) & set(domain.toolkit_cls.tool_names()))
+    if clash:
+      raise ConfigValueError(f"config.tools.names {clash} clash with {domain.name} tool names")
+  setup = DomainSetup(config, domains, extra_tools)
   from orchestra.eval.endpoints import EndpointSpec, endpoint_from_spec, setting_names
   from orchestra.eval.judge import Judge, JudgeConfigError
   try:

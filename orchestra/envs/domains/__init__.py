@@ -4,6 +4,8 @@
 imported only when asked for; each module exposes `build_domain(data_dir) -> Domain`.
 
   base.py          DB / Toolkit / Task / Domain framework, state hash, tool schemas
+  tables.py        a declarative domain's schema.json and its database of tables
+  declarative.py   tools.json: tools as specs of reads, checks and writes (no Python)
   airline.py       the 14 airline tools       retail.py   the 16 retail tools
   replay.py        gold replay and the DB criterion
   conversation.py  agent <-> user-simulator episodes over domain tools
@@ -20,6 +22,7 @@ from pathlib import Path
 from orchestra.envs.domains.base import (DB, Action, Domain, Task, Toolkit, ToolOutput,
                                          dict_hash, load_splits, load_tasks, to_json_str,
                                          tool, tool_schema)
+from orchestra.envs.domains.declarative import declarative_folder, load_declarative_domain
 
 DOMAINS = {
     "airline": "orchestra.envs.domains.airline",
@@ -30,11 +33,16 @@ DOMAINS = {
 def load_domain(name: str, data_dir: Path | str) -> Domain:
   """Loads domain `name` from the data folder `data_dir` (holding `domains/<name>/`).
 
-  `name` is a registered domain (airline, retail) or the import path of any module with
-  `build_domain(data_dir) -> Domain`: a ToolScale-format domain of your own is a module
-  with a `DB` and a `Toolkit` subclass plus a folder with db.json, policy.md, tasks.json
-  and (optionally) split_tasks.json; see `Domain.from_dir`.
+  `name` is a registered domain (airline, retail); a declarative domain, i.e. a folder
+  holding tools.json and schema.json (`name` itself, or `data_dir/domains/<name>`, e.g.
+  what launch/synthesize.py writes; see declarative.py); or the import path of any module
+  with `build_domain(data_dir) -> Domain`: a ToolScale-format domain of your own is a
+  module with a `DB` and a `Toolkit` subclass plus a folder with db.json, policy.md,
+  tasks.json and (optionally) split_tasks.json; see `Domain.from_dir`.
   """
+  folder = None if name in DOMAINS else declarative_folder(name, data_dir)
+  if folder is not None:
+    return load_declarative_domain(folder)
   module_name = DOMAINS.get(name, name)
   try:
     module = importlib.import_module(module_name)
