@@ -41,8 +41,9 @@ class Tau2Settings:
 
   The benchmark-wide --data, --out and --dry_run are read from FLAGS directly.
   """
-  domain: str | None = setting(         # the keys of orchestra.envs.domains.DOMAINS (a slow import)
-      None, "tau2: the domain to run", choices=("airline", "retail"))
+  domain: str | None = setting(
+      None, "tau2: the domain to run: airline, retail, a declarative domain (its folder, or its "
+      "name under --data/domains, e.g. from launch/synthesize.py) or a domain module's path")
   split: str | None = setting(None, "tau2: a split of split_tasks.json (train, test, base); "
                               "default: every task")
   task_ids: list[str] | None = setting(None, "tau2: only these task ids")
@@ -184,7 +185,8 @@ def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
   args = from_flags(Tau2Settings, FLAGS)
   data, out = FLAGS.data, FLAGS.out
   if not args.domain:
-    raise app.UsageError(f"--domain is required for --benchmark tau2 ({'|'.join(DOMAINS)})")
+    raise app.UsageError(f"--domain is required for --benchmark tau2 ({'|'.join(DOMAINS)}, or "
+                         "a declarative domain)")
   if not data:
     raise app.UsageError("--data is required: the tau2 data folder (e.g. ../shared/data/tau2)")
   try:

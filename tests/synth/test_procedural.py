@@ -155,14 +155,21 @@ def test_configs_refuse_fields_no_code_reads():
     settings_from_config(config)
 
 
-def test_the_launcher_writes_domains_and_a_report(tmp_path):
-  out = subprocess.run(
-      [sys.executable, str(ROOT / "launch" / "synthesize.py"),
-       f"--config={ROOT / 'configs' / 'synth_offline.py'}", f"--out={tmp_path}",
-       "--config.num_domains=2", "--config.tasks_per_domain=5"],
-      capture_output=True, text=True, timeout=300,
-      env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+def launch(script, *args):
+  return subprocess.run([sys.executable, str(ROOT / "launch" / script), *args],
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_the_launcher_writes_domains_that_tau2_eval_replays(tmp_path):
+  out = launch("synthesize.py", f"--config={ROOT / 'configs' / 'synth_offline.py'}",
+               f"--out={tmp_path}", "--config.num_domains=2", "--config.tasks_per_domain=5")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "domains kept 2/2, tasks kept 10" in out.stdout
   report = json.loads((tmp_path / "report.json").read_text())
   assert report["tasks"]["kept"] == 10 and len(report["per_domain"]) == 2
+  name = sorted(report["per_domain"])[0]
+  out = launch("eval.py", "--benchmark=tau2", f"--domain={name}", f"--data={tmp_path}",
+               "--replay_gold", f"--out={tmp_path / 'gold.jsonl'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"replayed 5 {name} tasks (0 gold actions raised)" in out.stdout
