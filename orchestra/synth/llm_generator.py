@@ -43,11 +43,20 @@ REPLY_SCHEMAS = {
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+  keys = [k for k, _ in pairs]
+  repeated = sorted({k for k in keys if keys.count(k) > 1})
+  if repeated:                  # json.loads would keep the last silently (e.g. two rows' ids)
+    raise ValueError(f"repeated keys {repeated}")
+  return dict(pairs)
+
+
 def parse_reply(text: str) -> Any:
-  """The JSON object of a reply (a ```json fence around it is allowed); ValueError if none."""
+  """The JSON object of a reply (a ```json fence around it is allowed); ValueError if none
+  or if an object repeats a key."""
   text = text.strip()
   fenced = _FENCE.match(text)
-  return json.loads(fenced.group(1) if fenced else text)
+  return json.loads(fenced.group(1) if fenced else text, object_pairs_hook=_unique_keys)
 
 
 def _dumps(obj: Any) -> str:

@@ -167,3 +167,5 @@ def test_parse_reply_takes_bare_or_fenced_json():
   assert parse_reply('{"a": 1}') == parse_reply('```json\n{"a": 1}\n```') == {"a": 1}
   with pytest.raises(ValueError):
     parse_reply("here you go: {")
+  with pytest.raises(ValueError, match=r"repeated keys \['p1'\]"):
+    parse_reply('{"people": {"p1": {"name": "A"}, "p1": {"name": "B"}}}')
