@@ -7,9 +7,13 @@ Prints, from one process:
   2. JAX sampler decode tokens/s versus transformers `generate` on the same weights;
   3. the HTTP path: the same `--http_requests` x `--http_tokens` completions in process
      (`JaxEngine`) and through `HTTPEngine` over one and over two `launch/serve.py`
-     servers on the exported weights, and one weight reload.
+     servers on the exported weights, and one weight reload;
+  4. the multi-turn probe: `JaxEngine` with and without its prefix cache on 8 concurrent
+     episodes x 8 turns of a 4-layer, 256-wide Qwen3, each turn appending 32 generated and
+     384 observation tokens (context 256 -> ~3.5k): per-turn latency and the total.
 
   python bench/rollout.py [--episodes=32 --max_turns=3 --turn_tokens=48]
+  python bench/rollout.py --sections=multiturn
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ flags.DEFINE_integer("repeats", 4, "timed repetitions; the fastest is reported (
                      "every batch shape compiled)")
 flags.DEFINE_integer("http_requests", 64, "concurrent completions for the HTTP comparison")
 flags.DEFINE_integer("http_tokens", 48, "tokens per completion for the HTTP comparison")
+flags.DEFINE_list("sections", ["loop", "http", "multiturn"], "what to measure: loop (1 and 2), "
+                  "http (3), multiturn (4)")
 FLAGS = flags.FLAGS
 
 TEXTS = ["You are good at using tools. Answer with the answer tool.",
@@ -56,6 +62,14 @@ class RecordingEngine:
 
 def main(argv):
   del argv
+  if "loop" in FLAGS.sections or "http" in FLAGS.sections:
+    loop_and_http()
+  if "multiturn" in FLAGS.sections:
+    print("\n".join(multi_turn_probe()))
+
+
+def loop_and_http():
+  """Sections 1-3 (see the module docstring)."""
   import jax
   import numpy as np
   import torch
@@ -142,7 +156,8 @@ def main(argv):
   print(f"loop overhead: {loop_s / bare_s:.2f}x the bare engine's time")
   print(f"decode {b}x{n}: orchestra {b * n / jax_s:,.0f} tokens/s, transformers "
         f"{b * n / hf_s:,.0f} tokens/s, ratio {hf_s / jax_s:.2f}x")
-  print("\n".join(http_overhead(model, tokenizer)))
+  if "http" in FLAGS.sections:
+    print("\n".join(http_overhead(model, tokenizer)))
 
 
 def http_overhead(model, tokenizer) -> list[str]:
@@ -195,6 +210,52 @@ def http_overhead(model, tokenizer) -> list[str]:
         seconds, reload_s = asyncio.run(over_http())
       lines.append(f"  over {n} server(s)       {seconds:6.2f} s ({seconds / local:.2f}x in "
                    f"process); one reload {reload_s:.2f} s")
+  return lines
+
+
+def multi_turn_probe(episodes: int = 8, turns: int = 8, first: int = 256, generated: int = 32,
+                     observation: int = 384) -> list[str]:
+  """Per-turn latency and total time of growing conversations, with and without the prefix
+  cache, on one model and the same seeds (a warm-up pass compiles every shape first)."""
+  import numpy as np
+  from flax import nnx
+
+  from orchestra.engines import JaxEngine, SamplingParams
+  from orchestra.models import CausalLM, DecoderConfig
+
+  cfg = DecoderConfig("qwen3", vocab_size=1024, hidden_size=256, intermediate_size=768,
+                      num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64, qk_norm=True)
+  model = CausalLM(cfg, rngs=nnx.Rngs(0))
+
+  async def conversation_wave(engine):
+    rng = np.random.RandomState(0)
+    prompts = [rng.randint(1, 1024, first).tolist() for _ in range(episodes)]
+    latencies = []
+    for turn in range(turns):
+      start = time.perf_counter()
+      outs = await asyncio.gather(*(
+          engine.generate(p, SamplingParams(max_tokens=generated, temperature=1.0,
+                                            seed=1000 * i + turn))
+          for i, p in enumerate(prompts)))
+      latencies.append(time.perf_counter() - start)
+      prompts = [p + o.token_ids + rng.randint(1, 1024, observation).tolist()
+                 for p, o in zip(prompts, outs)]
+    return latencies, max(len(p) for p in prompts)
+
+  lines = [f"multi-turn probe: {episodes} episodes x {turns} turns, +{generated} generated "
+           f"+{observation} observation tokens per turn, {cfg.num_params / 1e6:.1f}M params"]
+  totals = {}
+  for name, mb in (("uncached", 0), ("prefix cache", 1024)):
+    engine = JaxEngine(model, prefix_cache_mb=mb)
+    asyncio.run(conversation_wave(engine))                       # compiles every shape
+    if engine.prefix_cache is not None:
+      engine.prefix_cache.clear()
+    latencies, context = asyncio.run(conversation_wave(engine))
+    totals[name] = sum(latencies)
+    lines.append(f"  {name:13s} turn 1 {latencies[0]:6.2f} s, turn {turns} {latencies[-1]:6.2f} s "
+                 f"({latencies[-1] / latencies[0]:5.1f}x), total {totals[name]:6.2f} s "
+                 f"(context {first} -> {context} tokens)")
+  lines.append(f"  the prefix cache is {totals['uncached'] / totals['prefix cache']:.1f}x faster")
   return lines
 
 

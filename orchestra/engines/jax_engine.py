@@ -7,6 +7,11 @@ event loop keeps running tools meanwhile. Shapes are bucketed (prompt length
 by `orchestra.shapes.bucket_length` over `prompt_bucket`, batch size to a power
 of two, new tokens to a multiple of 16)
 so a run compiles a handful of programs, not one per request.
+
+A prefix cache (`prefix_cache.py`, on by default) keeps each finished row's keys and
+values: a later prompt that starts with a stored sequence (the episode's earlier turns, a
+group's shared first prompt) prefills only its new tokens. It is cleared on every weight
+update, so a completion never mixes two weight versions.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import numpy as np
 from flax import nnx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
+from orchestra.engines.prefix_cache import CachedSequence, PrefixCache
 from orchestra.models.decoder import CausalLM
-from orchestra.models.decoding import Sampler, generate
+from orchestra.models.decoding import CachedPrefix, Sampler, generate
 from orchestra.shapes import bucket_length
 
 
@@ -69,11 +75,12 @@ class JaxEngine:
     prompt_bucket: prompts are left-padded to `bucket_length(longest, prompt_bucket)`.
     pad_id: padding token id.
     weight_version: version tag of the initial weights.
+    prefix_cache_mb: keys/values kept for prefix reuse (0: no prefix cache).
   """
 
   def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
                max_gather_s: float = 0.05, prompt_bucket: int = 64, pad_id: int = 0,
-               weight_version: int = 0):
+               weight_version: int = 0, prefix_cache_mb: float = 1024):
     self.model = model
     self.max_batch_size = max_batch_size
     self.max_wait_s, self.max_gather_s = max_wait_s, max_gather_s
@@ -84,6 +91,7 @@ class JaxEngine:
     self._worker: asyncio.Task | None = None
     self._rng = random.Random(0)
     self._swap_lock = asyncio.Lock()
+    self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
 
   async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
     prompt = [int(t) for t in prompt_ids]
@@ -120,6 +128,8 @@ class JaxEngine:
         graphdef, _, rest = nnx.split(self.model, nnx.Param, ...)
         self.model = nnx.merge(graphdef, source, rest)
       self.weight_version = int(version)
+      if self.prefix_cache is not None:
+        self.prefix_cache.clear()
 
   async def _run(self):
     while self._pending:
@@ -159,21 +169,23 @@ class JaxEngine:
   def _decode(self, model: CausalLM, batch: list[_Request]):
     sampling = batch[0].sampling
     rows = _next_pow2(len(batch))
-    longest = max(len(r.prompt) for r in batch)
-    p = bucket_length(longest, self.prompt_bucket)
+    fill = [batch[i] if i < len(batch) else batch[0] for i in range(rows)]  # filler = row 0
+    hits = [self._lookup(r.prompt) for r in fill]
+    suffixes = [r.prompt[m:] for r, (_, m) in zip(fill, hits)]
+    p = bucket_length(max(len(x) for x in suffixes), self.prompt_bucket)
     n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
     ids = np.full((rows, p), self.pad_id, np.int32)
     mask = np.zeros((rows, p), bool)
-    seeds = np.zeros(rows, np.int64)
-    for i in range(rows):
-      r = batch[i] if i < len(batch) else batch[0]          # filler rows repeat row 0
-      ids[i, p - len(r.prompt):] = r.prompt
-      mask[i, p - len(r.prompt):] = True
-      seeds[i] = r.seed
+    for i, suffix in enumerate(suffixes):
+      ids[i, p - len(suffix):] = suffix
+      mask[i, p - len(suffix):] = True
     select = Sampler(sampling.temperature, sampling.top_k, sampling.top_p)
-    tokens, logps = generate(model, ids, mask, max_new_tokens=n, select=select, seeds=seeds,
-                             stop_ids=sampling.stop_token_ids, pad_id=self.pad_id)
-    tokens, logps = jax.device_get((tokens, logps))
+    out = generate(model, ids, mask, max_new_tokens=n, select=select,
+                   seeds=np.asarray([r.seed for r in fill], np.int64),
+                   stop_ids=sampling.stop_token_ids, pad_id=self.pad_id,
+                   prefix=self._prefix_arrays(hits, model) if any(m for _, m in hits) else None,
+                   return_cache=self.prefix_cache is not None)
+    tokens, logps = jax.device_get(out[:2])
     stops = set(sampling.stop_token_ids)
     results = []
     for i, r in enumerate(batch):
@@ -182,7 +194,45 @@ class JaxEngine:
       reason = "stop" if end is not None else "length"
       end = end or len(row_tokens)
       results.append((row_tokens[:end], [float(x) for x in row_logps[:end]], reason))
+    if self.prefix_cache is not None:
+      self._store(batch, results, jax.device_get(out[2]))
     return results
+
+  def _lookup(self, prompt: list[int]) -> tuple[CachedSequence | None, int]:
+    if self.prefix_cache is None:
+      return None, 0
+    return self.prefix_cache.lookup(np.asarray(prompt, np.int32))
+
+  def _prefix_arrays(self, hits, model: CausalLM) -> CachedPrefix:
+    """The hits' first m tokens of keys/values, right-aligned in [rows, C] (C bucketed)."""
+    c = bucket_length(max(m for _, m in hits), self.prompt_bucket)
+    cfg = model.config
+    first = next(e for e, m in hits if m)
+    shape = (len(hits), cfg.num_kv_heads, c, cfg.head_dim)
+    keys = [np.zeros(shape, first.keys[0].dtype) for _ in range(cfg.num_layers)]
+    values = [np.zeros(shape, first.keys[0].dtype) for _ in range(cfg.num_layers)]
+    mask = np.zeros((len(hits), c), bool)
+    for i, (entry, m) in enumerate(hits):
+      if m:
+        for layer in range(cfg.num_layers):
+          keys[layer][i, :, c - m:] = entry.keys[layer][:, :m]
+          values[layer][i, :, c - m:] = entry.values[layer][:, :m]
+        mask[i, c - m:] = True
+    return CachedPrefix(tuple(keys), tuple(values), mask,
+                        np.asarray([m for _, m in hits], np.int32))
+
+  def _store(self, batch: list[_Request], results: list, cache) -> None:
+    """Each request's prompt + the completion tokens it returned that were fed back (all
+    but the last generated one), with their keys/values; tokens decoded past the request's
+    own `max_tokens` (the batch decodes to a multiple of 16) are not kept."""
+    for i, (r, (completion, _, _)) in enumerate(zip(batch, results)):
+      real = np.flatnonzero(np.asarray(cache.mask_BS[i], bool))
+      fed = min(len(real) - len(r.prompt), len(completion))
+      slots = real[:len(r.prompt) + fed]
+      self.prefix_cache.insert(CachedSequence(
+          np.asarray(r.prompt + completion[:fed], np.int32),
+          [np.asarray(k[i][:, slots]) for k in cache.keys],
+          [np.asarray(v[i][:, slots]) for v in cache.values]))
 
 
 def _batch_key(s: SamplingParams):

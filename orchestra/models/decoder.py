@@ -54,24 +54,32 @@ class RMSNorm(nnx.Module):
 
 
 def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
-  """Grouped-query softmax attention: softmax(q k^T / sqrt(E) + mask) v.
+  """Grouped-query softmax attention over keys/values in token-major layout [B, S, K, E]
+  (fresh projections): `attend_kv_major` after moving the kv-head axis forward."""
+  return attend_kv_major(q_BTHE, k_BSKE.transpose(0, 2, 1, 3), v_BSKE.transpose(0, 2, 1, 3),
+                         mask_BTS)
+
+
+def attend_kv_major(q_BTHE, k_BKSE, v_BKSE, mask_BTS):
+  """Grouped-query softmax attention: softmax(q k^T / sqrt(E) + mask) v, with keys/values
+  in the KV cache's layout [B, K, S, E].
 
   Query head h reads kv head h // G. The G query heads of each kv head are
   folded into the token axis (X = G*T) so both products are plain batched
-  matmuls over (B, K), which XLA runs ~2.5x faster than a 5-d einsum on CPU.
+  matmuls over (B, K), which XLA runs ~2.5x faster than a 5-d einsum on CPU; in this
+  layout neither product copies the keys or values (a decode step reads the cache as is).
   Masked logits are set to the most negative float32, so a row with no
   visible key (a padding query) gives a finite average instead of NaN.
   """
   b, t, h, e = q_BTHE.shape
-  k, s = k_BSKE.shape[2], k_BSKE.shape[1]
+  k, s = k_BKSE.shape[1], k_BKSE.shape[2]
   g = h // k
   q_BKXE = q_BTHE.reshape(b, t, k, g, e).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, e)
-  k_BKES = k_BSKE.transpose(0, 2, 3, 1)
-  v_BKSE = v_BSKE.transpose(0, 2, 1, 3)
-  logits_BKXS = jnp.matmul(q_BKXE, k_BKES, preferred_element_type=jnp.float32) * (e ** -0.5)
+  logits_BKXS = jnp.matmul(q_BKXE, jnp.swapaxes(k_BKSE, -1, -2),
+                           preferred_element_type=jnp.float32) * (e ** -0.5)
   logits_BKGTS = logits_BKXS.reshape(b, k, g, t, s)
   logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, jnp.finfo(jnp.float32).min)
-  probs_BKXS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BSKE.dtype).reshape(b, k, g * t, s)
+  probs_BKXS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BKSE.dtype).reshape(b, k, g * t, s)
   out_BKXE = jnp.matmul(probs_BKXS, v_BKSE)
   return out_BKXE.reshape(b, k, g, t, e).transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
@@ -107,8 +115,9 @@ class Attention(nnx.Module):
   def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
     """Returns the attention output [B, T, D] and the (keys, values) attended to.
 
-    With `cached_kv=(k_BSKE, v_BSKE)` the new keys/values are written at slot
-    `index` and attention runs over all S slots; otherwise over the T new tokens.
+    With `cached_kv=(k_BKSE, v_BKSE)` (the cache's layout) the new keys/values are
+    written at slot `index` and attention runs over all S slots; otherwise over the T
+    new tokens.
     `mask` is [B, T, S] (visible keys of each query: `attend`), or the [B, T] key mask
     of causal attention over the T new tokens (`self.kernel`: `attend_blockwise`, or
     `attend_fused` for right-padded rows).
@@ -122,16 +131,20 @@ class Attention(nnx.Module):
     k_BTKE = apply_rope(k_BTKE, cos_BTE, sin_BTE)
     if cached_kv is None:
       keys, values = k_BTKE, v_BTKE
+      if mask.ndim == 2:
+        causal = attend_fused if self.kernel == "fused" else attend_blockwise
+        out_BTHE = causal(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
+      else:
+        out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     else:
-      cache_k, cache_v = cached_kv
-      start = (0, index, 0, 0)
-      keys = jax.lax.dynamic_update_slice(cache_k, k_BTKE.astype(cache_k.dtype), start)
-      values = jax.lax.dynamic_update_slice(cache_v, v_BTKE.astype(cache_v.dtype), start)
-    if mask.ndim == 2:
-      causal = attend_fused if self.kernel == "fused" else attend_blockwise
-      out_BTHE = causal(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
-    else:
-      out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
+      cache_k, cache_v = cached_kv                          # [B, K, S, E]
+      start = (0, 0, index, 0)
+      keys = jax.lax.dynamic_update_slice(
+          cache_k, k_BTKE.transpose(0, 2, 1, 3).astype(cache_k.dtype), start)
+      values = jax.lax.dynamic_update_slice(
+          cache_v, v_BTKE.transpose(0, 2, 1, 3).astype(cache_v.dtype), start)
+      out_BTHE = attend_kv_major(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype),
+                                 mask)
     out_BTD = jnp.einsum("bthe,hed->btd", out_BTHE, self.o_proj[...].astype(self.dtype))
     if hasattr(self, "o_bias"):
       out_BTD = out_BTD + self.o_bias[...].astype(self.dtype)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,7 @@ from flax import nnx
 
 from orchestra.models.decoder import CausalLM
 from orchestra.models.kv_cache import KVCache
+
 
 def processed_logprobs(logits_BV, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
   """log p of the distribution actually sampled from:
@@ -68,14 +70,45 @@ class Sampler:
 GREEDY = Sampler(temperature=0.0)
 
 
+@flax.struct.dataclass
+class CachedPrefix:
+  """Keys/values already computed for the first tokens of each row (a prefix cache hit).
+
+  Row b's C_b cached tokens sit right-aligned in slots [C - C_b, C) of every layer's
+  arrays (`mask_BC` marks them); their keys carry RoPE at positions 0..C_b - 1, so the
+  prompt that follows continues at position C_b. Layout as `KVCache`'s.
+  """
+  keys: tuple[jax.Array, ...]      # per layer [B, K, C, E]
+  values: tuple[jax.Array, ...]    # per layer [B, K, C, E]
+  mask_BC: jax.Array               # bool
+  length_B: jax.Array              # int32: C_b
+
+  @classmethod
+  def empty(cls, config, batch_size: int, dtype) -> "CachedPrefix":
+    shape = (batch_size, config.num_kv_heads, 0, config.head_dim)
+    none = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    return cls(none, none, jnp.zeros((batch_size, 0), jnp.bool_),
+               jnp.zeros((batch_size,), jnp.int32))
+
+
+def _cache_after(prefix: CachedPrefix, room: int) -> KVCache:
+  """A cache holding `prefix` with `room` empty slots after it."""
+  pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, room), (0, 0)))  # noqa: E731
+  c = prefix.mask_BC.shape[1]
+  return KVCache(keys=tuple(map(pad, prefix.keys)), values=tuple(map(pad, prefix.values)),
+                 mask_BS=jnp.pad(prefix.mask_BC, ((0, 0), (0, room))),
+                 next_position_B=prefix.length_B, index=jnp.asarray(c, jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
-                                             "pad_id", "cache_dtype"))
-def _generate(graphdef, state, prompt_ids_BP, prompt_mask_BP, keys_B, *, max_new_tokens: int,
-              select: Sampler, stop_ids: tuple[int, ...], pad_id: int, cache_dtype):
+                                             "pad_id", "return_cache"))
+def _generate(graphdef, state, prefix: CachedPrefix, prompt_ids_BP, prompt_mask_BP, keys_B, *,
+              max_new_tokens: int, select: Sampler, stop_ids: tuple[int, ...], pad_id: int,
+              return_cache: bool):
   model = nnx.merge(graphdef, state)
   b, p = prompt_ids_BP.shape
   n = max_new_tokens
-  cache = KVCache.init(model.config, b, p + n, cache_dtype)
+  cache = _cache_after(prefix, p + n)
   logits_BPV, cache = model.forward_with_cache(prompt_ids_BP, cache, prompt_mask_BP)
   stop = jnp.asarray(stop_ids, jnp.int32)
   step_keys = lambda t: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, t)
@@ -100,15 +133,15 @@ def _generate(graphdef, state, prompt_ids_BP, prompt_mask_BP, keys_B, *, max_new
     done_B = done_B | jnp.isin(next_B, stop)
     return t + 1, tokens_BN, logps_BN, done_B, cache
 
-  _, tokens_BN, logps_BN, _, _ = jax.lax.while_loop(
+  _, tokens_BN, logps_BN, _, cache = jax.lax.while_loop(
       cond, body, (jnp.int32(1), tokens_BN, logps_BN, done_B, cache))
-  return tokens_BN, logps_BN
+  return tokens_BN, logps_BN, (cache if return_cache else None)
 
 
 def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tokens: int,
              select: Sampler = GREEDY, seeds: Sequence[int] | None = None,
-             stop_ids: Sequence[int] = (), pad_id: int = 0,
-             cache_dtype=None) -> tuple[jax.Array, jax.Array]:
+             stop_ids: Sequence[int] = (), pad_id: int = 0, cache_dtype=None,
+             prefix: CachedPrefix | None = None, return_cache: bool = False):
   """(tokens [B, N], logprobs [B, N]) for a batch of left-padded prompts.
 
   After a row emits a stop id it emits `pad_id` with log-prob 0.
@@ -122,6 +155,10 @@ def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tok
     seeds: one integer seed per row (default 0, 1, ...).
     stop_ids: token ids that end a row (they are kept in the output).
     cache_dtype: KV cache dtype (default: the model's compute dtype).
+    prefix: keys/values of tokens that come before each row's prompt (a prefix cache
+      hit, see `CachedPrefix`); the prompt then holds only the tokens after them.
+    return_cache: also return the final `KVCache` (prefix, prompt and every generated
+      token but the last, in slot order), as a third value.
   """
   prompt_ids_BP = jnp.asarray(prompt_ids_BP, jnp.int32)
   b = prompt_ids_BP.shape[0]
@@ -134,8 +171,11 @@ def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tok
     raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
   seeds = range(b) if seeds is None else seeds
   keys_B = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds, np.uint32)))
+  if prefix is None:
+    prefix = CachedPrefix.empty(model.config, b, cache_dtype or model.model.dtype)
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, prompt_ids_BP, jnp.asarray(mask), keys_B,
-                   max_new_tokens=max_new_tokens, select=select,
-                   stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id),
-                   cache_dtype=cache_dtype or model.model.dtype)
+  tokens, logps, cache = _generate(graphdef, state, prefix, prompt_ids_BP, jnp.asarray(mask),
+                                   keys_B, max_new_tokens=max_new_tokens, select=select,
+                                   stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id),
+                                   return_cache=return_cache)
+  return (tokens, logps, cache) if return_cache else (tokens, logps)

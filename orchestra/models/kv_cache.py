@@ -19,8 +19,8 @@ from orchestra.models.config import DecoderConfig
 
 @flax.struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]      # per layer [B, S, K, E]
-  values: tuple[jax.Array, ...]    # per layer [B, S, K, E]
+  keys: tuple[jax.Array, ...]      # per layer [B, K, S, E] (kv-head major: a decode step
+  values: tuple[jax.Array, ...]    # per layer [B, K, S, E]  reads it without a transpose)
   mask_BS: jax.Array               # bool: slot s of row b holds a real token
   next_position_B: jax.Array       # int32: position id of row b's next real token
   index: jax.Array                 # int32 scalar: next slot to write (all rows)
@@ -29,7 +29,7 @@ class KVCache:
   def init(cls, config: DecoderConfig, batch_size: int, max_length: int,
            dtype=jnp.float32) -> "KVCache":
     """An empty cache able to hold `max_length` slots per row."""
-    shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
+    shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
     zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return cls(
         keys=zeros(),

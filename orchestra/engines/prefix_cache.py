@@ -1,0 +1,100 @@
+"""Prefix cache for the in-process engine: a turn re-uses the keys/values of what came before.
+
+An agent episode's turn k+1 prompt is its turn-k prompt + the turn-k completion + the
+tool observation, and a GRPO group's episodes share their first prompt. After each decode
+the engine stores every row's sequence (prompt + completion, less the last token, which
+was never fed back) with its per-layer keys and values; a new prompt takes the stored
+sequence with which it shares the longest common prefix, reuses those m tokens' keys and
+values, and prefills only the rest. Keys carry RoPE at their absolute positions, and
+position m onwards depends only on tokens < m, so reuse is exact (the log-probs equal the
+uncached path's up to float summation order).
+
+Bounded: least-recently-used entries are evicted past `max_bytes`, and a sequence that is
+a prefix of a newly stored one is dropped (the new one covers it). The engine clears the
+cache whenever its weights change.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class CachedSequence:
+  """One stored sequence: tokens [L] and per-layer keys/values [K, L, E]."""
+
+  tokens: np.ndarray
+  keys: list[np.ndarray]
+  values: list[np.ndarray]
+
+  @property
+  def nbytes(self) -> int:
+    return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
+
+
+def common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
+  """The number of leading tokens `a` and `b` share."""
+  n = min(len(a), len(b))
+  differ = np.flatnonzero(a[:n] != b[:n])
+  return int(differ[0]) if differ.size else n
+
+
+class PrefixCache:
+  """LRU store of `CachedSequence`s with longest-common-prefix lookup.
+
+  Args:
+    max_bytes: keys + values kept at most (older entries are evicted).
+    min_tokens: shorter matches are not worth a reuse and count as misses.
+  """
+
+  def __init__(self, max_bytes: int, min_tokens: int = 32):
+    self.max_bytes, self.min_tokens = int(max_bytes), int(min_tokens)
+    self._entries: collections.OrderedDict[int, CachedSequence] = collections.OrderedDict()
+    self._next_id = 0
+    self.nbytes = 0
+    self.reused_tokens = 0          # prompt tokens served from the cache, since the start
+    self.prompt_tokens = 0          # prompt tokens looked up, since the start
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+  def lookup(self, prompt: np.ndarray) -> tuple[CachedSequence | None, int]:
+    """(entry, m): the entry sharing the longest prefix with `prompt` and the m tokens to
+    reuse (at most len(prompt) - 1: the last prompt token is always computed, for its
+    logits); (None, 0) below `min_tokens`."""
+    best, best_m, best_id = None, 0, None
+    for entry_id, entry in self._entries.items():
+      m = common_prefix_length(entry.tokens, prompt)
+      if m > best_m:
+        best, best_m, best_id = entry, m, entry_id
+    best_m = min(best_m, len(prompt) - 1)
+    self.prompt_tokens += len(prompt)
+    if best is None or best_m < self.min_tokens:
+      return None, 0
+    self._entries.move_to_end(best_id)
+    self.reused_tokens += best_m
+    return best, best_m
+
+  def insert(self, entry: CachedSequence) -> None:
+    """Stores `entry`, dropping entries it extends, then evicts down to `max_bytes`."""
+    if entry.nbytes > self.max_bytes:
+      return
+    for entry_id, old in list(self._entries.items()):
+      if len(old.tokens) <= len(entry.tokens) and common_prefix_length(
+          old.tokens, entry.tokens) == len(old.tokens):
+        self._drop(entry_id)
+    self._entries[self._next_id] = entry
+    self._next_id += 1
+    self.nbytes += entry.nbytes
+    while self.nbytes > self.max_bytes:
+      self._drop(next(iter(self._entries)))
+
+  def _drop(self, entry_id: int) -> None:
+    self.nbytes -= self._entries.pop(entry_id).nbytes
+
+  def clear(self) -> None:
+    self._entries.clear()
+    self.nbytes = 0

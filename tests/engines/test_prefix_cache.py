@@ -1,0 +1,92 @@
+"""The JaxEngine prefix cache: multi-turn prompts prefill only their new tokens, with log-probs
+equal to the uncached path's; a shared first prompt is reused across a group; weight updates
+clear it; the byte budget holds."""
+
+import asyncio
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from orchestra.engines import JaxEngine, SamplingParams
+from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, common_prefix_length
+from orchestra.models import CausalLM, DecoderConfig
+from orchestra.rl import token_logprobs
+
+CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
+                    num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
+
+
+async def conversations(engine, firsts, turns=4, observation=40, temperature=0.0):
+  """Episodes of `turns` turns: each prompt = the last prompt + completion + observation."""
+  rng = np.random.RandomState(1)
+  prompts = [list(p) for p in firsts]
+  outs = [[] for _ in firsts]
+  for turn in range(turns):
+    done = await asyncio.gather(*(
+        engine.generate(p, SamplingParams(max_tokens=12, temperature=temperature,
+                                          seed=100 * i + turn))
+        for i, p in enumerate(prompts)))
+    for i, c in enumerate(done):
+      outs[i].append((list(prompts[i]), c))
+      prompts[i] = prompts[i] + c.token_ids + rng.randint(1, 64, observation).tolist()
+  return outs
+
+
+def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  rng = np.random.RandomState(0)
+  firsts = [rng.randint(1, 64, 50 + 7 * i).tolist() for i in range(3)]
+  cached = JaxEngine(model, prompt_bucket=16)
+  plain = JaxEngine(model, prompt_bucket=16, prefix_cache_mb=0)
+  for temperature in (0.0, 1.0):
+    with_cache = asyncio.run(conversations(cached, firsts, temperature=temperature))
+    without = asyncio.run(conversations(plain, firsts, temperature=temperature))
+    for a_turns, b_turns in zip(with_cache, without, strict=True):
+      for (prompt, a), (_, b) in zip(a_turns, b_turns, strict=True):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+        seq = jnp.asarray([prompt + a.token_ids])
+        ref = np.asarray(token_logprobs(model(seq), seq))[0, len(prompt):]
+        if temperature == 0:
+          np.testing.assert_allclose(a.logprobs, ref, atol=1e-4)
+  cache = cached.prefix_cache
+  assert cache.reused_tokens > 0.6 * cache.prompt_tokens   # turns 2-4 mostly reused
+  assert len(cache) == 6            # one per episode and run: each turn's entry replaced the last
+
+
+def test_a_group_reuses_its_shared_first_prompt_and_updates_clear_it():
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  engine = JaxEngine(model, prompt_bucket=16)
+  shared = np.random.RandomState(3).randint(1, 64, 80).tolist()
+  first = asyncio.run(engine.generate(shared, SamplingParams(max_tokens=6, seed=0)))
+  reused = engine.prefix_cache.reused_tokens
+  again = asyncio.run(engine.generate(shared + [5, 6], SamplingParams(max_tokens=6, seed=1)))
+  assert engine.prefix_cache.reused_tokens - reused >= 80
+  seq = jnp.asarray([shared + [5, 6] + again.token_ids])
+  ref = np.asarray(token_logprobs(model(seq), seq))[0, 82:]
+  np.testing.assert_allclose(again.logprobs, ref, atol=1e-4)
+  asyncio.run(engine.update_weights(nnx.state(CausalLM(CFG, rngs=nnx.Rngs(9)), nnx.Param), 1))
+  assert len(engine.prefix_cache) == 0 and engine.prefix_cache.nbytes == 0
+  assert first.weight_version == 0
+
+
+def entry(tokens, nbytes_per_token=8):
+  n = len(tokens)
+  half = np.zeros((n, nbytes_per_token // 8), np.float32)
+  return CachedSequence(np.asarray(tokens, np.int32), [half], [half])
+
+
+def test_lookup_takes_the_longest_common_prefix_and_the_budget_evicts_lru():
+  assert common_prefix_length(np.array([1, 2, 3]), np.array([1, 2, 4, 5])) == 2
+  cache = PrefixCache(max_bytes=8 * 100, min_tokens=2)
+  cache.insert(entry(range(40)))
+  cache.insert(entry([0, 1, 2, 9, 9]))
+  hit, m = cache.lookup(np.arange(60))
+  assert m == 40 and len(hit.tokens) == 40
+  assert cache.lookup(np.arange(40))[1] == 39              # the last prompt token is computed
+  assert cache.lookup(np.array([7, 7, 7]))[0] is None
+  cache.insert(entry(range(50)))                           # extends the first: replaces it
+  assert len(cache) == 2 and cache.nbytes == 8 * 55
+  cache.insert(entry(range(100, 160)))                     # over budget: LRU goes first
+  assert len(cache) == 1 and cache.lookup(np.arange(100, 170))[1] == 60
