@@ -28,6 +28,8 @@ flags.DEFINE_float("batch_wait_s", 0.01, "a batch starts once no request arrived
                    "(requests parsed one by one would otherwise split a wave into batches)")
 flags.DEFINE_float("max_batch_wait_s", 0.1, "the longest a request waits for its batch")
 flags.DEFINE_integer("max_model_len", 32_768, "prompt + generated tokens per request")
+flags.DEFINE_float("prefix_cache_mb", 1024, "keys/values kept for prefix reuse across requests "
+                   "(0: no prefix cache; like vLLM's --enable-prefix-caching)")
 flags.DEFINE_string("api_key_env", None, "environment variable holding the key /v1 requests "
                     "must send as `Authorization: Bearer <key>` (vLLM's --api-key)")
 flags.DEFINE_bool("strict", False, "answer 400 to request fields vLLM does not know (vLLM "
@@ -59,7 +61,8 @@ def main(argv):
   name = FLAGS.served_model_name or os.path.basename(os.path.normpath(FLAGS.model_dir))
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, max_wait_s=FLAGS.batch_wait_s,
-                     max_gather_s=FLAGS.max_batch_wait_s, pad_id=pad)
+                     max_gather_s=FLAGS.max_batch_wait_s, pad_id=pad,
+                     prefix_cache_mb=FLAGS.prefix_cache_mb)
   api_key = None
   if FLAGS.api_key_env:
     api_key = os.environ.get(FLAGS.api_key_env)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class PrefixCache:
     self.max_bytes, self.min_tokens = int(max_bytes), int(min_tokens)
     self._entries: collections.OrderedDict[int, CachedSequence] = collections.OrderedDict()
     self._next_id = 0
+    self._lock = threading.Lock()      # the engine decodes in a worker thread
     self.nbytes = 0
     self.reused_tokens = 0          # prompt tokens served from the cache, since the start
     self.prompt_tokens = 0          # prompt tokens looked up, since the start
@@ -65,6 +67,10 @@ class PrefixCache:
     """(entry, m): the entry sharing the longest prefix with `prompt` and the m tokens to
     reuse (at most len(prompt) - 1: the last prompt token is always computed, for its
     logits); (None, 0) below `min_tokens`."""
+    with self._lock:
+      return self._lookup(prompt)
+
+  def _lookup(self, prompt: np.ndarray) -> tuple[CachedSequence | None, int]:
     best, best_m, best_id = None, 0, None
     for entry_id, entry in self._entries.items():
       m = common_prefix_length(entry.tokens, prompt)
@@ -82,6 +88,10 @@ class PrefixCache:
     """Stores `entry`, dropping entries it extends, then evicts down to `max_bytes`."""
     if entry.nbytes > self.max_bytes:
       return
+    with self._lock:
+      self._insert(entry)
+
+  def _insert(self, entry: CachedSequence) -> None:
     for entry_id, old in list(self._entries.items()):
       if len(old.tokens) <= len(entry.tokens) and common_prefix_length(
           old.tokens, entry.tokens) == len(old.tokens):
@@ -96,5 +106,6 @@ class PrefixCache:
     self.nbytes -= self._entries.pop(entry_id).nbytes
 
   def clear(self) -> None:
-    self._entries.clear()
-    self.nbytes = 0
+    with self._lock:
+      self._entries.clear()
+      self.nbytes = 0

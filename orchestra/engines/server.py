@@ -11,7 +11,7 @@ Routes (the subset of vLLM 0.33's API the trainer and evaluators use):
                               blocks parsed into `message.tool_calls` (hermes style)
 Weight control, as vLLM only with `dev_mode` (its `VLLM_SERVER_DEV_MODE=1`):
   POST /pause?mode=wait|keep|abort, POST /resume, GET /is_paused
-  POST /reset_prefix_cache    accepted for parity (this engine keeps no prefix cache)
+  POST /reset_prefix_cache    empties the engine's prefix cache (if it has one)
   POST /collective_rpc        {"method": "reload_weights", "kwargs": {"weights_path": DIR}};
                               other kwargs fail as vLLM's worker fails them (500)
   POST /update_weight_version {"new_version": "7"} (here: an integer, the trainer's step)
@@ -245,6 +245,9 @@ def _weight_routes(app: FastAPI, state: ServerState, post) -> None:
 
   @app.post("/reset_prefix_cache")
   async def reset_prefix_cache():
+    cache = getattr(state.engine, "prefix_cache", None)
+    if cache is not None:
+      cache.clear()
     return JSONResponse({"success": True})
 
   @app.get("/weight_info")

@@ -588,3 +588,16 @@ def test_strict_mode_refuses_fields_vllm_would_ignore_and_reports_weight_version
   assert typo.status_code == 400 and "return_weight_version" in typo.text
   assert good.json()["choices"][0]["weight_versions"] == [{"version": "0", "start": 0,
                                                             "end": 2}]
+
+
+def test_reset_prefix_cache_empties_the_engines_prefix_cache(tokenizer, folders):
+  engine = JaxEngine(CausalLM(folders["cfg"], rngs=nnx.Rngs(0)), prompt_bucket=16)
+  asyncio.run(engine.generate(list(range(1, 60)), SamplingParams(max_tokens=4, seed=0)))
+  assert len(engine.prefix_cache) == 1
+
+  async def main():
+    async with app_client(engine, tokenizer) as client:
+      return (await client.post("/reset_prefix_cache")).json()
+
+  assert asyncio.run(main()) == {"success": True}
+  assert len(engine.prefix_cache) == 0 and engine.prefix_cache.nbytes == 0
