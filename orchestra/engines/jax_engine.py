@@ -76,11 +76,15 @@ class JaxEngine:
     pad_id: padding token id.
     weight_version: version tag of the initial weights.
     prefix_cache_mb: keys/values kept for prefix reuse (0: no prefix cache).
+    prefix_min_saving: a batch takes its prefix cache hits only when they shorten its
+      padded prefill by at least this many tokens and by half: each new (prefix, suffix)
+      shape is a compilation (~1-2 s on CPU), which short prompts never pay back.
   """
 
   def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
                max_gather_s: float = 0.05, prompt_bucket: int = 64, pad_id: int = 0,
-               weight_version: int = 0, prefix_cache_mb: float = 1024):
+               weight_version: int = 0, prefix_cache_mb: float = 1024,
+               prefix_min_saving: int = 512):
     self.model = model
     self.max_batch_size = max_batch_size
     self.max_wait_s, self.max_gather_s = max_wait_s, max_gather_s
@@ -92,6 +96,7 @@ class JaxEngine:
     self._rng = random.Random(0)
     self._swap_lock = asyncio.Lock()
     self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
+    self.prefix_min_saving = prefix_min_saving
 
   async def generate(self, prompt_ids: Sequence[int], sampling: SamplingParams) -> Completion:
     prompt = [int(t) for t in prompt_ids]
@@ -170,7 +175,7 @@ class JaxEngine:
     sampling = batch[0].sampling
     rows = _next_pow2(len(batch))
     fill = [batch[i] if i < len(batch) else batch[0] for i in range(rows)]  # filler = row 0
-    hits = [self._lookup(r.prompt) for r in fill]
+    hits = self._hits(fill)
     suffixes = [r.prompt[m:] for r, (_, m) in zip(fill, hits)]
     p = bucket_length(max(len(x) for x in suffixes), self.prompt_bucket)
     n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
@@ -184,7 +189,7 @@ class JaxEngine:
                    seeds=np.asarray([r.seed for r in fill], np.int64),
                    stop_ids=sampling.stop_token_ids, pad_id=self.pad_id,
                    prefix=self._prefix_arrays(hits, model) if any(m for _, m in hits) else None,
-                   return_cache=self.prefix_cache is not None)
+                   return_cache=self._worth_storing(batch))
     tokens, logps = jax.device_get(out[:2])
     stops = set(sampling.stop_token_ids)
     results = []
@@ -194,14 +199,30 @@ class JaxEngine:
       reason = "stop" if end is not None else "length"
       end = end or len(row_tokens)
       results.append((row_tokens[:end], [float(x) for x in row_logps[:end]], reason))
-    if self.prefix_cache is not None:
+    if self._worth_storing(batch):
       self._store(batch, results, jax.device_get(out[2]))
     return results
 
-  def _lookup(self, prompt: list[int]) -> tuple[CachedSequence | None, int]:
+  def _worth_storing(self, batch: list[_Request]) -> bool:
+    """Whether a row can end long enough (>= `prefix_min_saving` tokens) to be reused."""
+    return self.prefix_cache is not None and any(
+        len(r.prompt) + r.sampling.max_tokens >= self.prefix_min_saving for r in batch)
+
+  def _hits(self, fill: list[_Request]) -> list[tuple[CachedSequence | None, int]]:
+    """Each row's prefix cache hit (entry, tokens reused), or none at all when they would
+    not shrink the batch's padded prefill by half and by `prefix_min_saving` tokens (rows
+    without a hit still prefill in full)."""
+    misses = [(None, 0)] * len(fill)
     if self.prefix_cache is None:
-      return None, 0
-    return self.prefix_cache.lookup(np.asarray(prompt, np.int32))
+      return misses
+    hits = [self.prefix_cache.lookup(np.asarray(r.prompt, np.int32)) for r in fill]
+    full = bucket_length(max(len(r.prompt) for r in fill), self.prompt_bucket)
+    suffix = bucket_length(max(len(r.prompt) - m for r, (_, m) in zip(fill, hits)),
+                           self.prompt_bucket)
+    worth = 2 * suffix <= full and full - suffix >= self.prefix_min_saving
+    self.prefix_cache.count(sum(len(r.prompt) for r in fill),
+                            sum(m for _, m in hits) if worth else 0)
+    return hits if worth else misses
 
   def _prefix_arrays(self, hits, model: CausalLM) -> CachedPrefix:
     """The hits' first m tokens of keys/values, right-aligned in [rows, C] (C bucketed)."""
@@ -228,6 +249,8 @@ class JaxEngine:
     for i, (r, (completion, _, _)) in enumerate(zip(batch, results)):
       real = np.flatnonzero(np.asarray(cache.mask_BS[i], bool))
       fed = min(len(real) - len(r.prompt), len(completion))
+      if len(r.prompt) + fed < self.prefix_min_saving:
+        continue
       slots = real[:len(r.prompt) + fed]
       self.prefix_cache.insert(CachedSequence(
           np.asarray(r.prompt + completion[:fed], np.int32),

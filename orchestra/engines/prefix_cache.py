@@ -57,8 +57,8 @@ class PrefixCache:
     self._next_id = 0
     self._lock = threading.Lock()      # the engine decodes in a worker thread
     self.nbytes = 0
-    self.reused_tokens = 0          # prompt tokens served from the cache, since the start
-    self.prompt_tokens = 0          # prompt tokens looked up, since the start
+    self.reused_tokens = 0          # prompt tokens served from the cache (`count`)
+    self.prompt_tokens = 0          # prompt tokens decoded (`count`)
 
   def __len__(self) -> int:
     return len(self._entries)
@@ -77,12 +77,15 @@ class PrefixCache:
       if m > best_m:
         best, best_m, best_id = entry, m, entry_id
     best_m = min(best_m, len(prompt) - 1)
-    self.prompt_tokens += len(prompt)
     if best is None or best_m < self.min_tokens:
       return None, 0
     self._entries.move_to_end(best_id)
-    self.reused_tokens += best_m
     return best, best_m
+
+  def count(self, prompt_tokens: int, reused_tokens: int) -> None:
+    """Adds a batch's prompt tokens and the ones it took from the cache to the totals."""
+    self.prompt_tokens += prompt_tokens
+    self.reused_tokens += reused_tokens
 
   def insert(self, entry: CachedSequence) -> None:
     """Stores `entry`, dropping entries it extends, then evicts down to `max_bytes`."""

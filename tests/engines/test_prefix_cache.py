@@ -37,7 +37,7 @@ def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   rng = np.random.RandomState(0)
   firsts = [rng.randint(1, 64, 50 + 7 * i).tolist() for i in range(3)]
-  cached = JaxEngine(model, prompt_bucket=16)
+  cached = JaxEngine(model, prompt_bucket=16, prefix_min_saving=0)
   plain = JaxEngine(model, prompt_bucket=16, prefix_cache_mb=0)
   for temperature in (0.0, 1.0):
     with_cache = asyncio.run(conversations(cached, firsts, temperature=temperature))
@@ -57,7 +57,7 @@ def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
 
 def test_a_group_reuses_its_shared_first_prompt_and_updates_clear_it():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
-  engine = JaxEngine(model, prompt_bucket=16)
+  engine = JaxEngine(model, prompt_bucket=16, prefix_min_saving=0)
   shared = np.random.RandomState(3).randint(1, 64, 80).tolist()
   first = asyncio.run(engine.generate(shared, SamplingParams(max_tokens=6, seed=0)))
   reused = engine.prefix_cache.reused_tokens
@@ -66,6 +66,10 @@ def test_a_group_reuses_its_shared_first_prompt_and_updates_clear_it():
   seq = jnp.asarray([shared + [5, 6] + again.token_ids])
   ref = np.asarray(token_logprobs(model(seq), seq))[0, 82:]
   np.testing.assert_allclose(again.logprobs, ref, atol=1e-4)
+  short = JaxEngine(model, prompt_bucket=16)              # default: short prompts never pay
+  asyncio.run(short.generate(shared, SamplingParams(max_tokens=6, seed=0)))
+  asyncio.run(short.generate(shared + [5, 6], SamplingParams(max_tokens=6, seed=1)))
+  assert short.prefix_cache.reused_tokens == 0 and len(short.prefix_cache) == 0  # not kept
   asyncio.run(engine.update_weights(nnx.state(CausalLM(CFG, rngs=nnx.Rngs(9)), nnx.Param), 1))
   assert len(engine.prefix_cache) == 0 and engine.prefix_cache.nbytes == 0
   assert first.weight_version == 0

@@ -591,7 +591,8 @@ def test_strict_mode_refuses_fields_vllm_would_ignore_and_reports_weight_version
 
 
 def test_reset_prefix_cache_empties_the_engines_prefix_cache(tokenizer, folders):
-  engine = JaxEngine(CausalLM(folders["cfg"], rngs=nnx.Rngs(0)), prompt_bucket=16)
+  engine = JaxEngine(CausalLM(folders["cfg"], rngs=nnx.Rngs(0)), prompt_bucket=16,
+                     prefix_min_saving=0)
   asyncio.run(engine.generate(list(range(1, 60)), SamplingParams(max_tokens=4, seed=0)))
   assert len(engine.prefix_cache) == 1
 
