@@ -175,7 +175,7 @@ class JaxEngine:
     sampling = batch[0].sampling
     rows = _next_pow2(len(batch))
     fill = [batch[i] if i < len(batch) else batch[0] for i in range(rows)]  # filler = row 0
-    hits = self._hits(fill)
+    hits = self._hits(fill, len(batch))
     suffixes = [r.prompt[m:] for r, (_, m) in zip(fill, hits)]
     p = bucket_length(max(len(x) for x in suffixes), self.prompt_bucket)
     n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
@@ -208,7 +208,7 @@ class JaxEngine:
     return self.prefix_cache is not None and any(
         len(r.prompt) + r.sampling.max_tokens >= self.prefix_min_saving for r in batch)
 
-  def _hits(self, fill: list[_Request]) -> list[tuple[CachedSequence | None, int]]:
+  def _hits(self, fill: list[_Request], real_rows: int) -> list[tuple[CachedSequence | None, int]]:
     """Each row's prefix cache hit (entry, tokens reused), or none at all when they would
     not shrink the batch's padded prefill by half and by `prefix_min_saving` tokens (rows
     without a hit still prefill in full)."""
@@ -220,8 +220,8 @@ class JaxEngine:
     suffix = bucket_length(max(len(r.prompt) - m for r, (_, m) in zip(fill, hits)),
                            self.prompt_bucket)
     worth = 2 * suffix <= full and full - suffix >= self.prefix_min_saving
-    self.prefix_cache.count(sum(len(r.prompt) for r in fill),
-                            sum(m for _, m in hits) if worth else 0)
+    self.prefix_cache.count(sum(len(r.prompt) for r in fill[:real_rows]),     # not fillers
+                            sum(m for _, m in hits[:real_rows]) if worth else 0)
     return hits if worth else misses
 
   def _prefix_arrays(self, hits, model: CausalLM) -> CachedPrefix:
