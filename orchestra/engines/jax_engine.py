@@ -185,11 +185,12 @@ class JaxEngine:
       ids[i, p - len(suffix):] = suffix
       mask[i, p - len(suffix):] = True
     select = Sampler(sampling.temperature, sampling.top_k, sampling.top_p)
+    store = self._worth_storing(batch)
     out = generate(model, ids, mask, max_new_tokens=n, select=select,
                    seeds=np.asarray([r.seed for r in fill], np.int64),
                    stop_ids=sampling.stop_token_ids, pad_id=self.pad_id,
                    prefix=self._prefix_arrays(hits, model) if any(m for _, m in hits) else None,
-                   return_cache=self._worth_storing(batch))
+                   return_cache=store)
     tokens, logps = jax.device_get(out[:2])
     stops = set(sampling.stop_token_ids)
     results = []
@@ -199,7 +200,7 @@ class JaxEngine:
       reason = "stop" if end is not None else "length"
       end = end or len(row_tokens)
       results.append((row_tokens[:end], [float(x) for x in row_logps[:end]], reason))
-    if self._worth_storing(batch):
+    if store:
       self._store(batch, results, jax.device_get(out[2]))
     return results
 

@@ -36,6 +36,14 @@ class _World:
     return [{"name": self.n.find_person,
              "arguments": {"email": self.db[self.n.people][person_id]["email"]}}]
 
+  def list_bookings(self, person_id: str) -> dict:
+    """The gold call listing a person's bookings."""
+    return {"name": self.n.list_bookings, "arguments": {self.n.person_id: person_id}}
+
+  def search(self, resource: dict) -> dict:
+    """The gold call searching resources of `resource`'s category."""
+    return {"name": self.n.search, "arguments": {self.t.category: resource[self.t.category]}}
+
   def next_booking_id(self) -> str:
     prefix = self.schema["tables"][self.n.bookings]["id_prefix"]
     return f"{prefix}{len(self.db[self.n.bookings]) + 1:03d}"
@@ -64,7 +72,7 @@ def _lookup_price(w: _World) -> dict | None:
                  f"You want the {words(w.t.price)} of your {words(w.t.booking)}"
                  f" for {resource['name']}.",
                  w.identify(pid) + [
-                     {"name": w.n.list_bookings, "arguments": {w.n.person_id: pid}},
+                     w.list_bookings(pid),
                      {"name": w.n.get_resource, "arguments": {w.n.resource_id: rid}}],
                  [str(resource[w.t.price])])
 
@@ -79,7 +87,7 @@ def _book(w: _World) -> dict | None:
                  f"You want {a_or_an(words(w.t.booking))} for {resource['name']} "
                  f"({words(w.t.category)}: {resource[w.t.category]}).",
                  w.identify(pid) + [
-                     {"name": w.n.search, "arguments": {w.t.category: resource[w.t.category]}},
+                     w.search(resource),
                      {"name": w.n.create, "arguments": {w.n.person_id: pid, w.n.resource_id: rid}}],
                  [w.next_booking_id()], "Ask for the new record's id.")
 
@@ -91,7 +99,7 @@ def _cancel(w: _World) -> dict | None:
   pid, _, _, resource = _booking_parts(w, bid)
   return w.draft("write", "cancel", pid,
                  f"You want to cancel your {words(w.t.booking)} for {resource['name']}.",
-                 w.identify(pid) + [{"name": w.n.list_bookings, "arguments": {w.n.person_id: pid}},
+                 w.identify(pid) + [w.list_bookings(pid),
                                     {"name": w.n.cancel, "arguments": {w.n.booking_id: bid}}], [])
 
 
@@ -118,8 +126,8 @@ def _rebook(w: _World) -> dict | None:
                  f"You want to move your {words(w.t.booking)} from {old['name']} to "
                  f"{new['name']} ({words(w.t.category)}: {new[w.t.category]}).",
                  w.identify(pid) + [
-                     {"name": w.n.list_bookings, "arguments": {w.n.person_id: pid}},
-                     {"name": w.n.search, "arguments": {w.t.category: new[w.t.category]}},
+                     w.list_bookings(pid),
+                     w.search(new),
                      {"name": w.n.change_resource,
                       "arguments": {w.n.booking_id: bid, w.n.resource_id: new_id}}], [])
 
@@ -131,7 +139,7 @@ def _refuse_cancel(w: _World) -> dict | None:
   pid, booking, _, resource = _booking_parts(w, bid)
   return w.draft("read", "refuse_cancel", pid,
                  f"You want to cancel your {words(w.t.booking)} for {resource['name']}.",
-                 w.identify(pid) + [{"name": w.n.list_bookings, "arguments": {w.n.person_id: pid}}],
+                 w.identify(pid) + [w.list_bookings(pid)],
                  [booking["status"]], "If it cannot be cancelled, accept that.")
 
 

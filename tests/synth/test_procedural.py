@@ -78,7 +78,7 @@ class CountingGenerator(ProceduralGenerator):
 def test_a_rerun_resumes_from_the_stage_files(tmp_path):
   first = run(tmp_path)
   before = files(tmp_path)
-  name = first["per_domain"] and sorted(first["per_domain"])[0]
+  name = sorted(first["per_domain"])[0]
   (tmp_path / "work" / name / "tools.json").unlink()       # killed after the database stage
   for f in ("policy.json", "tasks.json"):
     (tmp_path / "work" / name / f).unlink()

@@ -418,6 +418,17 @@ def load_splits(path: Path | str, task_ids: Optional[list[str]] = None) -> dict[
   return splits
 
 
+def load_policy_tasks_splits(folder: Path) -> tuple[str, list[Task], dict[str, list[str]]]:
+  """A domain folder's policy.md, tasks.json and (optional) split_tasks.json."""
+  policy_path = folder / "policy.md"
+  if not policy_path.is_file():
+    raise FileNotFoundError(f"policy not found: {policy_path}")
+  tasks = load_tasks(folder / "tasks.json")
+  split_path = folder / "split_tasks.json"
+  splits = load_splits(split_path, [t.id for t in tasks]) if split_path.is_file() else {}
+  return policy_path.read_text(), tasks, splits
+
+
 # ------------------------------------------------------------------------- domain
 
 class Domain:
@@ -448,14 +459,9 @@ class Domain:
     folder = root if (root / "db.json").is_file() else root / "domains" / name
     if not folder.is_dir():
       raise FileNotFoundError(f"tau2 domain folder not found: {folder} (data_dir={root})")
-    policy_path = folder / "policy.md"
-    if not policy_path.is_file():
-      raise FileNotFoundError(f"policy not found: {policy_path}")
-    tasks = load_tasks(folder / "tasks.json")
-    split_path = folder / "split_tasks.json"
-    splits = load_splits(split_path, [t.id for t in tasks]) if split_path.is_file() else {}
-    return cls(name, policy_path.read_text(), db_cls.load(folder / "db.json"), toolkit_cls,
-               tasks, splits, **kwargs)
+    policy, tasks, splits = load_policy_tasks_splits(folder)
+    return cls(name, policy, db_cls.load(folder / "db.json"), toolkit_cls, tasks, splits,
+               **kwargs)
 
   def initial_db_hash(self) -> str:
     """Hash of the shipped DB (before any task initial state), computed once."""

@@ -37,8 +37,8 @@ import operator
 from pathlib import Path
 from typing import Any, Mapping
 
-from orchestra.envs.domains.base import (READ, WRITE, Domain, Task, Toolkit, load_splits,
-                                         load_tasks, read_json, tool)
+from orchestra.envs.domains.base import (READ, WRITE, Domain, Task, Toolkit,
+                                         load_policy_tasks_splits, read_json, tool)
 from orchestra.envs.domains.tables import FIELD_TYPES, NAME_RE, Field, Schema, SpecError, TablesDB
 
 COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -393,14 +393,8 @@ def load_declarative_domain(folder: Path | str) -> Domain:
   parts = [read_json(folder / f, what) for f, what in (("schema.json", "schema file"),
                                                      ("tools.json", "tool spec file"),
                                                      ("db.json", "database file"))]
-  policy = folder / "policy.md"
-  if not policy.is_file():
-    raise FileNotFoundError(f"policy not found: {policy}")
-  tasks = load_tasks(folder / "tasks.json")
-  split_path = folder / "split_tasks.json"
-  splits = load_splits(split_path, [t.id for t in tasks]) if split_path.is_file() else {}
   try:
-    return declarative_domain(*parts, policy.read_text(), tasks, splits)
+    return declarative_domain(*parts, *load_policy_tasks_splits(folder))
   except SpecError as e:
     raise SpecError(f"{folder}: {e}") from None
 
