@@ -1,16 +1,20 @@
-"""In-process engine: concurrent requests batched onto the JAX KV-cache sampler.
+"""In-process engine: concurrent requests decoded with continuous batching on the JAX sampler.
 
-`generate` calls from many coroutines are queued; a worker takes up to
-`max_batch_size` of them that share sampling settings, left-pads them into
-one batch and runs `orchestra.models.decoding.generate` in a thread, so the
-event loop keeps running tools meanwhile. Shapes are bucketed (prompt length
-by `orchestra.shapes.bucket_length` over `prompt_bucket`, batch size to a power
-of two, new tokens to a multiple of 16)
-so a run compiles a handful of programs, not one per request.
+`generate` calls from many coroutines are queued. A worker keeps one `SlotBatch` (decode
+slots over one KV cache, `slot_batch.py`) and alternates, in a thread so the event loop
+keeps running tools meanwhile: admit waiting requests that share the batch's sampling
+settings into free slots (prefilled in a batch of their own), then decode a chunk of
+steps. A row that ends is answered at the end of its chunk and its slot refilled, so
+short completions never wait for the batch's longest row (continuous batching).
+Shapes are bucketed (cache length by `orchestra.shapes.bucket_length` over
+`prompt_bucket`, rows to a power of two, token columns to a multiple of 16) so a run
+compiles a handful of programs, not one per request.
 
 A prefix cache (`prefix_cache.py`, on by default) keeps each finished row's keys and
 values: a later prompt that starts with a stored sequence (the episode's earlier turns, a
-group's shared first prompt) prefills only its new tokens. It is cleared on every weight
+group's shared first prompt) prefills only its new tokens. Weights swap between chunks:
+rows in flight finish on the weights they started with (and report that version), new
+requests wait for them and start on the new weights; the prefix cache is cleared at every
 update, so a completion never mixes two weight versions.
 """
 
@@ -30,7 +34,8 @@ from flax import nnx
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache
 from orchestra.models.decoder import CausalLM
-from orchestra.models.decoding import CachedPrefix, Sampler, generate
+from orchestra.engines.slot_batch import EndedRow, SlotBatch, next_pow2
+from orchestra.models.decoding import CachedPrefix
 from orchestra.shapes import bucket_length
 
 
@@ -48,10 +53,6 @@ def _check_same_shapes(served: CausalLM, new: CausalLM) -> None:
     if shape(old_shapes, name) != shape(new_shapes, name):
       raise ValueError(f"the new weights do not fit the served model (another architecture?): "
                        f"{name}: new {shape(new_shapes, name)}, served {shape(old_shapes, name)}")
-
-
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
 
 
 @dataclasses.dataclass
@@ -79,13 +80,16 @@ class JaxEngine:
     prefix_min_saving: a batch takes its prefix cache hits only when they shorten its
       padded prefill by at least this many tokens and by half: each new (prefix, suffix)
       shape is a compilation (~1-2 s on CPU), which short prompts never pay back.
+    chunk_steps: most decode steps between two admissions of waiting requests (a chunk
+      also ends when a row ends while requests wait for a slot).
   """
 
   def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
                max_gather_s: float = 0.05, prompt_bucket: int = 64, pad_id: int = 0,
                weight_version: int = 0, prefix_cache_mb: float = 1024,
-               prefix_min_saving: int = 512):
+               prefix_min_saving: int = 512, chunk_steps: int = 32):
     self.model = model
+    self.chunk_steps = chunk_steps
     self.max_batch_size = max_batch_size
     self.max_wait_s, self.max_gather_s = max_wait_s, max_gather_s
     self.prompt_bucket = prompt_bucket
@@ -93,6 +97,7 @@ class JaxEngine:
     self.weight_version = weight_version
     self._pending: list[_Request] = []
     self._worker: asyncio.Task | None = None
+    self._batch: SlotBatch | None = None
     self._rng = random.Random(0)
     self._swap_lock = asyncio.Lock()
     self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
@@ -113,7 +118,8 @@ class JaxEngine:
     return await future
 
   async def update_weights(self, source: Any, version: int) -> None:
-    """Swaps in new weights between batches.
+    """Swaps in new weights for requests not yet started (rows in flight finish on the
+    weights they started with).
 
     `source` is an `nnx.State` of parameters (e.g. `Learner.params`), a
     `CausalLM`, or the path of a Hugging Face folder (loaded in the dtype of the
@@ -137,21 +143,27 @@ class JaxEngine:
         self.prefix_cache.clear()
 
   async def _run(self):
-    while self._pending:
-      await self._gather()
-      batch = self._take_batch()
-      async with self._swap_lock:
-        model, version = self.model, self.weight_version
-        try:
-          results = await asyncio.to_thread(self._decode, model, batch)
-        except Exception as e:  # noqa: BLE001 - every waiting request learns why
-          for r in batch:
-            if not r.future.done():
-              r.future.set_exception(EngineError(f"generation failed: {type(e).__name__}: {e}"))
-          continue
-      for r, (tokens, logps, reason) in zip(batch, results, strict=True):
-        if not r.future.done():
-          r.future.set_result(Completion(tokens, logps, reason, version))
+    while self._pending or (self._batch is not None and self._batch.live):
+      if self._batch is None or not self._batch.live:
+        await self._gather()
+      admitted = self._take_admissions()
+      batch = self._batch
+      try:
+        ended = await asyncio.to_thread(self._step, batch, admitted)
+      except Exception as e:  # noqa: BLE001 - every waiting request learns why
+        for r in admitted + [r for r in batch.requests if r is not None]:
+          if not r.future.done():
+            r.future.set_exception(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+        self._batch = None
+        continue
+      for row in ended:
+        if row.cache_row is not None and batch.version == self.weight_version:
+          self._store(row)                # (an older version's keys never enter the cache)
+        if not row.request.future.done():
+          row.request.future.set_result(Completion(row.tokens, row.logps, row.reason,
+                                                   batch.version))
+      if not batch.live and self._batch is batch:
+        self._batch = None              # the next requests get a cache of their own size
 
   async def _gather(self) -> None:
     """Sleeps `max_wait_s`, then again while the queue grew in the last sleep (see the
@@ -163,51 +175,54 @@ class JaxEngine:
       seen = len(self._pending)
       await asyncio.sleep(self.max_wait_s)
 
-  def _take_batch(self) -> list[_Request]:
-    """Up to max_batch_size pending requests with the first request's settings."""
-    key = _batch_key(self._pending[0].sampling)
-    batch = [r for r in self._pending if _batch_key(r.sampling) == key][:self.max_batch_size]
-    taken = {id(r) for r in batch}
-    self._pending = [r for r in self._pending if id(r) not in taken]
-    return batch
+  def _take_admissions(self) -> list[_Request]:
+    """Waiting requests that can join the current batch now (its sampling settings and
+    weight version, up to its free slots); a new batch when the old one has drained."""
+    batch = self._batch
+    if batch is None or (not batch.live and self._pending and (
+        batch.version != self.weight_version
+        or _batch_key(batch.sampling) != _batch_key(self._pending[0].sampling))):
+      if not self._pending:
+        return []
+      first = self._pending[0].sampling
+      matching = sum(_batch_key(r.sampling) == _batch_key(first) for r in self._pending)
+      batch = self._batch = SlotBatch(
+          self.model, self.weight_version, first,
+          rows=min(self.max_batch_size, next_pow2(matching)), max_rows=self.max_batch_size,
+          pad_id=self.pad_id, prompt_bucket=self.prompt_bucket, chunk_steps=self.chunk_steps,
+          keep_cache_row=self._worth_storing if self.prefix_cache is not None else None)
+    if batch.version != self.weight_version:
+      return []                                   # rows on the old weights finish first
+    key = _batch_key(batch.sampling)
+    taken = [r for r in self._pending if _batch_key(r.sampling) == key][:batch.free_slots()]
+    ids = {id(r) for r in taken}
+    self._pending = [r for r in self._pending if id(r) not in ids]
+    return taken
 
-  def _decode(self, model: CausalLM, batch: list[_Request]):
-    sampling = batch[0].sampling
-    rows = _next_pow2(len(batch))
-    fill = [batch[i] if i < len(batch) else batch[0] for i in range(rows)]  # filler = row 0
-    hits = self._hits(fill, len(batch))
+  def _step(self, batch: SlotBatch, admitted: list[_Request]) -> list[EndedRow]:
+    """Admits `admitted` into `batch` (with their prefix cache hits) and decodes one
+    chunk; returns the rows that ended."""
+    if admitted:
+      self._admit(batch, admitted)
+    return batch.run_chunk(requests_waiting=bool(self._pending))
+
+  def _admit(self, batch: SlotBatch, admitted: list[_Request]) -> None:
+    rows = next_pow2(len(admitted))
+    fill = admitted + [admitted[0]] * (rows - len(admitted))    # filler = row 0
+    hits = self._hits(fill, len(admitted))
     suffixes = [r.prompt[m:] for r, (_, m) in zip(fill, hits)]
     p = bucket_length(max(len(x) for x in suffixes), self.prompt_bucket)
-    n = -(-max(r.sampling.max_tokens for r in batch) // 16) * 16
     ids = np.full((rows, p), self.pad_id, np.int32)
     mask = np.zeros((rows, p), bool)
     for i, suffix in enumerate(suffixes):
       ids[i, p - len(suffix):] = suffix
       mask[i, p - len(suffix):] = True
-    select = Sampler(sampling.temperature, sampling.top_k, sampling.top_p)
-    store = self._worth_storing(batch)
-    out = generate(model, ids, mask, max_new_tokens=n, select=select,
-                   seeds=np.asarray([r.seed for r in fill], np.int64),
-                   stop_ids=sampling.stop_token_ids, pad_id=self.pad_id,
-                   prefix=self._prefix_arrays(hits, model) if any(m for _, m in hits) else None,
-                   return_cache=store)
-    tokens, logps = jax.device_get(out[:2])
-    stops = set(sampling.stop_token_ids)
-    results = []
-    for i, r in enumerate(batch):
-      row_tokens, row_logps = tokens[i, :r.sampling.max_tokens].tolist(), logps[i]
-      end = next((j + 1 for j, t in enumerate(row_tokens) if t in stops), None)
-      reason = "stop" if end is not None else "length"
-      end = end or len(row_tokens)
-      results.append((row_tokens[:end], [float(x) for x in row_logps[:end]], reason))
-    if store:
-      self._store(batch, results, jax.device_get(out[2]))
-    return results
+    prefix = self._prefix_arrays(hits, batch.config) if any(m for _, m in hits) else None
+    batch.admit(admitted, ids, mask, prefix)
 
-  def _worth_storing(self, batch: list[_Request]) -> bool:
-    """Whether a row can end long enough (>= `prefix_min_saving` tokens) to be reused."""
-    return self.prefix_cache is not None and any(
-        len(r.prompt) + r.sampling.max_tokens >= self.prefix_min_saving for r in batch)
+  def _worth_storing(self, request: _Request, num_tokens: int) -> bool:
+    """Whether a row ended long enough (>= `prefix_min_saving` tokens) to be reused."""
+    return len(request.prompt) + num_tokens - 1 >= self.prefix_min_saving
 
   def _hits(self, fill: list[_Request], real_rows: int) -> list[tuple[CachedSequence | None, int]]:
     """Each row's prefix cache hit (entry, tokens reused), or none at all when they would
@@ -225,10 +240,9 @@ class JaxEngine:
                             sum(m for _, m in hits[:real_rows]) if worth else 0)
     return hits if worth else misses
 
-  def _prefix_arrays(self, hits, model: CausalLM) -> CachedPrefix:
+  def _prefix_arrays(self, hits, cfg) -> CachedPrefix:
     """The hits' first m tokens of keys/values, right-aligned in [rows, C] (C bucketed)."""
     c = bucket_length(max(m for _, m in hits), self.prompt_bucket)
-    cfg = model.config
     first = next(e for e, m in hits if m)
     shape = (len(hits), cfg.num_kv_heads, c, cfg.head_dim)
     keys = [np.zeros(shape, first.keys[0].dtype) for _ in range(cfg.num_layers)]
@@ -243,20 +257,16 @@ class JaxEngine:
     return CachedPrefix(tuple(keys), tuple(values), mask,
                         np.asarray([m for _, m in hits], np.int32))
 
-  def _store(self, batch: list[_Request], results: list, cache) -> None:
-    """Each request's prompt + the completion tokens it returned that were fed back (all
-    but the last generated one), with their keys/values; tokens decoded past the request's
-    own `max_tokens` (the batch decodes to a multiple of 16) are not kept."""
-    for i, (r, (completion, _, _)) in enumerate(zip(batch, results)):
-      real = np.flatnonzero(np.asarray(cache.mask_BS[i], bool))
-      fed = min(len(real) - len(r.prompt), len(completion))
-      if len(r.prompt) + fed < self.prefix_min_saving:
-        continue
-      slots = real[:len(r.prompt) + fed]
-      self.prefix_cache.insert(CachedSequence(
-          np.asarray(r.prompt + completion[:fed], np.int32),
-          [np.asarray(k[i][:, slots]) for k in cache.keys],
-          [np.asarray(v[i][:, slots]) for v in cache.values]))
+  def _store(self, row: EndedRow) -> None:
+    """The request's prompt + the completion tokens that were fed back (all but the last
+    generated one), with their keys/values."""
+    r, (mask_S, keys, values) = row.request, row.cache_row
+    real = np.flatnonzero(mask_S)
+    fed = min(len(real) - len(r.prompt), len(row.tokens))
+    slots = real[:len(r.prompt) + fed]
+    self.prefix_cache.insert(CachedSequence(
+        np.asarray(r.prompt + row.tokens[:fed], np.int32),
+        [np.asarray(k[:, slots]) for k in keys], [np.asarray(v[:, slots]) for v in values]))
 
 
 def _batch_key(s: SamplingParams):

@@ -1,11 +1,13 @@
 """Incremental decoding with the KV cache: one prefill, then one-token steps.
 
-The whole loop (prefill + a `lax.while_loop` over steps) is one jitted call:
-no token crosses back to the host until the batch is done, and the loop
-exits as soon as every row has emitted a stop token. Token choice is a
+`generate` is one jitted call (`prefill` + `decode_steps`, a `lax.while_loop`): no
+token crosses back to the host until the batch is done, and the loop exits as soon as
+every row has stopped. The loop's carry, `DecodeState`, tracks each row on its own
+(tokens so far, limit, PRNG key), which is what lets `continuous_batching` refill a
+finished row's slot between chunks of steps. Token choice is a
 `Sampler(logits_BV, keys_B) -> (tokens_B, logprobs_B)`; each row has its own
-PRNG key, folded with the step index, so a row's samples do not depend on
-which other rows share its batch.
+PRNG key, folded with its token index, so a row's samples do not depend on
+which other rows share its batch, nor on when it joined it.
 """
 
 from __future__ import annotations
@@ -100,42 +102,92 @@ def _cache_after(prefix: CachedPrefix, room: int) -> KVCache:
                  next_position_B=prefix.length_B, index=jnp.asarray(c, jnp.int32))
 
 
+@flax.struct.dataclass
+class DecodeState:
+  """Rows being decoded over one KV cache: the carry of the decode loop.
+
+  Row b has generated `count_B[b]` tokens (`tokens_BN[b, :count]`, their log-probs in
+  `logps_BN`), feeds `last_B[b]` at its next step and samples it with the key
+  fold_in(keys_B[b], count_B[b]), so its samples depend only on its own seed. It stops
+  (`active_B` False) at a stop id or after `limit_B[b]` tokens; later steps still run it
+  but write nothing it will see, and its remaining tokens stay `pad_id` with log-prob 0.
+  """
+  cache: KVCache
+  tokens_BN: jax.Array             # int32
+  logps_BN: jax.Array              # float32
+  last_B: jax.Array                # int32
+  count_B: jax.Array               # int32
+  limit_B: jax.Array               # int32
+  active_B: jax.Array              # bool
+  keys_B: jax.Array                # PRNG keys
+
+
+def _row_keys(keys_B, count_B):
+  return jax.vmap(jax.random.fold_in)(keys_B, count_B)
+
+
+def prefill(model: CausalLM, prefix: CachedPrefix, prompt_ids_BP, prompt_mask_BP, keys_B,
+            limit_B, *, room: int, max_new_tokens: int, select: Sampler,
+            stop_ids: tuple[int, ...], pad_id: int) -> DecodeState:
+  """Runs the prompts (after `prefix`) and samples each row's first token; the cache
+  keeps `room` empty slots after them for the decode steps."""
+  b, p = prompt_ids_BP.shape
+  cache = _cache_after(prefix, p + room)
+  logits_BPV, cache = model.forward_with_cache(prompt_ids_BP, cache, prompt_mask_BP)
+  first_B, first_logp_B = select(logits_BPV[:, -1], _row_keys(keys_B, jnp.zeros(b, jnp.int32)))
+  return DecodeState(
+      cache=cache,
+      tokens_BN=jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first_B),
+      logps_BN=jnp.zeros((b, max_new_tokens), jnp.float32).at[:, 0].set(first_logp_B),
+      last_B=first_B, count_B=jnp.ones(b, jnp.int32), limit_B=limit_B,
+      active_B=~jnp.isin(first_B, jnp.asarray(stop_ids, jnp.int32)) & (limit_B > 1),
+      keys_B=keys_B)
+
+
+def decode_steps(model: CausalLM, state: DecodeState, steps, *, select: Sampler,
+                 stop_ids: tuple[int, ...], until_a_row_ends=False) -> DecodeState:
+  """Up to `steps` one-token steps of every active row, in one `lax.while_loop` that ends
+  early when no row is active, or (`until_a_row_ends`) as soon as any row ends."""
+  stop = jnp.asarray(stop_ids, jnp.int32)
+  rows_B = jnp.arange(state.last_B.shape[0])
+  n = state.tokens_BN.shape[1]
+
+  def cond(carry):
+    i, s, ended = carry
+    return (i < steps) & s.active_B.any() & ~(until_a_row_ends & ended)
+
+  def body(carry):
+    i, s, ended = carry
+    logits_B1V, cache = model.forward_with_cache(s.last_B[:, None], s.cache, s.active_B[:, None])
+    next_B, logp_B = select(logits_B1V[:, 0], _row_keys(s.keys_B, s.count_B))
+    live_B, col_B = s.active_B, jnp.minimum(s.count_B, n - 1)
+    count_B = s.count_B + live_B
+    ends_B = live_B & (jnp.isin(next_B, stop) | (count_B >= s.limit_B))
+    s = s.replace(
+        cache=cache,
+        tokens_BN=s.tokens_BN.at[rows_B, col_B].set(
+            jnp.where(live_B, next_B, s.tokens_BN[rows_B, col_B])),
+        logps_BN=s.logps_BN.at[rows_B, col_B].set(
+            jnp.where(live_B, logp_B, s.logps_BN[rows_B, col_B])),
+        last_B=jnp.where(live_B, next_B, s.last_B), count_B=count_B,
+        active_B=live_B & ~ends_B)
+    return i + 1, s, ended | ends_B.any()
+
+  return jax.lax.while_loop(cond, body, (jnp.int32(0), state, jnp.bool_(False)))[1]
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
                                              "pad_id", "return_cache"))
 def _generate(graphdef, state, prefix: CachedPrefix, prompt_ids_BP, prompt_mask_BP, keys_B, *,
               max_new_tokens: int, select: Sampler, stop_ids: tuple[int, ...], pad_id: int,
               return_cache: bool):
   model = nnx.merge(graphdef, state)
-  b, p = prompt_ids_BP.shape
   n = max_new_tokens
-  cache = _cache_after(prefix, p + n)
-  logits_BPV, cache = model.forward_with_cache(prompt_ids_BP, cache, prompt_mask_BP)
-  stop = jnp.asarray(stop_ids, jnp.int32)
-  step_keys = lambda t: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, t)
-  first_B, first_logp_B = select(logits_BPV[:, -1], step_keys(0))
-
-  tokens_BN = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(first_B)
-  logps_BN = jnp.zeros((b, n), jnp.float32).at[:, 0].set(first_logp_B)
-  done_B = jnp.isin(first_B, stop)
-
-  def cond(carry):
-    t, _, _, done_B, _ = carry
-    return (t < n) & ~done_B.all()
-
-  def body(carry):
-    t, tokens_BN, logps_BN, done_B, cache = carry
-    last_B = tokens_BN[:, t - 1]
-    logits_B1V, cache = model.forward_with_cache(last_B[:, None], cache, ~done_B[:, None])
-    next_B, logp_B = select(logits_B1V[:, 0], step_keys(t))
-    next_B = jnp.where(done_B, pad_id, next_B)
-    tokens_BN = tokens_BN.at[:, t].set(next_B)
-    logps_BN = logps_BN.at[:, t].set(jnp.where(done_B, 0.0, logp_B))
-    done_B = done_B | jnp.isin(next_B, stop)
-    return t + 1, tokens_BN, logps_BN, done_B, cache
-
-  _, tokens_BN, logps_BN, _, cache = jax.lax.while_loop(
-      cond, body, (jnp.int32(1), tokens_BN, logps_BN, done_B, cache))
-  return tokens_BN, logps_BN, (cache if return_cache else None)
+  limit_B = jnp.full(prompt_ids_BP.shape[0], n, jnp.int32)
+  decoded = prefill(model, prefix, prompt_ids_BP, prompt_mask_BP, keys_B, limit_B, room=n,
+                    max_new_tokens=n, select=select, stop_ids=stop_ids, pad_id=pad_id)
+  decoded = decode_steps(model, decoded, n - 1, select=select, stop_ids=stop_ids)
+  return decoded.tokens_BN, decoded.logps_BN, (decoded.cache if return_cache else None)
 
 
 def generate(model: CausalLM, prompt_ids_BP, prompt_mask_BP=None, *, max_new_tokens: int,

@@ -24,8 +24,8 @@ def test_concurrent_requests_match_a_forward_pass_and_are_batched():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   engine = JaxEngine(model, prompt_bucket=16)
   calls = []
-  original = engine._decode
-  engine._decode = lambda m, batch: calls.append(len(batch)) or original(m, batch)
+  original = engine._admit
+  engine._admit = lambda batch, admitted: calls.append(len(admitted)) or original(batch, admitted)
 
   async def main():
     return await asyncio.gather(*(engine.generate(p, SamplingParams(max_tokens=5 + i % 3, seed=i))
@@ -85,11 +85,12 @@ def test_requests_that_trickle_in_are_gathered_into_one_batch(monkeypatch):
   import types
 
   import orchestra.engines.jax_engine as jax_engine
+  from orchestra.engines.slot_batch import EndedRow
   engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)), max_gather_s=60.0)
   sizes, jobs, arrivals = [], [], list(prompts(12))
   sampling = SamplingParams(max_tokens=1, temperature=1.0)
-  monkeypatch.setattr(engine, "_decode", lambda model, batch: (
-      sizes.append(len(batch)) or [([1], [-0.1], "length") for _ in batch]))
+  monkeypatch.setattr(engine, "_step", lambda batch, admitted: (
+      sizes.append(len(admitted)) or [EndedRow(r, [1], [-0.1], "length") for r in admitted]))
   real_sleep = asyncio.sleep
 
   async def sleep_while_one_more_arrives(_):

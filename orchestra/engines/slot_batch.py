@@ -1,0 +1,187 @@
+"""Host side of continuous batching: which request holds which decode slot.
+
+A `SlotBatch` is one `continuous_batching` decode state with the weights and sampling
+settings it was made with. `admit` prefills new requests and puts them in free slots;
+`run_chunk` decodes up to `chunk_steps` steps (stopping at the first row to end while
+requests wait for a slot) and returns the rows that ended, so the engine can answer them
+and refill their slots at once, instead of waiting for the batch's longest row.
+
+Cache bookkeeping: rows share one write index I; row j's tokens lie in slots
+[I - span_j, I). Before a chunk the cache is shifted so that I >= every live span and
+`chunk_steps` slots are free after I (when fewer are, and a shift frees more), and grown
+(B, S or N, to a bucket) when a request needs more than it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from orchestra.engines.base import SamplingParams
+from orchestra.models import continuous_batching as cb
+from orchestra.models.decoder import CausalLM
+from orchestra.models.decoding import CachedPrefix, Sampler
+from orchestra.shapes import bucket_length
+
+
+def next_pow2(n: int) -> int:
+  return 1 << max(0, (n - 1).bit_length())
+
+
+@dataclasses.dataclass
+class EndedRow:
+  """A request whose row ended: its tokens, their log-probs, why it ended, and (when the
+  batch keeps them) its cache row: mask [S] and per-layer keys/values [K, S, E]."""
+  request: Any
+  tokens: list[int]
+  logps: list[float]
+  reason: str
+  cache_row: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
+
+
+class SlotBatch:
+  """Continuous batching over `rows` slots of one model version and sampling setting.
+
+  Args:
+    model: the weights every row of this batch samples from.
+    version: their weight version (reported with each completion).
+    sampling: the batch's sampling settings (temperature, top-k/p, stop ids).
+    rows: initial number of slots (grown up to `max_rows` when requests wait).
+    pad_id: padding token id.
+    prompt_bucket: cache lengths are `bucket_length(n, prompt_bucket)`.
+    chunk_steps: most decode steps between two visits of the host.
+    keep_cache_row: `(request, tokens generated) -> bool`: whether to return an ended
+      row's keys/values (for a prefix cache); None: never.
+  """
+
+  def __init__(self, model: CausalLM, version: int, sampling: SamplingParams, *, rows: int,
+               max_rows: int, pad_id: int, prompt_bucket: int, chunk_steps: int = 32,
+               keep_cache_row: Callable[[Any, int], bool] | None = None):
+    self.config, self.version, self.sampling = model.config, version, sampling
+    self.graphdef, self.params = nnx.split(model)
+    self.dtype = model.model.dtype
+    self.select = Sampler(sampling.temperature, sampling.top_k, sampling.top_p)
+    self.stop_ids = tuple(int(s) for s in sampling.stop_token_ids)
+    self.max_rows, self.pad_id, self.bucket = max_rows, pad_id, prompt_bucket
+    self.chunk_steps, self.keep_cache_row = chunk_steps, keep_cache_row
+    self.requests: list[Any] = [None] * rows
+    self.span = [0] * rows              # slots from the row's first one to the write index
+    self.final = [0] * rows             # the most slots the row can ever span
+    self.index = 0
+    self.state = cb.empty_state(self.config, rows, 0, 16, self.dtype, pad_id)
+
+  @property
+  def live(self) -> int:
+    return sum(r is not None for r in self.requests)
+
+  def free_slots(self) -> int:
+    """Slots a new request can take now, counting the growth to `max_rows`."""
+    return self.max_rows - self.live
+
+  def admit(self, requests: list, prompt_ids_KP: np.ndarray, prompt_mask_KP: np.ndarray,
+            prefix: CachedPrefix | None) -> None:
+    """Prefills `requests` (rows of `prompt_ids_KP`, left-padded, after `prefix`; rows
+    past `len(requests)` are fillers) and puts them in free slots."""
+    k = prompt_ids_KP.shape[0]
+    if prefix is None:
+      prefix = CachedPrefix.empty(self.config, k, self.dtype)
+    length = prefix.mask_BC.shape[1] + prompt_ids_KP.shape[1]
+    limits = [r.sampling.max_tokens for r in requests]
+    self._make_room(len(requests), max(length + n for n in limits), max(limits), length)
+    fill = requests + [requests[0]] * (k - len(requests))
+    new = cb.prefill_rows(
+        self.graphdef, self.params, prefix, prompt_ids_KP, prompt_mask_KP,
+        jax.vmap(jax.random.key)(np.asarray([r.seed for r in fill], np.uint32)),
+        np.asarray([r.sampling.max_tokens for r in fill], np.int32),
+        max_new_tokens=self.state.tokens_BN.shape[1], select=self.select,
+        stop_ids=self.stop_ids, pad_id=self.pad_id)
+    slots = [j for j, r in enumerate(self.requests) if r is None][:len(requests)]
+    for j, r in zip(slots, requests):
+      self.requests[j], self.span[j] = r, length
+      self.final[j] = length + r.sampling.max_tokens
+    slot_k = np.asarray(slots + [slots[0]] * (k - len(slots)), np.int32)   # fillers: row 0
+    self.state = cb.insert_rows(self.state, new, slot_k)
+
+  def run_chunk(self, requests_waiting: bool) -> list[EndedRow]:
+    """Decodes up to `chunk_steps` steps (fewer when the cache's free slots run out; until
+    the first row ends when `requests_waiting`); returns the rows that ended."""
+    live = [j for j, r in enumerate(self.requests) if r is not None]
+    if not live:
+      return []
+    need, slots = self._longest_span(), self.state.cache.mask_BS.shape[1]
+    enough = bucket_length(max(self.final[j] for j in live), self.bucket)
+    if 2 * enough <= slots:                            # the long rows have left: shrink S
+      self._arrange(need, at_least_free=slots)         # live rows to [0, need)
+      self._resize(self.state.cache.mask_BS.shape[0], enough, self.state.tokens_BN.shape[1])
+    self._arrange(need)
+    steps = min(self.chunk_steps, self.state.cache.mask_BS.shape[1] - self.index)
+    if steps < 1:
+      raise RuntimeError(f"internal: no free cache slot after index {self.index} for rows of "
+                         f"spans {self.span} (at most {self.final})")
+    self.state = cb.decode_chunk(self.graphdef, self.params, self.state, np.int32(steps),
+                                 np.bool_(requests_waiting), select=self.select,
+                                 stop_ids=self.stop_ids)
+    index, active = jax.device_get((self.state.cache.index, self.state.active_B))
+    ran, self.index = int(index) - self.index, int(index)
+    for j in live:
+      self.span[j] += ran
+    return self._take_ended([j for j in live if not active[j]])
+
+  def _take_ended(self, ended: list[int]) -> list[EndedRow]:
+    if not ended:
+      return []
+    tokens, logps, count = jax.device_get((self.state.tokens_BN, self.state.logps_BN,
+                                           self.state.count_B))
+    rows = []
+    for j in ended:
+      n = int(count[j])
+      row_tokens = tokens[j, :n].tolist()
+      reason = "stop" if n and row_tokens[-1] in self.stop_ids else "length"
+      keep = self.keep_cache_row is not None and self.keep_cache_row(self.requests[j], n)
+      rows.append(EndedRow(self.requests[j], row_tokens, [float(x) for x in logps[j, :n]],
+                           reason, self._cache_row(j) if keep else None))
+      self.requests[j] = None
+    return rows
+
+  def _cache_row(self, j: int):
+    c = self.state.cache
+    return jax.device_get((c.mask_BS[j], [k[j] for k in c.keys], [v[j] for v in c.values]))
+
+  def _longest_span(self) -> int:
+    return max((sp for sp, r in zip(self.span, self.requests) if r is not None), default=0)
+
+  def _make_room(self, new_rows: int, span: int, width: int, length: int) -> None:
+    """Grows B, S and N as the admitted rows need, then places the write index at or past
+    `length` (their prefilled slots) and every live span."""
+    b, s = self.state.cache.mask_BS.shape
+    n = self.state.tokens_BN.shape[1]
+    self._resize(max(b, min(self.max_rows, next_pow2(self.live + new_rows))),
+                 max(s, bucket_length(span, self.bucket)), max(n, -(-width // 16) * 16))
+    self._arrange(max(length, self._longest_span()))
+
+  def _resize(self, rows: int, slots: int, width: int) -> None:
+    b = self.state.cache.mask_BS.shape[0]
+    if (rows, slots, width) != (b, self.state.cache.mask_BS.shape[1],
+                                self.state.tokens_BN.shape[1]):
+      self.state = cb.resize(self.state, rows=rows, slots=slots, max_new_tokens=width,
+                             pad_id=self.pad_id)
+      self.requests += [None] * (rows - b)
+      self.span += [0] * (rows - b)
+      self.final += [0] * (rows - b)
+
+  def _arrange(self, need: int, at_least_free: int | None = None) -> None:
+    """Shifts the cache so that the write index is >= `need` (the longest span) and, when
+    fewer than `at_least_free` (default `chunk_steps`) slots are free after it, as low as
+    `need` allows."""
+    free = self.state.cache.mask_BS.shape[1] - self.index
+    target = self.index
+    if self.index < need or (free < (at_least_free or self.chunk_steps) and self.index > need):
+      target = need
+    if target != self.index:
+      self.state = cb.shift(self.state, np.int32(target - self.index))
+      self.index = target

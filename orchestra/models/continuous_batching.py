@@ -1,0 +1,138 @@
+"""Continuous batching on device: B decode slots over one KV cache, refilled between chunks.
+
+A `DecodeState` of B rows (slots) decodes in chunks (`decode_chunk`: up to `steps` steps,
+or until a row ends when requests are waiting). Between chunks the host takes the ended
+rows' tokens and puts new requests in their slots: `prefill_rows` runs k new prompts in a
+batch of their own, `insert_rows` copies them into free slots. Rows of all ages share the
+cache's one write index I, so a new row of L prefilled slots goes in at slots [I - L, I),
+right-aligned like a left-padded prompt; `shift` rolls the whole cache along its slots
+so that every live row and the next chunk fit (I >= the longest row, I + steps <= S), and
+`resize` grows S (or the token width N) when a longer request comes.
+
+A row's result does not depend on when it joined or who shares the cache: masking is
+exact, its RoPE positions are its own, and its samples use its own key folded with its own
+token index (`decoding.DecodeState`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from orchestra.models.decoding import (CachedPrefix, DecodeState, Sampler, decode_steps,
+                                       prefill)
+from orchestra.models.kv_cache import KVCache
+
+
+def empty_state(config, rows: int, slots: int, max_new_tokens: int, dtype, pad_id: int
+                ) -> DecodeState:
+  """B = `rows` idle slots with a cache of S = `slots` and N = `max_new_tokens` columns."""
+  shape = (0, config.num_kv_heads, 0, config.head_dim)
+  none = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+  cache = KVCache(keys=none, values=none, mask_BS=jnp.zeros((0, 0), jnp.bool_),
+                  next_position_B=jnp.zeros(0, jnp.int32), index=jnp.zeros((), jnp.int32))
+  nothing = DecodeState(cache=cache, tokens_BN=jnp.zeros((0, 0), jnp.int32),
+                        logps_BN=jnp.zeros((0, 0), jnp.float32),
+                        last_B=jnp.zeros(0, jnp.int32), count_B=jnp.zeros(0, jnp.int32),
+                        limit_B=jnp.zeros(0, jnp.int32), active_B=jnp.zeros(0, jnp.bool_),
+                        keys_B=jax.vmap(jax.random.key)(jnp.zeros(0, jnp.uint32)))
+  return resize(nothing, rows=rows, slots=slots, max_new_tokens=max_new_tokens, pad_id=pad_id)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
+                                             "pad_id"))
+def prefill_rows(graphdef, params, prefix: CachedPrefix, prompt_ids_KP, prompt_mask_KP, keys_K,
+                 limit_K, *, max_new_tokens: int, select: Sampler, stop_ids: tuple[int, ...],
+                 pad_id: int) -> DecodeState:
+  """k new rows (left-padded prompts after their cached prefixes), each with its first
+  token; their cache holds exactly L = C + P slots (no room: they decode in the slots)."""
+  return prefill(nnx.merge(graphdef, params), prefix, prompt_ids_KP, prompt_mask_KP, keys_K,
+                 limit_K, room=0, max_new_tokens=max_new_tokens, select=select,
+                 stop_ids=stop_ids, pad_id=pad_id)
+
+
+_ROW_FIELDS = ("tokens_BN", "logps_BN", "last_B", "count_B", "limit_B", "active_B", "keys_B")
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def insert_rows(state: DecodeState, new: DecodeState, slot_K) -> DecodeState:
+  """`state` with row i of `new` in slot `slot_K[i]`: its L cache slots go to [I - L, I)
+  (the caller has made I >= L) and the slot's other cache entries are masked out. Filler
+  rows of `new` repeat a real row and name its slot (they write the same values again).
+
+  One straight-line update per row (k is static), so XLA writes the donated cache in place.
+  """
+  c, small = state.cache, new.cache
+  start = c.index - small.mask_BS.shape[1]
+  keys, values, mask_BS = list(c.keys), list(c.values), c.mask_BS
+  empty_S = jnp.zeros(mask_BS.shape[1], jnp.bool_)
+  for i in range(slot_K.shape[0]):
+    j = slot_K[i]
+    for layer in range(len(keys)):
+      keys[layer] = jax.lax.dynamic_update_slice(
+          keys[layer], small.keys[layer][i:i + 1].astype(keys[layer].dtype), (j, 0, start, 0))
+      values[layer] = jax.lax.dynamic_update_slice(
+          values[layer], small.values[layer][i:i + 1].astype(values[layer].dtype),
+          (j, 0, start, 0))
+    mask_BS = mask_BS.at[j].set(jax.lax.dynamic_update_slice(empty_S, small.mask_BS[i],
+                                                             (start,)))
+  cache = c.replace(keys=tuple(keys), values=tuple(values), mask_BS=mask_BS,
+                    next_position_B=c.next_position_B.at[slot_K].set(small.next_position_B))
+  return state.replace(cache=cache, **{f: getattr(state, f).at[slot_K].set(getattr(new, f))
+                                       for f in _ROW_FIELDS})
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "select", "stop_ids"),
+                   donate_argnums=2)
+def decode_chunk(graphdef, params, state: DecodeState, steps, until_a_row_ends, *,
+                 select: Sampler, stop_ids: tuple[int, ...]) -> DecodeState:
+  """`decoding.decode_steps` over the slots (idle slots are inactive rows)."""
+  return decode_steps(nnx.merge(graphdef, params), state, steps, select=select,
+                      stop_ids=stop_ids, until_a_row_ends=until_a_row_ends)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def shift(state: DecodeState, delta) -> DecodeState:
+  """Every slot moved by `delta` (> 0: later, < 0: earlier) and the write index with them;
+  slots rolled around from the other end are masked out (the caller keeps live rows
+  inside [0, S))."""
+  c = state.cache
+  roll = lambda a: jnp.roll(a, delta, axis=2)  # noqa: E731
+  index = c.index + delta
+  visible_S = jnp.arange(c.mask_BS.shape[1]) < index
+  return state.replace(cache=c.replace(
+      keys=tuple(map(roll, c.keys)), values=tuple(map(roll, c.values)),
+      mask_BS=jnp.roll(c.mask_BS, delta, axis=1) & visible_S[None], index=index))
+
+
+def _fit(a, axis: int, size: int, value=0):
+  """`a` padded with `value` or cut at the end to `size` along `axis`."""
+  if size <= a.shape[axis]:
+    return jax.lax.slice_in_dim(a, 0, size, axis=axis)
+  widths = [(0, 0)] * a.ndim
+  widths[axis] = (0, size - a.shape[axis])
+  return jnp.pad(a, widths, constant_values=value)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "slots", "max_new_tokens", "pad_id"))
+def resize(state: DecodeState, *, rows: int, slots: int, max_new_tokens: int, pad_id: int
+           ) -> DecodeState:
+  """The state with B = `rows` (>= B: idle slots after the old ones), S = `slots` (empty
+  cache slots added at the end, or the last ones cut: the caller has moved the live ones
+  below `slots`) and N = `max_new_tokens` (>= N: pad columns)."""
+  c = state.cache
+  kv = lambda a: _fit(_fit(a, 0, rows), 2, slots)  # noqa: E731
+  row = lambda a: _fit(a, 0, rows)  # noqa: E731
+  more_b = rows - c.mask_BS.shape[0]
+  idle_keys = jax.vmap(jax.random.key)(jnp.zeros(more_b, jnp.uint32))
+  return DecodeState(
+      cache=c.replace(keys=tuple(map(kv, c.keys)), values=tuple(map(kv, c.values)),
+                      mask_BS=_fit(row(c.mask_BS), 1, slots),
+                      next_position_B=row(c.next_position_B)),
+      tokens_BN=_fit(_fit(state.tokens_BN, 0, rows, pad_id), 1, max_new_tokens, pad_id),
+      logps_BN=_fit(row(state.logps_BN), 1, max_new_tokens),
+      last_B=row(state.last_B), count_B=row(state.count_B), limit_B=row(state.limit_B),
+      active_B=row(state.active_B), keys_B=jnp.concatenate([state.keys_B, idle_keys]))
