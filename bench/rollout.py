@@ -10,10 +10,13 @@ Prints, from one process:
      servers on the exported weights, and one weight reload;
   4. the multi-turn probe: `JaxEngine` with and without its prefix cache on 8 concurrent
      episodes x 8 turns of a 4-layer, 256-wide Qwen3, each turn appending 32 generated and
-     384 observation tokens (context 256 -> ~3.5k): per-turn latency and the total.
+     384 observation tokens (context 256 -> ~3.5k): per-turn latency and the total;
+  5. continuous batching: 64 requests of mixed lengths (16-256 tokens) on 16 slots, and 32
+     agent-like episodes (4 turns, a random tool wait between turns), with `JaxEngine`'s
+     continuous refill and with static batching (`refill=False`).
 
   python bench/rollout.py [--episodes=32 --max_turns=3 --turn_tokens=48]
-  python bench/rollout.py --sections=multiturn
+  python bench/rollout.py --sections=multiturn,continuous
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ flags.DEFINE_integer("repeats", 4, "timed repetitions; the fastest is reported (
                      "every batch shape compiled)")
 flags.DEFINE_integer("http_requests", 64, "concurrent completions for the HTTP comparison")
 flags.DEFINE_integer("http_tokens", 48, "tokens per completion for the HTTP comparison")
-flags.DEFINE_list("sections", ["loop", "http", "multiturn"], "what to measure: loop (1 and 2), "
-                  "http (3), multiturn (4)")
+flags.DEFINE_list("sections", ["loop", "http", "multiturn", "continuous"],
+                  "what to measure: loop (1 and 2), http (3), multiturn (4), continuous (5)")
 FLAGS = flags.FLAGS
 
 TEXTS = ["You are good at using tools. Answer with the answer tool.",
@@ -66,6 +69,8 @@ def main(argv):
     loop_and_http()
   if "multiturn" in FLAGS.sections:
     print("\n".join(multi_turn_probe()))
+  if "continuous" in FLAGS.sections:
+    print("\n".join(continuous_batching_probe()))
 
 
 def loop_and_http():
@@ -257,6 +262,57 @@ def multi_turn_probe(episodes: int = 8, turns: int = 8, first: int = 256, genera
                  f"(context {first} -> {context} tokens)")
   lines.append(f"  the prefix cache is {totals['uncached'] / totals['prefix cache']:.1f}x faster")
   return lines
+
+
+def continuous_batching_probe(slots: int = 16, requests: int = 64, episodes: int = 32,
+                              turns: int = 4) -> list[str]:
+  """Continuous refill against static batching on one model and the same seeds: a queue of
+  mixed-length completions, and episodes whose turns arrive after random tool waits."""
+  import numpy as np
+  from flax import nnx
+
+  from orchestra.engines import JaxEngine, SamplingParams
+  from orchestra.models import CausalLM, DecoderConfig
+
+  cfg = DecoderConfig("qwen3", vocab_size=1024, hidden_size=128, intermediate_size=384,
+                      num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, qk_norm=True)
+  model = CausalLM(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.RandomState(0)
+  queue = [(rng.randint(1, 1024, rng.randint(32, 200)).tolist(),
+            SamplingParams(max_tokens=int(rng.randint(16, 257)), temperature=1.0, seed=i))
+           for i in range(requests)]
+  waits = rng.uniform(0.0, 0.2, (episodes, turns))
+
+  async def mixed(engine):
+    await asyncio.gather(*(engine.generate(p, s) for p, s in queue))
+
+  async def agents(engine):
+    async def episode(i):
+      prompt = queue[i][0]
+      for turn in range(turns):
+        out = await engine.generate(prompt, SamplingParams(max_tokens=int(16 + 24 * (i % 5)),
+                                                           temperature=1.0, seed=97 * i + turn))
+        await asyncio.sleep(waits[i, turn])                   # a tool call
+        prompt = prompt + out.token_ids + [7] * 24              # its observation
+    await asyncio.gather(*(episode(i) for i in range(episodes)))
+
+  lines = [f"continuous batching: {slots} slots, {cfg.num_params / 1e6:.1f}M params"]
+  for name, workload in ((f"{requests} requests of 16-256 tokens", mixed),
+                         (f"{episodes} episodes x {turns} turns, tool waits 0-0.2 s", agents)):
+    seconds = {}
+    for refill in (False, True):
+      engine = JaxEngine(model, max_batch_size=slots, refill=refill, prefix_cache_mb=0)
+      asyncio.run(workload(engine))                               # compiles
+      seconds[refill] = min(timed_run(lambda: asyncio.run(workload(engine))) for _ in range(2))
+    lines.append(f"  {name}: static {seconds[False]:.2f} s, continuous {seconds[True]:.2f} s "
+                 f"({seconds[False] / seconds[True]:.2f}x)")
+  return lines
+
+
+def timed_run(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -82,14 +82,17 @@ class JaxEngine:
       shape is a compilation (~1-2 s on CPU), which short prompts never pay back.
     chunk_steps: most decode steps between two admissions of waiting requests (a chunk
       also ends when a row ends while requests wait for a slot).
+    refill: continuous batching: waiting requests take the slots of rows that ended while
+      the others decode on. False: static batching, new requests wait until every row of
+      the batch has ended (for comparisons: `bench/rollout.py --sections=continuous`).
   """
 
   def __init__(self, model: CausalLM, *, max_batch_size: int = 64, max_wait_s: float = 0.002,
                max_gather_s: float = 0.05, prompt_bucket: int = 64, pad_id: int = 0,
                weight_version: int = 0, prefix_cache_mb: float = 1024,
-               prefix_min_saving: int = 512, chunk_steps: int = 32):
+               prefix_min_saving: int = 512, chunk_steps: int = 32, refill: bool = True):
     self.model = model
-    self.chunk_steps = chunk_steps
+    self.chunk_steps, self.refill = chunk_steps, refill
     self.max_batch_size = max_batch_size
     self.max_wait_s, self.max_gather_s = max_wait_s, max_gather_s
     self.prompt_bucket = prompt_bucket
@@ -191,7 +194,7 @@ class JaxEngine:
           rows=min(self.max_batch_size, next_pow2(matching)), max_rows=self.max_batch_size,
           pad_id=self.pad_id, prompt_bucket=self.prompt_bucket, chunk_steps=self.chunk_steps,
           keep_cache_row=self._worth_storing if self.prefix_cache is not None else None)
-    if batch.version != self.weight_version:
+    if batch.version != self.weight_version or (batch.live and not self.refill):
       return []                                   # rows on the old weights finish first
     key = _batch_key(batch.sampling)
     taken = [r for r in self._pending if _batch_key(r.sampling) == key][:batch.free_slots()]
@@ -204,7 +207,7 @@ class JaxEngine:
     chunk; returns the rows that ended."""
     if admitted:
       self._admit(batch, admitted)
-    return batch.run_chunk(requests_waiting=bool(self._pending))
+    return batch.run_chunk(requests_waiting=self.refill and bool(self._pending))
 
   def _admit(self, batch: SlotBatch, admitted: list[_Request]) -> None:
     rows = next_pow2(len(admitted))

@@ -73,7 +73,7 @@ class SlotBatch:
     self.span = [0] * rows              # slots from the row's first one to the write index
     self.final = [0] * rows             # the most slots the row can ever span
     self.index = 0
-    self.state = cb.empty_state(self.config, rows, 0, 16, self.dtype, pad_id)
+    self.state = None                   # made at the first admission, sized for it
 
   @property
   def live(self) -> int:
@@ -158,10 +158,17 @@ class SlotBatch:
   def _make_room(self, new_rows: int, span: int, width: int, length: int) -> None:
     """Grows B, S and N as the admitted rows need, then places the write index at or past
     `length` (their prefilled slots) and every live span."""
+    rows = min(self.max_rows, next_pow2(self.live + new_rows))
+    slots, width = bucket_length(span, self.bucket), -(-width // 16) * 16
+    if self.state is None:
+      self._grow_rows(rows)
+      state = cb.empty_state(self.config, len(self.requests), slots, width, self.dtype,
+                             self.pad_id)
+      self.index = length
+      self.state = state.replace(cache=state.cache.replace(index=np.int32(length)))
+      return
     b, s = self.state.cache.mask_BS.shape
-    n = self.state.tokens_BN.shape[1]
-    self._resize(max(b, min(self.max_rows, next_pow2(self.live + new_rows))),
-                 max(s, bucket_length(span, self.bucket)), max(n, -(-width // 16) * 16))
+    self._resize(max(b, rows), max(s, slots), max(self.state.tokens_BN.shape[1], width))
     self._arrange(max(length, self._longest_span()))
 
   def _resize(self, rows: int, slots: int, width: int) -> None:
@@ -170,9 +177,13 @@ class SlotBatch:
                                 self.state.tokens_BN.shape[1]):
       self.state = cb.resize(self.state, rows=rows, slots=slots, max_new_tokens=width,
                              pad_id=self.pad_id)
-      self.requests += [None] * (rows - b)
-      self.span += [0] * (rows - b)
-      self.final += [0] * (rows - b)
+      self._grow_rows(rows)
+
+  def _grow_rows(self, rows: int) -> None:
+    more = rows - len(self.requests)
+    self.requests += [None] * more
+    self.span += [0] * more
+    self.final += [0] * more
 
   def _arrange(self, need: int, at_least_free: int | None = None) -> None:
     """Shifts the cache so that the write index is >= `need` (the longest span) and, when

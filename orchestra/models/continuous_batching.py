@@ -63,23 +63,17 @@ def insert_rows(state: DecodeState, new: DecodeState, slot_K) -> DecodeState:
   (the caller has made I >= L) and the slot's other cache entries are masked out. Filler
   rows of `new` repeat a real row and name its slot (they write the same values again).
 
-  One straight-line update per row (k is static), so XLA writes the donated cache in place.
+  One scatter per array, in place in the donated state.
   """
   c, small = state.cache, new.cache
-  start = c.index - small.mask_BS.shape[1]
-  keys, values, mask_BS = list(c.keys), list(c.values), c.mask_BS
-  empty_S = jnp.zeros(mask_BS.shape[1], jnp.bool_)
-  for i in range(slot_K.shape[0]):
-    j = slot_K[i]
-    for layer in range(len(keys)):
-      keys[layer] = jax.lax.dynamic_update_slice(
-          keys[layer], small.keys[layer][i:i + 1].astype(keys[layer].dtype), (j, 0, start, 0))
-      values[layer] = jax.lax.dynamic_update_slice(
-          values[layer], small.values[layer][i:i + 1].astype(values[layer].dtype),
-          (j, 0, start, 0))
-    mask_BS = mask_BS.at[j].set(jax.lax.dynamic_update_slice(empty_S, small.mask_BS[i],
-                                                             (start,)))
-  cache = c.replace(keys=tuple(keys), values=tuple(values), mask_BS=mask_BS,
+  length = small.mask_BS.shape[1]
+  slots_KL = (c.index - length + jnp.arange(length))[None, :]
+  rows_K1 = slot_K[:, None]
+  put = lambda dst, src: dst.at[rows_K1, :, slots_KL].set(  # noqa: E731
+      src.transpose(0, 2, 1, 3).astype(dst.dtype))          # indexed shape [k, L, K, E]
+  mask_BS = c.mask_BS.at[slot_K].set(False).at[rows_K1, slots_KL].set(small.mask_BS)
+  cache = c.replace(keys=tuple(map(put, c.keys, small.keys)),
+                    values=tuple(map(put, c.values, small.values)), mask_BS=mask_BS,
                     next_position_B=c.next_position_B.at[slot_K].set(small.next_position_B))
   return state.replace(cache=cache, **{f: getattr(state, f).at[slot_K].set(getattr(new, f))
                                        for f in _ROW_FIELDS})
