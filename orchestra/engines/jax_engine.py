@@ -27,14 +27,13 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 from flax import nnx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache
-from orchestra.models.decoder import CausalLM
 from orchestra.engines.slot_batch import EndedRow, SlotBatch, next_pow2
+from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix
 from orchestra.shapes import bucket_length
 
