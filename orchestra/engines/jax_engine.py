@@ -101,7 +101,6 @@ class JaxEngine:
     self._worker: asyncio.Task | None = None
     self._batch: SlotBatch | None = None
     self._rng = random.Random(0)
-    self._swap_lock = asyncio.Lock()
     self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
     self.prefix_min_saving = prefix_min_saving
 
@@ -134,15 +133,14 @@ class JaxEngine:
       source = await asyncio.to_thread(load_hf, source, dtype)
     if isinstance(source, CausalLM):
       _check_same_shapes(self.model, source)
-    async with self._swap_lock:
-      if isinstance(source, CausalLM):
-        self.model = source
-      else:
-        graphdef, _, rest = nnx.split(self.model, nnx.Param, ...)
-        self.model = nnx.merge(graphdef, source, rest)
-      self.weight_version = int(version)
-      if self.prefix_cache is not None:
-        self.prefix_cache.clear()
+    if isinstance(source, CausalLM):          # no await from here on: the swap is atomic
+      self.model = source
+    else:
+      graphdef, _, rest = nnx.split(self.model, nnx.Param, ...)
+      self.model = nnx.merge(graphdef, source, rest)
+    self.weight_version = int(version)
+    if self.prefix_cache is not None:
+      self.prefix_cache.clear()
 
   async def _run(self):
     while self._pending or (self._batch is not None and self._batch.live):
@@ -220,7 +218,7 @@ class JaxEngine:
       ids[i, p - len(suffix):] = suffix
       mask[i, p - len(suffix):] = True
     prefix = self._prefix_arrays(hits, batch.config) if any(m for _, m in hits) else None
-    batch.admit(admitted, ids, mask, prefix)
+    batch.admit(fill, len(admitted), ids, mask, prefix)
 
   def _worth_storing(self, request: _Request, num_tokens: int) -> bool:
     """Whether a row ended long enough (>= `prefix_min_saving` tokens) to be reused."""

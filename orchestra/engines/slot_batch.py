@@ -83,17 +83,17 @@ class SlotBatch:
     """Slots a new request can take now, counting the growth to `max_rows`."""
     return self.max_rows - self.live
 
-  def admit(self, requests: list, prompt_ids_KP: np.ndarray, prompt_mask_KP: np.ndarray,
-            prefix: CachedPrefix | None) -> None:
-    """Prefills `requests` (rows of `prompt_ids_KP`, left-padded, after `prefix`; rows
-    past `len(requests)` are fillers) and puts them in free slots."""
-    k = prompt_ids_KP.shape[0]
+  def admit(self, fill: list, count: int, prompt_ids_KP: np.ndarray,
+            prompt_mask_KP: np.ndarray, prefix: CachedPrefix | None) -> None:
+    """Prefills the k = len(`fill`) requests, rows of `prompt_ids_KP` (left-padded, after
+    `prefix`), and puts the first `count` in free slots; the rest are fillers repeating
+    `fill[0]` (so `insert_rows` may write them to its slot again)."""
+    k, requests = len(fill), fill[:count]
     if prefix is None:
       prefix = CachedPrefix.empty(self.config, k, self.dtype)
     length = prefix.mask_BC.shape[1] + prompt_ids_KP.shape[1]
     limits = [r.sampling.max_tokens for r in requests]
     self._make_room(len(requests), max(length + n for n in limits), max(limits), length)
-    fill = requests + [requests[0]] * (k - len(requests))
     new = cb.prefill_rows(
         self.graphdef, self.params, prefix, prompt_ids_KP, prompt_mask_KP,
         jax.vmap(jax.random.key)(np.asarray([r.seed for r in fill], np.uint32)),
