@@ -42,6 +42,7 @@ def main(argv):
   import uvicorn
   from transformers import AutoTokenizer
 
+  from orchestra import compilation_cache
   from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END
   from orchestra.agent.parser import parse_turn
   from orchestra.checkpoint import CheckpointError
@@ -50,6 +51,10 @@ def main(argv):
   from orchestra.checkpoint import load_hf
   from orchestra.models import ConfigError
 
+  try:
+    compilation_cache.enable(FLAGS.compilation_cache)
+  except OSError as e:
+    raise app.UsageError(str(e)) from None
   try:
     model = load_hf(FLAGS.model_dir, dtype=FLAGS.dtype)
     tokenizer = AutoTokenizer.from_pretrained(FLAGS.model_dir, local_files_only=True)
@@ -92,4 +97,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 if __name__ == "__main__":
+  from orchestra.train.cli import define_compilation_cache_flag
+  define_compilation_cache_flag()
   app.run(main)

@@ -116,5 +116,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from orchestra.train.cli import parse_flags
+  from orchestra.train.cli import define_compilation_cache_flag, parse_flags
+  define_compilation_cache_flag()
   app.run(main, flags_parser=parse_flags)

@@ -9,6 +9,16 @@ import sys
 
 from absl import flags
 
+from orchestra import compilation_cache
+
+
+def define_compilation_cache_flag() -> None:
+  """`--compilation_cache`: the folder of compiled XLA programs kept across runs
+  (`orchestra/compilation_cache.py`); `parse_flags` turns it on."""
+  flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
+                      "folder of compiled programs reused across runs (default: "
+                      "$JAX_COMPILATION_CACHE_DIR or ~/.cache/orchestra/xla; empty: off)")
+
 
 def parse_flags(argv: list[str]) -> list[str]:
   """`app.run(main, flags_parser=parse_flags)`: like absl's, without a traceback on errors.
@@ -18,7 +28,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   values end with `<script>: error: <what>` and exit status 2.
 
   Library logs (orbax's ~1,000 INFO lines per run, JAX's) default to warnings and
-  errors only (`--verbosity=-1`); `--verbosity=0` or `1` brings them back.
+  errors only (`--verbosity=-1`); `--verbosity=0` or `1` brings them back. A script that
+  defines `--compilation_cache` gets the persistent compilation cache it names.
   """
   script = os.path.basename(argv[0])
   config_path = _flag_value(argv, "config")
@@ -32,6 +43,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(script, _unknown_field(argv, config_path) or message)
   if flags.FLAGS["verbosity"].using_default_value:   # absl would raise it to INFO next
     flags.FLAGS.verbosity = -1
+  if "compilation_cache" in flags.FLAGS:
+    try:
+      compilation_cache.enable(flags.FLAGS.compilation_cache)
+    except OSError as e:
+      _fail(script, str(e))
   return rest
 
 
