@@ -5,7 +5,9 @@ slots over one KV cache, `slot_batch.py`) and alternates, in a thread so the eve
 keeps running tools meanwhile: admit waiting requests that share the batch's sampling
 settings into free slots (prefilled in a batch of their own), then decode a chunk of
 steps. A row that ends is answered at the end of its chunk and its slot refilled, so
-short completions never wait for the batch's longest row (continuous batching).
+short completions never wait for the batch's longest row (continuous batching). A request
+whose caller stops waiting (a cancelled `generate`, e.g. a generation timeout) leaves its
+slot at the next chunk.
 Shapes are bucketed (cache length by `orchestra.shapes.bucket_length` over
 `prompt_bucket`, rows to a power of two, token columns to a multiple of 16) so a run
 compiles a handful of programs, not one per request.
@@ -146,10 +148,11 @@ class JaxEngine:
     while self._pending or (self._batch is not None and self._batch.live):
       if self._batch is None or not self._batch.live:
         await self._gather()
-      admitted = self._take_admissions()
+      cancelled = self._cancelled_slots()
+      admitted = self._take_admissions(freed=len(cancelled))
       batch = self._batch
       try:
-        ended = await asyncio.to_thread(self._step, batch, admitted)
+        ended = await asyncio.to_thread(self._step, batch, admitted, cancelled)
       except Exception as e:  # noqa: BLE001 - every waiting request learns why
         for r in admitted + [r for r in batch.requests if r is not None]:
           if not r.future.done():
@@ -175,9 +178,19 @@ class JaxEngine:
       seen = len(self._pending)
       await asyncio.sleep(self.max_wait_s)
 
-  def _take_admissions(self) -> list[_Request]:
+  def _cancelled_slots(self) -> list[int]:
+    """Slots of the current batch whose caller stopped waiting (e.g. a generation timeout
+    cancelled it): they are stopped and refilled instead of decoding to their limit."""
+    if self._batch is None:
+      return []
+    return [j for j, r in enumerate(self._batch.requests)
+            if r is not None and r.future.cancelled()]
+
+  def _take_admissions(self, freed: int = 0) -> list[_Request]:
     """Waiting requests that can join the current batch now (its sampling settings and
-    weight version, up to its free slots); a new batch when the old one has drained."""
+    weight version, up to its free slots and the `freed` ones of cancelled rows); a new
+    batch when the old one has drained. Requests cancelled while waiting are dropped."""
+    self._pending = [r for r in self._pending if not r.future.cancelled()]
     batch = self._batch
     if batch is None or (not batch.live and self._pending and (
         batch.version != self.weight_version
@@ -194,14 +207,18 @@ class JaxEngine:
     if batch.version != self.weight_version or (batch.live and not self.refill):
       return []                                   # rows on the old weights finish first
     key = _batch_key(batch.sampling)
-    taken = [r for r in self._pending if _batch_key(r.sampling) == key][:batch.free_slots()]
+    taken = [r for r in self._pending
+             if _batch_key(r.sampling) == key][:batch.free_slots() + freed]
     ids = {id(r) for r in taken}
     self._pending = [r for r in self._pending if id(r) not in ids]
     return taken
 
-  def _step(self, batch: SlotBatch, admitted: list[_Request]) -> list[EndedRow]:
-    """Admits `admitted` into `batch` (with their prefix cache hits) and decodes one
-    chunk; returns the rows that ended."""
+  def _step(self, batch: SlotBatch, admitted: list[_Request], cancelled: list[int]
+            ) -> list[EndedRow]:
+    """Frees the `cancelled` slots, admits `admitted` into `batch` (with their prefix cache
+    hits) and decodes one chunk; returns the rows that ended."""
+    if cancelled:
+      batch.cancel(cancelled)
     if admitted:
       self._admit(batch, admitted)
     return batch.run_chunk(requests_waiting=self.refill and bool(self._pending))

@@ -107,6 +107,12 @@ class SlotBatch:
     slot_k = np.asarray(slots + [slots[0]] * (k - len(slots)), np.int32)   # fillers: row 0
     self.state = cb.insert_rows(self.state, new, slot_k)
 
+  def cancel(self, slots: list[int]) -> None:
+    """Stops the rows in `slots` (their requests were cancelled) and frees the slots."""
+    self.state = cb.stop_rows(self.state, np.asarray(slots, np.int32))
+    for j in slots:
+      self.requests[j] = None
+
   def run_chunk(self, requests_waiting: bool) -> list[EndedRow]:
     """Decodes up to `chunk_steps` steps (fewer when the cache's free slots run out; until
     the first row ends when `requests_waiting`); returns the rows that ended."""

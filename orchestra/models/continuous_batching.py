@@ -79,6 +79,12 @@ def insert_rows(state: DecodeState, new: DecodeState, slot_K) -> DecodeState:
                                        for f in _ROW_FIELDS})
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def stop_rows(state: DecodeState, slot_K) -> DecodeState:
+  """`state` with the rows in slots `slot_K` inactive (they decode no further)."""
+  return state.replace(active_B=state.active_B.at[slot_K].set(False))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "select", "stop_ids"),
                    donate_argnums=2)
 def decode_chunk(graphdef, params, state: DecodeState, steps, until_a_row_ends, *,

@@ -103,3 +103,30 @@ def test_rows_in_flight_finish_on_their_weights_and_new_ones_start_on_the_update
   assert (before.weight_version, after.weight_version) == (0, 3)
   assert before.token_ids == alone(old, prompt, sampling, 0)[0]
   assert after.token_ids == alone(new, prompt, sampling, 0)[0]
+
+
+def test_a_cancelled_request_frees_its_slot_for_a_waiting_one():
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  engine = JaxEngine(model, max_batch_size=1, prompt_bucket=16, chunk_steps=4,
+                     prefix_cache_mb=0)
+  chunks = []
+  step = engine._step
+  engine._step = lambda *args: chunks.append(1) or step(*args)
+  endless = SamplingParams(max_tokens=400, temperature=0, seed=1)      # ~100 chunks alone
+  short = ([9, 8, 7, 6], SamplingParams(max_tokens=6, temperature=0, seed=2))
+
+  async def main():
+    first = asyncio.ensure_future(engine.generate([3, 4, 5], endless))
+    while engine._batch is None or not engine._batch.live:
+      await asyncio.sleep(0.001)
+    waiting = asyncio.ensure_future(engine.generate(*short))   # no free slot: it waits
+    await asyncio.sleep(0.01)
+    first.cancel()
+    out = await asyncio.wait_for(waiting, 60)
+    await asyncio.wait_for(engine._worker, 60)
+    return out
+
+  out = asyncio.run(main())
+  assert out.token_ids == alone(model, *short, seed=2)[0]
+  assert len(chunks) < 30          # not the ~100 chunks of the cancelled row's 400 tokens
+  assert engine._batch is None

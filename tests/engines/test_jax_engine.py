@@ -89,7 +89,7 @@ def test_requests_that_trickle_in_are_gathered_into_one_batch(monkeypatch):
   engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)), max_gather_s=60.0)
   sizes, jobs, arrivals = [], [], list(prompts(12))
   sampling = SamplingParams(max_tokens=1, temperature=1.0)
-  monkeypatch.setattr(engine, "_step", lambda batch, admitted: (
+  monkeypatch.setattr(engine, "_step", lambda batch, admitted, cancelled: (
       sizes.append(len(admitted)) or [EndedRow(r, [1], [-0.1], "length") for r in admitted]))
   real_sleep = asyncio.sleep
 
