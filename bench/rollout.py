@@ -122,11 +122,7 @@ def loop_and_http():
     for _, wave in sorted(waves.items()):
       await asyncio.gather(*(bare.generate(p, s) for p, s in wave))
 
-  bare_s = float("inf")
-  for _ in range(FLAGS.repeats):
-    start = time.perf_counter()
-    asyncio.run(replay())
-    bare_s = min(bare_s, time.perf_counter() - start)
+  bare_s = fastest_s(lambda: asyncio.run(replay()), FLAGS.repeats)
 
   # Sampler decode vs transformers generate on the same weights.
   with tempfile.TemporaryDirectory() as tmp:
@@ -303,16 +299,20 @@ def continuous_batching_probe(slots: int = 16, requests: int = 64, episodes: int
     for refill in (False, True):
       engine = JaxEngine(model, max_batch_size=slots, refill=refill, prefix_cache_mb=0)
       asyncio.run(workload(engine))                               # compiles
-      seconds[refill] = min(timed_run(lambda: asyncio.run(workload(engine))) for _ in range(2))
+      seconds[refill] = fastest_s(lambda: asyncio.run(workload(engine)), 2)
     lines.append(f"  {name}: static {seconds[False]:.2f} s, continuous {seconds[True]:.2f} s "
                  f"({seconds[False] / seconds[True]:.2f}x)")
   return lines
 
 
-def timed_run(fn) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
+def fastest_s(fn, repeats: int) -> float:
+  """The fastest of `repeats` timed calls of `fn` (seconds)."""
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
 
 
 if __name__ == "__main__":
