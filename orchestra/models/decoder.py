@@ -40,6 +40,20 @@ def _param(rngs: nnx.Rngs, shape, axes, dtype, init: str = "normal") -> nnx.Para
   return nnx.Param(value.astype(dtype), logical_axes=axes)
 
 
+def token_matmul(x_BTI, w_IO, accumulate=None):
+  """x @ w over the last axis, with x's leading axes merged into one token axis first.
+
+  As einsums over [B, T, ...] activations and multi-axis weights, the weight gradients
+  contract two axes (b, t) and the output projection two more (heads, head dim); XLA:CPU
+  runs those dots far slower than the same products on [N, I] x [I, O] (measured on 2
+  cores, 32 x 128 tokens: the LM head (D 128, V 1024) with its log-softmax, fwd+bwd,
+  30 ms as an einsum vs 12 ms flat; the anchors' 4-layer model, 290 ms -> 245 ms).
+  `accumulate` is `preferred_element_type` (float32 logits from bfloat16 weights).
+  """
+  y_NO = jnp.matmul(x_BTI.reshape(-1, x_BTI.shape[-1]), w_IO, preferred_element_type=accumulate)
+  return y_NO.reshape(*x_BTI.shape[:-1], w_IO.shape[-1])
+
+
 class RMSNorm(nnx.Module):
   """y = scale * x / sqrt(mean(x^2) + eps), statistics in float32."""
 
@@ -107,8 +121,9 @@ class Attention(nnx.Module):
       self.k_norm = RMSNorm(e, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
   def _project(self, x_BTD, name: str):
-    w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
-    y = jnp.einsum("btd,dne->btne", x_BTD, w)
+    w_DNE = getattr(self, f"{name}_proj")[...].astype(self.dtype)
+    d, n, e = w_DNE.shape
+    y = token_matmul(x_BTD, w_DNE.reshape(d, n * e)).reshape(*x_BTD.shape[:-1], n, e)
     bias = getattr(self, f"{name}_bias", None)
     return y if bias is None else y + bias[...].astype(self.dtype)
 
@@ -145,7 +160,9 @@ class Attention(nnx.Module):
           cache_v, v_BTKE.transpose(0, 2, 1, 3).astype(cache_v.dtype), start)
       out_BTHE = attend_kv_major(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype),
                                  mask)
-    out_BTD = jnp.einsum("bthe,hed->btd", out_BTHE, self.o_proj[...].astype(self.dtype))
+    b, t, h, e = out_BTHE.shape
+    out_BTD = token_matmul(out_BTHE.reshape(b, t, h * e),
+                           self.o_proj[...].astype(self.dtype).reshape(h * e, -1))
     if hasattr(self, "o_bias"):
       out_BTD = out_BTD + self.o_bias[...].astype(self.dtype)
     return out_BTD, (keys, values)
@@ -165,17 +182,14 @@ class MLP(nnx.Module):
       self.up_bias = _param(rngs, (f,), ("mlp",), param_dtype, init="zeros")
       self.down_bias = _param(rngs, (d,), ("embed",), param_dtype, init="zeros")
 
-  def _dense(self, x_NI, name: str):
-    y = x_NI @ getattr(self, f"{name}_proj")[...].astype(self.dtype)
+  def _dense(self, x_BTI, name: str):
+    y = token_matmul(x_BTI, getattr(self, f"{name}_proj")[...].astype(self.dtype))
     bias = getattr(self, f"{name}_bias", None)
     return y if bias is None else y + bias[...].astype(self.dtype)
 
   def __call__(self, x_BTD):
-    # Tokens flattened to one axis: XLA:CPU's weight-gradient dots are faster
-    # with a single contracting dimension (measured ~8% per train step).
-    x_ND = x_BTD.reshape(-1, x_BTD.shape[-1])
-    h_NF = jax.nn.silu(self._dense(x_ND, "gate")) * self._dense(x_ND, "up")
-    return self._dense(h_NF, "down").reshape(x_BTD.shape)
+    h_BTF = jax.nn.silu(self._dense(x_BTD, "gate")) * self._dense(x_BTD, "up")
+    return self._dense(h_BTF, "down")
 
 
 class Block(nnx.Module):
@@ -305,10 +319,10 @@ class CausalLM(nnx.Module):
     """hidden @ W_out in the compute dtype, accumulated and returned in float32."""
     dtype = hidden_BTD.dtype
     if self.config.tie_word_embeddings:
-      return jnp.einsum("btd,vd->btv", hidden_BTD, self.model.embed[...].astype(dtype),
-                        preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,dv->btv", hidden_BTD, self.lm_head[...].astype(dtype),
-                      preferred_element_type=jnp.float32)
+      w_DV = self.model.embed[...].astype(dtype).T
+    else:
+      w_DV = self.lm_head[...].astype(dtype)
+    return token_matmul(hidden_BTD, w_DV, jnp.float32)
 
   def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None):
     """Logits [B, T, V] of a full (left- or right-padded) batch."""

@@ -40,10 +40,17 @@ def token_stats(hidden_BTD, tokens_BT, logits_fn: Callable, temperature: float =
 
 
 def _chunk_stats(logits_fn: Callable, temperature: float, hidden_BCD, targets_BC):
-  """(log p of each target, entropy) at each of the C positions."""
-  logp_BCV = jax.nn.log_softmax(logits_fn(hidden_BCD).astype(jnp.float32) / temperature, -1)
-  picked_BC = jnp.take_along_axis(logp_BCV, targets_BC[..., None], axis=-1)[..., 0]
-  return picked_BC, -(jnp.exp(logp_BCV) * logp_BCV).sum(-1)
+  """(log p of each target, entropy) at each of the C positions.
+
+  The B x C positions go through the softmax and the pick as one axis: on XLA:CPU the
+  gradient of that pick over [B, C, V] (a scatter with two batch axes) is slower (LM head
+  and loss at 32 x 128 tokens, V 1024, fwd+bwd: 20 ms over [B, C, V], 12 ms flat)."""
+  b, c = targets_BC.shape
+  logits_NV = logits_fn(hidden_BCD).astype(jnp.float32).reshape(b * c, -1)
+  logp_NV = jax.nn.log_softmax(logits_NV / temperature, -1)
+  picked_N = jnp.take_along_axis(logp_NV, targets_BC.reshape(b * c, 1), axis=-1)[:, 0]
+  entropy_N = -(jnp.exp(logp_NV) * logp_NV).sum(-1)
+  return picked_N.reshape(b, c), entropy_N.reshape(b, c)
 
 
 def _shift(x_BT):
