@@ -70,6 +70,9 @@ def get_config() -> ConfigDict:
       tensor_parallel_size=2,
       weight_sync="disk",                      # export to sync_dir, servers reload it
       sync_dir="/dev/shm/orchestra_sync",
+      # 1: the servers sample the next step's episodes during this step's update, on weights
+      # one update old (needs engine="http" and rl.loss.tis_cap); 0: strictly on-policy
+      max_staleness=0,
   ))
   c.episode = ConfigDict(dict(
       max_turns=50, turn_tokens=8_768, max_total_tokens=32_768, temperature=1.0,

@@ -69,6 +69,9 @@ def get_config() -> ConfigDict:
       tensor_parallel_size=1,                  # vLLM only
       weight_sync="disk",                      # export to sync_dir/step_N, servers reload it
       sync_dir="",                             # "": WORKDIR/weight_sync
+      # 1: the servers sample the next step's episodes during this step's update, on weights
+      # one update old (needs engine="http" and rl.loss.tis_cap); 0: strictly on-policy
+      max_staleness=0,
   ))
   c.episode = ConfigDict(dict(
       max_turns=4,                             # policy turns per episode

@@ -182,14 +182,17 @@ class MLP(nnx.Module):
       self.up_bias = _param(rngs, (f,), ("mlp",), param_dtype, init="zeros")
       self.down_bias = _param(rngs, (d,), ("embed",), param_dtype, init="zeros")
 
-  def _dense(self, x_BTI, name: str):
-    y = token_matmul(x_BTI, getattr(self, f"{name}_proj")[...].astype(self.dtype))
+  def _dense(self, x_NI, name: str):
+    y = x_NI @ getattr(self, f"{name}_proj")[...].astype(self.dtype)
     bias = getattr(self, f"{name}_bias", None)
     return y if bias is None else y + bias[...].astype(self.dtype)
 
   def __call__(self, x_BTD):
-    h_BTF = jax.nn.silu(self._dense(x_BTD, "gate")) * self._dense(x_BTD, "up")
-    return self._dense(h_BTF, "down")
+    # Tokens on one axis for the whole MLP (`token_matmul`'s reason); the gate's product
+    # on [B, T, F] between reshapes instead made the forward pass 1.5x slower on XLA:CPU.
+    x_ND = x_BTD.reshape(-1, x_BTD.shape[-1])
+    h_NF = jax.nn.silu(self._dense(x_ND, "gate")) * self._dense(x_ND, "up")
+    return self._dense(h_NF, "down").reshape(x_BTD.shape)
 
 
 class Block(nnx.Module):

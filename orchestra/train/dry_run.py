@@ -200,12 +200,14 @@ def _rollout_servers(config: ConfigDict) -> str:
   from orchestra.engines.http_engine import HTTPEngine, vllm_serve_command
   r = config.rollout
   engine = HTTPEngine(r.urls, r.served_model_name)
+  ahead = ("; each step's episodes sampled during the update before it (max_staleness=1)"
+           if r.max_staleness else "")
   if r.server != "vllm":
-    return f"rollouts: {len(engine.base_urls)} launch/serve.py server(s) at {list(r.urls)}"
+    return f"rollouts: {len(engine.base_urls)} launch/serve.py server(s) at {list(r.urls)}{ahead}"
   argv, env = vllm_serve_command(config.model.init_from or "<model.init_from>",
                                  tensor_parallel_size=r.tensor_parallel_size,
                                  served_model_name=r.served_model_name,
                                  max_model_len=config.episode.max_total_tokens)
   return (f"rollouts: {len(engine.base_urls)} vLLM server(s), each started as: "
           f"{' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(argv)}; weights synced "
-          f"by {r.weight_sync} through {r.sync_dir}")
+          f"by {r.weight_sync} through {r.sync_dir}{ahead}")

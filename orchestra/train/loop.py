@@ -12,6 +12,10 @@ One RL step, as data:
      trunk) gives per-token GAE advantages and is updated on the returns;
   5. one jitted update on the packed batch, then swap the new weights into
      the engine (the next episodes are tagged with the new version).
+With `rollout.max_staleness = 1` the rollout servers sample step k + 1's episodes (2.)
+while step k's update (3.-5.) runs, on the weights before it; the update of step k + 1
+then corrects for that one-version lag with the truncated importance weight
+(`rl.loss.tis_cap`), and the sync waits for those episodes to finish.
 The policy, PPO's critic and the KL reference live on the mesh of `config.mesh`
 (float32 parameters, `config.model.dtype` compute: orchestra/train/placement.py).
 Checkpoints (params, optimizer state, the value model's for PPO, stage and
@@ -280,50 +284,75 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   reference = make_reference(setup, workdir, mesh)
   metrics = {}
   if step < sft_steps + rl_steps:
-    # The rollout engine (in-process, or servers synced to this step's weights); process 0's
-    # alone in a multi-process run.
-    policy = rollout_policy(learner.model)
-    rollouts = runner.run(open_rollouts(config, workdir, os.path.join(workdir, "tokenizer"),
-                                        policy, step)) if is_main() else None
-    try:
-      while step < sft_steps + rl_steps:
-        metrics = runner.run(rl_step(setup, learner, rollouts, step, reference, critic,
-                                             data_parallel))
-        step += 1
-        policy = rollout_policy(learner.model)
-        if rollouts is not None:                                 # the weight sync
-          metrics.update(runner.run(rollouts.after_update(policy, step)))
-        writer.write(step, {"stage": "rl", **metrics})
-        bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
-        if step % config.checkpoint.every == 0 or step == sft_steps + rl_steps:
-          _save(manager, step, learner, setup, "rl", critic)
-    finally:
-      if rollouts is not None:
-        runner.run(rollouts.aclose())
+    metrics = _rl_stage(setup, workdir, runner, step, learner, reference, critic,
+                        data_parallel, manager, writer, bar)
   manager.wait()
   manager.close()
   return metrics
 
 
-async def rl_step(setup, learner: Learner, rollouts: Rollouts | None, step: int,
-                  reference: Learner | None = None, critic: Learner | None = None,
-                  data_parallel: int = 1) -> dict:
-  """One RL step: rollouts, rewards, advantages, update(s). Returns host-side metrics.
+def _rl_stage(setup, workdir: str, runner: asyncio.Runner, step: int, learner: Learner,
+              reference: Learner | None, critic: Learner | None, data_parallel: int,
+              manager: CheckpointManager, writer: MetricsWriter, bar) -> dict:
+  """RL steps from `step` to the end: sample, update, sync, log, checkpoint. Returns the
+  last step's metrics. With `rollout.max_staleness = 1` each step's episodes are sampled
+  during the update before it (`update_while_sampling`), except a (resumed) run's first."""
+  config = setup.config
+  end = config.sft.steps + config.rl.total_steps
+  # The rollout engine (in-process, or servers synced to this step's weights); process 0's
+  # alone in a multi-process run.
+  policy = rollout_policy(learner.model)
+  rollouts = runner.run(open_rollouts(config, workdir, os.path.join(workdir, "tokenizer"),
+                                      policy, step)) if is_main() else None
+  ahead = None             # the next step's episodes, sampled during this step's update
+  try:
+    while step < end:
+      start = time.perf_counter()
+      if ahead is not None:
+        episodes = ahead.result()                # raises what stopped their sampling
+      else:
+        episodes = runner.run(sample_step(setup, rollouts, step)) if is_main() else None
+      episodes = broadcast_object(episodes)
+      sample_next = config.rollout.max_staleness > 0 and step + 1 < end
+      metrics, ahead = runner.run(update_while_sampling(
+          setup, learner, rollouts if sample_next else None, episodes, step, reference, critic,
+          data_parallel))
+      step += 1
+      policy = rollout_policy(learner.model)
+      if rollouts is not None:                                 # the weight sync
+        metrics.update(runner.run(rollouts.after_update(policy, step)))
+      metrics["step_s"] = time.perf_counter() - start
+      writer.write(step, {"stage": "rl", **metrics})
+      bar(step, f"rl reward {metrics['reward']:.3f} acc {metrics['accuracy']:.2f}")
+      if step % config.checkpoint.every == 0 or step == end:
+        _save(manager, step, learner, setup, "rl", critic)
+  finally:
+    if rollouts is not None:
+      runner.run(rollouts.aclose())
+  return metrics
 
-  Raises `RolloutsFailed` when every episode was lost (no rollout server answered).
 
-  `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
-  `critic` (PPO only) supplies values for GAE and is updated on the returns.
-  `data_parallel`: the ways the learner splits a batch's rows (`data_parallel_size`).
-  In a multi-process run, process 0 rolls out (`rollouts`; None elsewhere) and
-  broadcasts the episodes; every process then computes the same batch and update.
-  """
+@dataclasses.dataclass
+class StepEpisodes:
+  """One RL step's episodes: `groups[i]` are task i's `group_size` rollouts under
+  preference `prefs[i]`, sampled on the engine's weights `version` in `rollout_s`."""
+  prefs: list[str]
+  groups: list[list[Rollout]]
+  version: int
+  rollout_s: float
+
+
+async def sample_step(setup, rollouts: Rollouts, step: int) -> StepEpisodes:
+  """Step `step`'s episodes: `tasks_per_step` train tasks, each with a sampled preference
+  and `group_size` episodes, all concurrent (up to `max_concurrent_episodes`). Which
+  tasks, preferences and seeds is a function of `step` alone (resume-safe)."""
   config = setup.config
   rl, e = config.rl, config.episode
-  rng = np.random.RandomState(config.seed * 100_003 + step)     # resume-safe: a function of step
+  rng = np.random.RandomState(config.seed * 100_003 + step)
   tasks = setup.tasks("train")
   picks = rng.choice(len(tasks), rl.tasks_per_step, replace=False)
   prefs = rng.choice(list(config.train_preferences), rl.tasks_per_step)
+  seeds = rng.randint(0, 2**30, rl.tasks_per_step)
   sampling = SamplingParams(max_tokens=e.turn_tokens, temperature=e.temperature,
                             stop_token_ids=setup.model_config.stop_token_ids)
   sem = asyncio.Semaphore(rl.max_concurrent_episodes)
@@ -333,31 +362,73 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts | None, step: int,
       return await setup.rollout(rollouts.episode_engine(), task, pref,
                                  dataclasses.replace(sampling, seed=seed + k))
 
-  start = time.perf_counter()
-  seeds = rng.randint(0, 2**30, rl.tasks_per_step)
-  groups = None
-  if is_main():
-    groups = await asyncio.gather(*(
-        asyncio.gather(*(episode(tasks[i], p, int(s) * rl.group_size, k)
-                         for k in range(rl.group_size)))
-        for i, p, s in zip(picks, prefs, seeds, strict=True)))
-  groups = broadcast_object(groups)
-  rollout_s = time.perf_counter() - start
+  start, version = time.perf_counter(), rollouts.version
+  groups = await asyncio.gather(*(
+      asyncio.gather(*(episode(tasks[i], p, int(s) * rl.group_size, k)
+                       for k in range(rl.group_size)))
+      for i, p, s in zip(picks, prefs, seeds, strict=True)))
+  return StepEpisodes([str(p) for p in prefs], groups, version, time.perf_counter() - start)
 
-  batch_trajs, batch_adv, batch_rewards, rewards, correct_all, kept_groups = [], [], [], [], [], 0
-  for p, rollouts in zip(prefs, groups, strict=True):
-    trajs = [r.trajectory for r in rollouts]
-    r, keep, correct = score_group(setup, setup.preference(p), rollouts)
+
+async def update_while_sampling(setup, learner: Learner, rollouts: Rollouts | None,
+                                episodes: StepEpisodes, step: int,
+                                reference: Learner | None = None, critic: Learner | None = None,
+                                data_parallel: int = 1) -> tuple[dict, asyncio.Task | None]:
+  """`learn_step` on `episodes`; given `rollouts`, the update runs in a worker thread while
+  the engine samples step `step + 1`'s episodes on the weights it has now, one version
+  behind the update (`rollout.max_staleness = 1`). Returns the metrics and that finished
+  sampling task (None without `rollouts`); its `result()` raises whatever stopped it, so a
+  failure there lands after this step's update is saved."""
+  args = (setup, learner, episodes, step, reference, critic, data_parallel)
+  if rollouts is None:
+    return learn_step(*args), None
+  ahead = asyncio.create_task(sample_step(setup, rollouts, step + 1))
+  try:
+    metrics = await asyncio.to_thread(learn_step, *args)
+  except BaseException:
+    ahead.cancel()
+    await asyncio.gather(ahead, return_exceptions=True)
+    raise
+  await asyncio.wait([ahead])
+  return metrics, ahead
+
+
+def learn_step(setup, learner: Learner, episodes: StepEpisodes, step: int,
+               reference: Learner | None = None, critic: Learner | None = None,
+               data_parallel: int = 1) -> dict:
+  """Grades `episodes`, computes advantages and updates the policy (and PPO's critic).
+  Returns host-side metrics.
+
+  Raises `RolloutsFailed` when every episode was lost (no rollout server answered).
+
+  `reference` (a frozen policy) supplies `ref_logp` for the KL penalty when kl_coef > 0;
+  `critic` (PPO only) supplies values for GAE and is updated on the returns.
+  `data_parallel`: the ways the learner splits a batch's rows (`data_parallel_size`).
+  In a multi-process run every process calls this with the same (broadcast) episodes.
+  """
+  kept, metrics = _grade_step(setup, episodes, step, with_critic=critic is not None)
+  if kept[0]:
+    metrics.update(_update_step(setup.config, learner, *kept, reference, critic, data_parallel))
+  return metrics
+
+
+def _grade_step(setup, episodes: StepEpisodes, step: int, with_critic: bool):
+  """((kept trajectories, their advantages, their rewards), the step's episode metrics);
+  GRPO/RLOO advantages per group, dropping homogeneous groups (zeros with a critic)."""
+  rl = setup.config.rl
+  trajs_kept, adv_kept, rewards_kept, rewards, correct_all, kept_groups = [], [], [], [], [], 0
+  for p, group in zip(episodes.prefs, episodes.groups, strict=True):
+    r, keep, correct = score_group(setup, setup.preference(p), group)
     a = np.zeros(len(r))
-    if critic is None:
+    if not with_critic:
       a, keep = group_estimates(r, keep, rl.algorithm, rl.std_threshold)
     rewards.extend(r)
     correct_all.extend(correct)
     kept_groups += int(keep.any())
-    batch_trajs += [t for t, k in zip(trajs, keep, strict=True) if k]
-    batch_adv += [x for x, k in zip(a, keep, strict=True) if k]
-    batch_rewards += [x for x, k in zip(r, keep, strict=True) if k]
-  all_trajs = [r.trajectory for g in groups for r in g]
+    trajs_kept += [x.trajectory for x, k in zip(group, keep, strict=True) if k]
+    adv_kept += [x for x, k in zip(a, keep, strict=True) if k]
+    rewards_kept += [x for x, k in zip(r, keep, strict=True) if k]
+  all_trajs = [r.trajectory for g in episodes.groups for r in g]
   if all(t.lost for t in all_trajs):
     raise RolloutsFailed(f"RL step {step + 1}: all {len(all_trajs)} episodes were lost "
                          f"({all_trajs[0].finish_reason}); no rollout engine answered. The "
@@ -367,46 +438,55 @@ async def rl_step(setup, learner: Learner, rollouts: Rollouts | None, step: int,
       "cost_usd": float(np.mean([t.cost_usd for t in all_trajs])),
       "latency_s": float(np.mean([t.latency_s for t in all_trajs])),
       "format_ok": float(np.mean([t.format_ok for t in all_trajs])),
-      "kept_groups": kept_groups, "rollout_s": rollout_s,
+      "kept_groups": kept_groups, "rollout_s": episodes.rollout_s,
       "lost_episodes": int(sum(t.lost for t in all_trajs)),   # engine/user failures, dropped
-      # turns sampled with weights other than this step's (0 unless a sync went wrong)
-      "stale_turns": int(sum(v != step for t in all_trajs for v in t.weight_versions)),
+      # the update's version minus the sampler's (1 when sampled during the last update)
+      "policy_lag": step - episodes.version,
+      # turns sampled on other weights than the step's sampler (0 unless a sync went wrong)
+      "stale_turns": int(sum(v != episodes.version for t in all_trajs
+                             for v in t.weight_versions)),
       "generated_tokens": int(sum(sum(t.loss_mask) for t in all_trajs)),
   }
   for name in setup.tool_names:
     metrics[f"calls/{name}"] = float(np.mean([t.tool_calls.get(name, 0) for t in all_trajs]))
-  if batch_trajs:
-    start = time.perf_counter()
-    # Rows padded (all-zero masks: no effect on the loss) to a multiple of ROWS_BUCKET and of
-    # the micro-batch count times the data-parallel size (each micro-batch splits evenly
-    # over the mesh): the kept episodes vary step to step, and each new batch shape
-    # would compile the update again (~10 s each on 2 CPU cores). GRPO's rows go in two
-    # length buckets when that saves padding (`pack_buckets`); PPO's critic targets are
-    # per row of one array.
-    split = rl.micro_batches * data_parallel
-    rows = math.lcm(ROWS_BUCKET, split)
-    if critic is None:
-      batches = pack_buckets(batch_trajs, batch_adv, rows_multiple=rows,
-                             long_rows_multiple=math.lcm(ROWS_BUCKET // 2, split),
-                             max_length=e.max_total_tokens)
-    else:
-      batches = [pack(batch_trajs, batch_adv, rows_multiple=rows, max_length=e.max_total_tokens)]
-      ppo_targets(critic, batches[0], np.asarray(batch_rewards, np.float32), rl)
-      value_metrics = critic.update(batches[0])
-    if reference is not None:
-      for batch in batches:
-        batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
-                                               e.temperature)
-    update = jax.device_get(learner.update(batches))
-    metrics["update_s"] = time.perf_counter() - start
-    metrics["train_tokens_per_s"] = float(sum(b["attention_mask"].sum() for b in batches)
-                                          / metrics["update_s"])
-    metrics["length_buckets"] = len(batches)
-    metrics.update({k: float(v) for k, v in update.items()})
-    if critic is not None:
-      value_metrics = jax.device_get(value_metrics)
-      metrics.update(value_loss=float(value_metrics["loss"]),
-                     value_mean=float(value_metrics["value_mean"]))
+  return (trajs_kept, adv_kept, rewards_kept), metrics
+
+
+def _update_step(config: ConfigDict, learner: Learner, trajs: list[Trajectory], adv: list,
+                 rewards: list, reference: Learner | None, critic: Learner | None,
+                 data_parallel: int) -> dict:
+  """Packs the kept episodes and runs the update(s); the update's metrics."""
+  rl, e = config.rl, config.episode
+  start = time.perf_counter()
+  # Rows padded (all-zero masks: no effect on the loss) to a multiple of ROWS_BUCKET and of
+  # the micro-batch count times the data-parallel size (each micro-batch splits evenly
+  # over the mesh): the kept episodes vary step to step, and each new batch shape
+  # would compile the update again (~10 s each on 2 CPU cores). GRPO's rows go in two
+  # length buckets when that saves padding (`pack_buckets`); PPO's critic targets are
+  # per row of one array.
+  split = rl.micro_batches * data_parallel
+  rows = math.lcm(ROWS_BUCKET, split)
+  if critic is None:
+    batches = pack_buckets(trajs, adv, rows_multiple=rows,
+                           long_rows_multiple=math.lcm(ROWS_BUCKET // 2, split),
+                           max_length=e.max_total_tokens)
+  else:
+    batches = [pack(trajs, adv, rows_multiple=rows, max_length=e.max_total_tokens)]
+    ppo_targets(critic, batches[0], np.asarray(rewards, np.float32), rl)
+    value_metrics = critic.update(batches[0])
+  if reference is not None:
+    for batch in batches:
+      batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
+                                             e.temperature)
+  update = jax.device_get(learner.update(batches))
+  metrics = {"update_s": time.perf_counter() - start, "length_buckets": len(batches)}
+  metrics["train_tokens_per_s"] = float(sum(b["attention_mask"].sum() for b in batches)
+                                        / metrics["update_s"])
+  metrics.update({k: float(v) for k, v in update.items()})
+  if critic is not None:
+    value_metrics = jax.device_get(value_metrics)
+    metrics.update(value_loss=float(value_metrics["loss"]),
+                   value_mean=float(value_metrics["value_mean"]))
   return metrics
 
 

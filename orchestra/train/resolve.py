@@ -138,9 +138,10 @@ def _rollout(c) -> dict:
   """The rollout engine; the server fields are optional unless `rollout.engine = "http"`."""
   keys = ("server", "launch", "urls", "served_model_name", "tensor_parallel_size",
           "weight_sync", "sync_dir")
+  lag = {"max_staleness": c.rollout.max_staleness}
   if c.rollout.engine == "jax":                # kept so that --config.rollout.engine=http works
-    return {"engine": "jax", **{k: c.rollout.get(k) for k in keys if k in c.rollout}}
-  return {"engine": c.rollout.engine, **{k: c.rollout[k] for k in keys}}
+    return {"engine": "jax", **lag, **{k: c.rollout.get(k) for k in keys if k in c.rollout}}
+  return {"engine": c.rollout.engine, **lag, **{k: c.rollout[k] for k in keys}}
 
 
 def _sft(c, env_name: str) -> dict:

@@ -187,6 +187,22 @@ def _validate_model(config: ConfigDict) -> None:
   for field, allowed in choices.items():
     if r[field] not in allowed:
       raise ConfigValueError(f"config.rollout.{field}={r[field]!r}: expected one of {allowed}")
+  _validate_staleness(config)
+
+
+def _validate_staleness(config: ConfigDict) -> None:
+  lag = config.rollout.max_staleness
+  if lag not in (0, 1):
+    raise ConfigValueError(f"config.rollout.max_staleness={lag!r}: expected 0 (on-policy) or 1 "
+                           "(the next step sampled during this step's update)")
+  if lag and config.rollout.engine != "http":
+    raise ConfigValueError("config.rollout.max_staleness=1 samples during the update, which the "
+                           "in-process engine cannot (it shares the learner's devices and "
+                           "parameter buffers): set config.rollout.engine='http'")
+  if lag and config.rl.loss.tis_cap is None:
+    raise ConfigValueError("config.rollout.max_staleness=1 trains on episodes sampled one update "
+                           "earlier: set config.rl.loss.tis_cap (e.g. 2.0), the truncated "
+                           "importance weight that corrects for the older sampler")
 
 
 def _validate_env_and_tools(config: ConfigDict) -> None:

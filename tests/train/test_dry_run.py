@@ -47,6 +47,21 @@ def test_bad_model_mesh_and_rollout_values_name_the_field(field, value, message)
     validate(config)
 
 
+@pytest.mark.parametrize("changes, message", [
+    (dict(max_staleness=2), r"config.rollout.max_staleness=2: expected 0 \(on-policy\) or 1"),
+    (dict(max_staleness=1), "set config.rl.loss.tis_cap"),
+    (dict(max_staleness=1, engine="jax"), "set config.rollout.engine='http'"),
+])
+def test_sampling_ahead_needs_rollout_servers_and_the_importance_weight(changes, message):
+  config = load("qwen3_8b_grpo")
+  config.rollout.update(changes)
+  with pytest.raises(ConfigValueError, match=message):
+    validate(config)
+  config.rollout.engine, config.rl.loss.tis_cap = "http", 2.0
+  if changes["max_staleness"] == 1:
+    validate(config)                                          # servers + tis_cap: accepted
+
+
 def test_an_unknown_qa_tool_is_named():
   config = load("qwen3_8b_grpo")
   config.tools.names = config.tools.names[:-1] + ("oracle",)

@@ -149,7 +149,9 @@ def test_servers_are_stopped_on_every_exit_path(tmp_path, tokenizer_dir):
 def test_training_on_launched_servers_end_to_end_and_resume(tmp_path):
   """launch/train.py with rollout.engine=http: every RL turn carries its step's version,
   each step syncs, no server outlives the run; a rerun with more steps resumes and the
-  servers serve the checkpoint's weights first."""
+  servers serve the checkpoint's weights first. The rerun samples one step ahead
+  (`rollout.max_staleness=1`): its first step on the checkpoint's weights, its second
+  during the first's update, on the weights before it."""
   workdir = tmp_path / "run"
   args = [sys.executable, os.path.join(ROOT, "launch", "train.py"),
           f"--config={os.path.join(ROOT, 'configs', 'tiny_cpu.py')}", f"--workdir={workdir}",
@@ -157,14 +159,17 @@ def test_training_on_launched_servers_end_to_end_and_resume(tmp_path):
           "--config.rl.group_size=2", "--config.checkpoint.every=1",
           "--config.rollout.engine=http", "--noprogress"]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  for steps in (2, 3):
-    out = subprocess.run(args + [f"--config.rl.total_steps={steps}"], capture_output=True,
+  ahead = ["--config.rollout.max_staleness=1", "--config.rl.loss.tis_cap=2.0"]
+  for steps, more in ((2, []), (4, ahead)):
+    out = subprocess.run(args + [f"--config.rl.total_steps={steps}"] + more, capture_output=True,
                          text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   rl = [r for r in rows if r.get("stage") == "rl"]
-  assert [r["step"] for r in rl] == [3, 4, 5]
-  assert [r["weight_version"] for r in rl] == [3, 4, 5]      # synced after each update
+  assert [r["step"] for r in rl] == [3, 4, 5, 6]
+  assert [r["weight_version"] for r in rl] == [3, 4, 5, 6]   # synced after each update
+  assert [r["policy_lag"] for r in rl] == [0, 0, 0, 1]       # the last sampled one step ahead
+  # every turn on the weights its step sampled with (6's episodes: version 4's)
   assert all(r["stale_turns"] == 0 and r["lost_episodes"] == 0 for r in rl)
   listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
   assert str(workdir) not in listed                           # no server outlived its run
@@ -196,10 +201,12 @@ class NoServerSetup:
 
 
 def test_a_step_whose_every_episode_is_lost_stops_the_run_with_one_message():
-  from orchestra.train.loop import rl_step
+  from orchestra.train.loop import learn_step, sample_step
   from orchestra.train.rollouts import Rollouts, RolloutsFailed
 
-  rollouts = Rollouts(engine=object(), sync=None)
+  rollouts = Rollouts(engine=object(), sync=None, version=7)
+  episodes = asyncio.run(sample_step(NoServerSetup(), rollouts, step=7))
+  assert episodes.version == 7 and [len(g) for g in episodes.groups] == [2, 2]
   with pytest.raises(RolloutsFailed, match="all 4 episodes were lost .engine_error.; no rollout "
                                             "engine answered. The last checkpoint is intact"):
-    asyncio.run(rl_step(NoServerSetup(), learner=None, rollouts=rollouts, step=7))
+    learn_step(NoServerSetup(), learner=None, episodes=episodes, step=7)
