@@ -210,3 +210,41 @@ def test_a_step_whose_every_episode_is_lost_stops_the_run_with_one_message():
   with pytest.raises(RolloutsFailed, match="all 4 episodes were lost .engine_error.; no rollout "
                                             "engine answered. The last checkpoint is intact"):
     learn_step(NoServerSetup(), learner=None, episodes=episodes, step=7)
+
+
+class FlakySetup(NoServerSetup):
+  """Episodes that fail once the engine's servers are gone."""
+
+  async def rollout(self, engine, task, preference_name, sampling):
+    if engine.gone:
+      raise ConnectionError("every server is gone")
+    return await super().rollout(engine, task, preference_name, sampling)
+
+
+def test_sampling_ahead_runs_during_the_update_and_its_failure_lands_after_it(monkeypatch):
+  import threading
+
+  from orchestra.train import loop
+  from orchestra.train.rollouts import Rollouts
+
+  updates = []
+
+  def fake_learn_step(setup, learner, episodes, step, *args):
+    updates.append((step, episodes.version, threading.current_thread() is threading.main_thread()))
+    return {"step": step}
+
+  monkeypatch.setattr(loop, "learn_step", fake_learn_step)
+  rollouts = Rollouts(engine=SimpleNamespace(gone=False), sync=None, version=7)
+  episodes = asyncio.run(loop.sample_step(FlakySetup(), rollouts, 7))
+
+  def step_7():
+    return asyncio.run(loop.update_while_sampling(FlakySetup(), None, rollouts, episodes, 7))
+
+  metrics, ahead = step_7()
+  assert metrics == {"step": 7} and updates == [(7, 7, False)]   # in a worker thread
+  assert ahead.done() and ahead.result().version == 7            # step 8 on version 7's weights
+  rollouts.engine.gone = True
+  metrics, ahead = step_7()
+  assert metrics == {"step": 7}                                  # the update still completed
+  with pytest.raises(ConnectionError, match="every server is gone"):
+    ahead.result()                                               # raised at the next step
