@@ -362,7 +362,7 @@ async def sample_step(setup, rollouts: Rollouts, step: int) -> StepEpisodes:
       return await setup.rollout(rollouts.episode_engine(), task, pref,
                                  dataclasses.replace(sampling, seed=seed + k))
 
-  start, version = time.perf_counter(), rollouts.version
+  start, version = time.perf_counter(), rollouts.engine.weight_version
   groups = await asyncio.gather(*(
       asyncio.gather(*(episode(tasks[i], p, int(s) * rl.group_size, k)
                        for k in range(rl.group_size)))

@@ -46,12 +46,10 @@ class RolloutsFailed(RuntimeError):
 
 
 class Rollouts:
-  """The loop's rollout engine, its weight sync and (when launched here) its servers;
-  `version`: the weights the engine serves (the learner's step count at the last sync)."""
+  """The loop's rollout engine, its weight sync and (when launched here) its servers."""
 
-  def __init__(self, engine, sync: WeightSync, servers: LocalServers | None = None,
-               version: int = 0):
-    self.engine, self.sync, self.servers, self.version = engine, sync, servers, version
+  def __init__(self, engine, sync: WeightSync, servers: LocalServers | None = None):
+    self.engine, self.sync, self.servers = engine, sync, servers
 
   def episode_engine(self):
     """The engine one episode uses (pinned to one server over HTTP)."""
@@ -70,9 +68,7 @@ class Rollouts:
       metrics["failovers"] = self.engine.failovers          # requests moved this step
       self.engine.failovers = 0
       self.engine.down.clear()                   # a server back up is tried again
-    metrics.update(await self.sync.push(policy, version))
-    self.version = version
-    return metrics
+    return {**metrics, **await self.sync.push(policy, version)}
 
   async def aclose(self) -> None:
     if isinstance(self.engine, HTTPEngine):
@@ -102,7 +98,7 @@ async def open_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str, po
   servers this run launched."""
   if config.rollout.engine == "jax":
     engine = JaxEngine(policy, weight_version=version)
-    return Rollouts(engine, InProcessSync(engine), version=version)
+    return Rollouts(engine, InProcessSync(engine))
   return await _server_rollouts(config, workdir, tokenizer_dir, policy, version)
 
 
@@ -125,7 +121,7 @@ async def _server_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str,
       servers.stop()
     raise
   rollouts = Rollouts(engine, DiskSync(engine, sync_dir, tokenizer_dir, config.model.dtype),
-                      servers, version)
+                      servers)
   try:
     await engine.update_weights(path, version)    # every server serves `version` from here on
   except BaseException:

@@ -204,7 +204,7 @@ def test_a_step_whose_every_episode_is_lost_stops_the_run_with_one_message():
   from orchestra.train.loop import learn_step, sample_step
   from orchestra.train.rollouts import Rollouts, RolloutsFailed
 
-  rollouts = Rollouts(engine=object(), sync=None, version=7)
+  rollouts = Rollouts(engine=SimpleNamespace(weight_version=7), sync=None)
   episodes = asyncio.run(sample_step(NoServerSetup(), rollouts, step=7))
   assert episodes.version == 7 and [len(g) for g in episodes.groups] == [2, 2]
   with pytest.raises(RolloutsFailed, match="all 4 episodes were lost .engine_error.; no rollout "
@@ -234,7 +234,7 @@ def test_sampling_ahead_runs_during_the_update_and_its_failure_lands_after_it(mo
     return {"step": step}
 
   monkeypatch.setattr(loop, "learn_step", fake_learn_step)
-  rollouts = Rollouts(engine=SimpleNamespace(gone=False), sync=None, version=7)
+  rollouts = Rollouts(engine=SimpleNamespace(gone=False, weight_version=7), sync=None)
   episodes = asyncio.run(loop.sample_step(FlakySetup(), rollouts, 7))
 
   def step_7():
