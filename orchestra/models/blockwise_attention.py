@@ -14,6 +14,9 @@ nothing. Memory: both loops are rematerialised (`jax.checkpoint`), so the backwa
 keeps one [C, E] accumulator per (query block, key block) step of the block it is
 differentiating, never a [T, S] array: activations grow linearly with T.
 
+`attend_cache_blockwise` is the same online softmax for the sampler: T new tokens over the
+S slots of a KV cache (any mask), in key blocks, forward only.
+
 Masking is the dense path's: key slot s is visible to query slot t when s <= t and the key
 is a real token (`key_mask_BS`); a masked score is float32's most negative value, so a
 query with no visible key (padding) gets a finite output.
@@ -24,7 +27,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-ATTENTION_BLOCK = 512           # tokens per query and key block
+ATTENTION_BLOCK = 512           # tokens per query and key block (training, no cache)
+KEY_BLOCK = 128                 # key slots per step of `attend_cache_blockwise`
+_MASKED = jnp.finfo(jnp.float32).min
 
 
 def attend_blockwise(q_BTHE, k_BTKE, v_BTKE, key_mask_BT, block: int = ATTENTION_BLOCK):
@@ -48,7 +53,7 @@ def attend_blockwise(q_BTHE, k_BTKE, v_BTKE, key_mask_BT, block: int = ATTENTION
   @jax.checkpoint
   def query_block(qi, q_BKGCE):
     zeros = jnp.zeros(q_BKGCE.shape[:-1], jnp.float32)
-    init = (jnp.zeros(q_BKGCE.shape, jnp.float32), zeros + jnp.finfo(jnp.float32).min, zeros)
+    init = (jnp.zeros(q_BKGCE.shape, jnp.float32), zeros + _MASKED, zeros)
     step = jax.checkpoint(lambda carry, xs: (_key_block(q_BKGCE, qi, c, carry, *xs), None))
     (acc, _, denom), _ = jax.lax.scan(step, init, keys)
     return (acc / denom[..., None]).astype(q_BTHE.dtype)
@@ -63,20 +68,65 @@ def _key_block(q_BKGCE, qi, c: int, carry, ki, k_BKCE, v_BKCE, mask_BC):
   blocks after query block qi are skipped."""
 
   def update(carry):
-    acc_BKGCE, max_BKGC, denom_BKGC = carry
-    e = q_BKGCE.shape[-1]
-    scores = jnp.einsum("bkgce,bkse->bkgcs", q_BKGCE, k_BKCE,
-                        preferred_element_type=jnp.float32) * (e ** -0.5)
+    b, k, g, _, e = q_BKGCE.shape
+    scores = jnp.matmul(q_BKGCE.reshape(b, k, g * c, e), jnp.swapaxes(k_BKCE, -1, -2),
+                        preferred_element_type=jnp.float32).reshape(b, k, g, c, c) * (e ** -0.5)
     causal_CS = ki * c + jnp.arange(c)[None, :] <= qi * c + jnp.arange(c)[:, None]
     visible = causal_CS[None, None, None] & mask_BC[:, None, None, None, :]
-    scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
-    new_max = jnp.maximum(max_BKGC, scores.max(-1))
-    probs = jnp.exp(scores - new_max[..., None])
-    correction = jnp.exp(max_BKGC - new_max)
-    denom = denom_BKGC * correction + probs.sum(-1)
-    acc = acc_BKGCE * correction[..., None] + jnp.einsum(
-        "bkgcs,bkse->bkgce", probs.astype(v_BKCE.dtype), v_BKCE,
-        preferred_element_type=jnp.float32)
-    return acc, new_max, denom
+    return online_softmax_update(carry, jnp.where(visible, scores, _MASKED), v_BKCE)
 
   return jax.lax.cond(ki <= qi, update, lambda carry: carry, carry)
+
+
+def online_softmax_update(carry, scores_BKGTS, v_BKSE):
+  """(acc [B,K,G,T,E], running max m, denominator l) after one block of S keys, from its
+  masked float32 scores (query head g of kv head k folded into rows, as in the module doc):
+
+      m' = max(m, rowmax s)    c = e^(m - m')    l' = l c + rowsum e^(s - m')
+      acc' = acc c + e^(s - m') v
+  """
+  acc_BKGTE, max_BKGT, denom_BKGT = carry
+  b, k, g, t, s = scores_BKGTS.shape
+  new_max = jnp.maximum(max_BKGT, scores_BKGTS.max(-1))
+  probs = jnp.exp(scores_BKGTS - new_max[..., None])
+  correction = jnp.exp(max_BKGT - new_max)
+  denom = denom_BKGT * correction + probs.sum(-1)
+  pv_BKXE = jnp.matmul(probs.reshape(b, k, g * t, s).astype(v_BKSE.dtype), v_BKSE,
+                       preferred_element_type=jnp.float32)
+  return acc_BKGTE * correction[..., None] + pv_BKXE.reshape(acc_BKGTE.shape), new_max, denom
+
+
+def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
+  """`decoder.attend_kv_major` (T queries over the S slots of a KV cache, [B, K, S, E],
+  any [B, T, S] mask) in key blocks of `block` slots with the online softmax above.
+
+  Same result within float32 rounding; never builds the [T, S] scores, only [T, block]
+  per step. On 2 CPU cores (8 rows, 4 heads over 2 kv heads of 64) a prefill of 448
+  tokens after a 3.1k-token cached prefix took 58-62 ms per layer against 209-222 ms dense,
+  and 256 tokens over 1k slots 14 against 37 ms: the dense [T, S] scores are written and
+  read by every softmax pass, the blocks stay in cache. A single query (a decode step) is
+  faster dense, as is a cache of at most 2 blocks (`attend_cache` picks).
+  """
+  b, t, h, e = q_BTHE.shape
+  k, s = k_BKSE.shape[1], k_BKSE.shape[2]
+  g = h // k
+  q_BKXE = q_BTHE.reshape(b, t, k, g, e).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, e)
+
+  def key_block(carry, start, width):
+    slot = lambda x, axis: jax.lax.dynamic_slice_in_dim(x, start, width, axis)  # noqa: E731
+    scores = jnp.matmul(q_BKXE, jnp.swapaxes(slot(k_BKSE, 2), -1, -2),
+                        preferred_element_type=jnp.float32) * (e ** -0.5)
+    visible = slot(mask_BTS, 2)[:, None, None]
+    scores = jnp.where(visible, scores.reshape(b, k, g, t, width), _MASKED)
+    return online_softmax_update(carry, scores, slot(v_BKSE, 2))
+
+  full, tail = divmod(s, block)
+  zeros = jnp.zeros((b, k, g, t), jnp.float32)
+  carry = (jnp.zeros((b, k, g, t, e), jnp.float32), zeros + _MASKED, zeros)
+  if full:
+    carry = jax.lax.fori_loop(0, full, lambda i, carry: key_block(carry, i * block, block), carry)
+  if tail:
+    carry = key_block(carry, full * block, tail)
+  acc, _, denom = carry
+  out_BKGTE = (acc / denom[..., None]).astype(v_BKSE.dtype)
+  return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)

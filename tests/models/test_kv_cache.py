@@ -8,6 +8,7 @@ from hf_fixtures import make_hf_model, padded_batch
 from orchestra.checkpoint import load_hf
 
 from orchestra.models import KVCache, MemoryOptions
+from orchestra.models.blockwise_attention import attend_cache_blockwise
 from orchestra.models.decoding import GREEDY, Sampler, generate, processed_logprobs
 
 
@@ -35,6 +36,29 @@ def test_prefill_then_steps_equal_full_forward(pair):
   np.testing.assert_allclose(incremental[real], full[real], atol=1e-5, rtol=0)
   assert int(cache.index) == ids.shape[1]
   np.testing.assert_array_equal(np.asarray(cache.next_position_B), mask.sum(1))
+
+
+def test_prefill_after_a_long_prefix_in_key_blocks_equals_full_forward(pair, monkeypatch):
+  """A second prefill chunk of 100 tokens over 300 cache slots (two full key blocks of 128
+  and a tail) through `attend_cache_blockwise` (forced: the scores are small here) gives
+  the full forward's logits, and the steps after it too."""
+  from orchestra.models import decoder
+  monkeypatch.setattr(decoder, "DENSE_SCORES_MAX_BYTES", 0)
+  blocked = []
+  monkeypatch.setattr(decoder, "attend_cache_blockwise",
+                      lambda *a: blocked.append(a[0].shape) or attend_cache_blockwise(*a))
+  model, _ = pair
+  ids, mask, _ = padded_batch(model.config.vocab_size, length=290, pad_left=37, seed=5)
+  full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+  cache = KVCache.init(model.config, ids.shape[0], 300)
+  pieces = []
+  for start, stop in ((0, 180), (180, 280)) + tuple((t, t + 1) for t in range(280, 290)):
+    logits, cache = model.forward_with_cache(jnp.asarray(ids[:, start:stop]), cache,
+                                             jnp.asarray(mask[:, start:stop]))
+    pieces.append(np.asarray(logits))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(np.concatenate(pieces, axis=1)[real], full[real], atol=1e-5, rtol=0)
+  assert {shape[1] for shape in blocked} == {180, 100}      # the prefills; steps run dense
 
 
 def test_greedy_decode_matches_transformers_generate(pair):

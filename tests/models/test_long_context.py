@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
-from orchestra.models.blockwise_attention import attend_blockwise
-from orchestra.models.decoder import attend
+from orchestra.models.blockwise_attention import attend_blockwise, attend_cache_blockwise
+from orchestra.models.decoder import attend, attend_kv_major
 from orchestra.models.fused_attention import attend_fused
 from orchestra.models.token_stats import token_stats
 from orchestra.rl.losses import token_entropy, token_logprobs
@@ -50,6 +50,25 @@ def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
                          argnums=(0, 1, 2))(q, k, v)
   for got, want in zip(grads_block, grads_dense, strict=True):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("t,s,block", [(7, 40, 8), (16, 64, 16), (5, 20, 64), (1, 33, 8)])
+def test_cache_blockwise_attention_equals_dense(t, s, block):
+  """T queries over S cache slots ([B, K, S, E]) in key blocks (a tail block when S is not a
+  multiple; one partial block when S < block): the dense result, for a causal mask over
+  left-padded rows, a random mask, and a row that sees no key (the dense path's uniform
+  average)."""
+  kq, kk, kv, km = jax.random.split(jax.random.key(1), 4)
+  q = jax.random.normal(kq, (4, t, 4, 8))
+  k, v = jax.random.normal(kk, (4, 2, s, 8)), jax.random.normal(kv, (4, 2, s, 8))
+  causal_TS = np.arange(s)[None, :] <= s - t + np.arange(t)[:, None]
+  mask = np.broadcast_to(causal_TS, (4, t, s)).copy()
+  mask[0, :, :9] = False                                        # left padding
+  mask[1] &= np.asarray(jax.random.bernoulli(km, 0.7, (t, s)))  # any mask
+  mask[2] = False                                               # no visible key
+  mask = jnp.asarray(mask)
+  np.testing.assert_allclose(attend_cache_blockwise(q, k, v, mask, block),
+                             attend_kv_major(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
 def _right_padded(b, t):
