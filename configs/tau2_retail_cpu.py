@@ -54,6 +54,7 @@ def get_config() -> ConfigDict:
   c.tools = ConfigDict(dict(names=(), llm=ConfigDict()))
   c.model.vocab_size = 4096                    # the fixed policy + tool schemas become ~500 tokens
   c.model.num_layers = 2                       # ~1.5k-token conversations: attention dominates
+  c.model.attention = "blockwise"              # fwd+bwd of 4 x 2048 tokens 0.87 s vs 1.42 dense
   c.episode = ConfigDict(dict(
       max_turns=16,                            # policy turns (tool calls and messages)
       turn_tokens=96,
