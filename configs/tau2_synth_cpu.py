@@ -34,5 +34,6 @@ def get_config() -> ConfigDict:
   c.env.max_steps = 20
   c.episode.max_turns = 8
   c.episode.max_total_tokens = 2048            # policy + ~10 tools + ticket + a few turns
+  c.model.attention = "dense"                  # faster than blockwise up to ~800 tokens
   c.sft.num_demos = 160
   return c
