@@ -15,7 +15,9 @@ keeps one [C, E] accumulator per (query block, key block) step of the block it i
 differentiating, never a [T, S] array: activations grow linearly with T.
 
 `attend_cache_blockwise` is the same online softmax for the sampler: T new tokens over the
-S slots of a KV cache (any mask), in key blocks, forward only.
+S slots of a KV cache (any mask), in key blocks, forward only. The folded-head layout and
+the masked scores (`fold_query_heads`, `masked_scores`, `unfold_query_heads`) are shared
+with the dense path (`decoder.attend_kv_major`).
 
 Masking is the dense path's: key slot s is visible to query slot t when s <= t and the key
 is a real token (`key_mask_BS`); a masked score is float32's most negative value, so a
@@ -30,6 +32,32 @@ import jax.numpy as jnp
 ATTENTION_BLOCK = 512           # tokens per query and key block (training, no cache)
 KEY_BLOCK = 128                 # key slots per step of `attend_cache_blockwise`
 _MASKED = jnp.finfo(jnp.float32).min
+
+
+def fold_query_heads(q_BTHE, num_kv_heads: int):
+  """[B, T, H, E] -> [B, K, X, E]: the G = H / K query heads of kv head k (query head h reads
+  kv head h // G) folded into the token axis, X = G*T, so attention's two products are plain
+  batched matmuls over (B, K) (XLA:CPU runs them ~2.5x faster than 5-d einsums)."""
+  b, t, h, e = q_BTHE.shape
+  g = h // num_kv_heads
+  return q_BTHE.reshape(b, t, num_kv_heads, g, e).transpose(0, 2, 3, 1, 4).reshape(
+      b, num_kv_heads, g * t, e)
+
+
+def unfold_query_heads(out_BKGTE):
+  """[B, K, G, T, E] -> [B, T, H, E], the inverse of `fold_query_heads`."""
+  b, k, g, t, e = out_BKGTE.shape
+  return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, k * g, e)
+
+
+def masked_scores(q_BKXE, k_BKSE, visible_BTS):
+  """Float32 scores q k^T / sqrt(E) of folded queries, [B, K, G, T, S]; a key not visible
+  to a query (False in `visible_BTS`, broadcast over B as needed) scores float32's minimum."""
+  b, k, x, e = q_BKXE.shape
+  t, s = visible_BTS.shape[1], k_BKSE.shape[2]
+  scores = jnp.matmul(q_BKXE, jnp.swapaxes(k_BKSE, -1, -2),
+                      preferred_element_type=jnp.float32) * (e ** -0.5)
+  return jnp.where(visible_BTS[:, None, None], scores.reshape(b, k, x // t, t, s), _MASKED)
 
 
 def attend_blockwise(q_BTHE, k_BTKE, v_BTKE, key_mask_BT, block: int = ATTENTION_BLOCK):
@@ -69,11 +97,10 @@ def _key_block(q_BKGCE, qi, c: int, carry, ki, k_BKCE, v_BKCE, mask_BC):
 
   def update(carry):
     b, k, g, _, e = q_BKGCE.shape
-    scores = jnp.matmul(q_BKGCE.reshape(b, k, g * c, e), jnp.swapaxes(k_BKCE, -1, -2),
-                        preferred_element_type=jnp.float32).reshape(b, k, g, c, c) * (e ** -0.5)
     causal_CS = ki * c + jnp.arange(c)[None, :] <= qi * c + jnp.arange(c)[:, None]
-    visible = causal_CS[None, None, None] & mask_BC[:, None, None, None, :]
-    return online_softmax_update(carry, jnp.where(visible, scores, _MASKED), v_BKCE)
+    visible_BCS = causal_CS[None] & mask_BC[:, None, :]
+    scores = masked_scores(q_BKGCE.reshape(b, k, g * c, e), k_BKCE, visible_BCS)
+    return online_softmax_update(carry, scores, v_BKCE)
 
   return jax.lax.cond(ki <= qi, update, lambda carry: carry, carry)
 
@@ -110,24 +137,20 @@ def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BL
   read by every softmax pass, the blocks stay in cache. A single query (a decode step) or
   small scores are faster dense (`decoder.attend_cache` picks).
   """
-  b, t, h, e = q_BTHE.shape
   k, s = k_BKSE.shape[1], k_BKSE.shape[2]
-  g = h // k
-  q_BKXE = q_BTHE.reshape(b, t, k, g, e).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, e)
+  q_BKXE = fold_query_heads(q_BTHE, k)
   width = min(block, s)
 
   def key_block(i, carry):
     start = jnp.minimum(i * width, s - width)
     slot = lambda x: jax.lax.dynamic_slice_in_dim(x, start, width, 2)  # noqa: E731
-    scores = jnp.matmul(q_BKXE, jnp.swapaxes(slot(k_BKSE), -1, -2),
-                        preferred_element_type=jnp.float32) * (e ** -0.5)
-    scores = jnp.where(slot(mask_BTS)[:, None, None], scores.reshape(b, k, g, t, width), _MASKED)
+    scores = masked_scores(q_BKXE, slot(k_BKSE), slot(mask_BTS))
     seen_before = start + jnp.arange(width) < i * width
     return online_softmax_update(carry, jnp.where(seen_before, -jnp.inf, scores), slot(v_BKSE))
 
-  zeros = jnp.zeros((b, k, g, t), jnp.float32)
-  carry = (jnp.zeros((b, k, g, t, e), jnp.float32), zeros + _MASKED, zeros)
+  b, t, h, e = q_BTHE.shape
+  zeros = jnp.zeros((b, k, h // k, t), jnp.float32)
+  carry = (jnp.zeros((b, k, h // k, t, e), jnp.float32), zeros + _MASKED, zeros)
   carry = jax.lax.fori_loop(0, -(-s // width), key_block, carry)
   acc, _, denom = carry
-  out_BKGTE = (acc / denom[..., None]).astype(v_BKSE.dtype)
-  return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+  return unfold_query_heads((acc / denom[..., None]).astype(v_BKSE.dtype))

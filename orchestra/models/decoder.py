@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from orchestra.models.blockwise_attention import attend_blockwise, attend_cache_blockwise
+from orchestra.models.blockwise_attention import (attend_blockwise, attend_cache_blockwise,
+                                                  fold_query_heads, masked_scores,
+                                                  unfold_query_heads)
 from orchestra.models.fused_attention import attend_fused
 from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.kv_cache import KVCache
@@ -79,24 +81,17 @@ def attend_kv_major(q_BTHE, k_BKSE, v_BKSE, mask_BTS):
   """Grouped-query softmax attention: softmax(q k^T / sqrt(E) + mask) v, with keys/values
   in the KV cache's layout [B, K, S, E].
 
-  Query head h reads kv head h // G. The G query heads of each kv head are
-  folded into the token axis (X = G*T) so both products are plain batched
-  matmuls over (B, K), which XLA runs ~2.5x faster than a 5-d einsum on CPU; in this
-  layout neither product copies the keys or values (a decode step reads the cache as is).
-  Masked logits are set to the most negative float32, so a row with no
-  visible key (a padding query) gives a finite average instead of NaN.
+  Query heads are folded onto their kv heads (`fold_query_heads`), so both products are
+  plain batched matmuls; in this layout neither copies the keys or values (a decode step
+  reads the cache as is). Masked logits are set to the most negative float32
+  (`masked_scores`), so a row with no visible key (a padding query) gives a finite average
+  instead of NaN.
   """
-  b, t, h, e = q_BTHE.shape
-  k, s = k_BKSE.shape[1], k_BKSE.shape[2]
-  g = h // k
-  q_BKXE = q_BTHE.reshape(b, t, k, g, e).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, e)
-  logits_BKXS = jnp.matmul(q_BKXE, jnp.swapaxes(k_BKSE, -1, -2),
-                           preferred_element_type=jnp.float32) * (e ** -0.5)
-  logits_BKGTS = logits_BKXS.reshape(b, k, g, t, s)
-  logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, jnp.finfo(jnp.float32).min)
+  b, k, s, e = k_BKSE.shape
+  logits_BKGTS = masked_scores(fold_query_heads(q_BTHE, k), k_BKSE, mask_BTS)
+  _, _, g, t, _ = logits_BKGTS.shape
   probs_BKXS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BKSE.dtype).reshape(b, k, g * t, s)
-  out_BKXE = jnp.matmul(probs_BKXS, v_BKSE)
-  return out_BKXE.reshape(b, k, g, t, e).transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+  return unfold_query_heads(jnp.matmul(probs_BKXS, v_BKSE).reshape(b, k, g, t, e))
 
 
 DENSE_SCORES_MAX_BYTES = 2**24
