@@ -37,7 +37,7 @@ EXTRAS_REQUIRE = {
     # Web search tool.
     "search": ["tavily-python>=0.8.5"],
     # Tests; torch is only the CPU reference for parity checks.
-    "test": ["pytest>=9.2.0", "torch==2.13.0"],
+    "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "torch==2.13.0"],
 }
 
 setup(

@@ -15,13 +15,23 @@ CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=32, intermediate_size=48
                     num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
 
 
-def alone(model, prompt, sampling: SamplingParams, seed: int):
-  """The request decoded by itself with `decoding.generate`: the reference."""
-  tokens, logps = generate(model, np.asarray([prompt], np.int32),
-                           max_new_tokens=sampling.max_tokens, seeds=[seed],
+def alone(model, prompt, sampling: SamplingParams, seed: int, decode_steps: int | None = None):
+  """The request decoded by itself with `decoding.generate`: the reference.
+
+  The prompt is left-padded to a multiple of 16 and `decode_steps` tokens (default
+  `max_tokens`) decoded, then cut to `max_tokens`: a row's samples depend only on its own
+  seed and step count, so the cut equals a `max_tokens` run, and calls of one test share
+  one compiled program.
+  """
+  width = -(-len(prompt) // 16) * 16
+  ids, mask = np.zeros((1, width), np.int32), np.zeros((1, width), bool)
+  ids[0, width - len(prompt):], mask[0, width - len(prompt):] = prompt, True
+  tokens, logps = generate(model, ids, mask,
+                           max_new_tokens=decode_steps or sampling.max_tokens, seeds=[seed],
                            select=Sampler(sampling.temperature, sampling.top_k, sampling.top_p),
                            stop_ids=sampling.stop_token_ids)
-  tokens, logps = np.asarray(tokens)[0].tolist(), np.asarray(logps)[0]
+  tokens = np.asarray(tokens)[0, :sampling.max_tokens].tolist()
+  logps = np.asarray(logps)[0, :sampling.max_tokens]
   stops = [i + 1 for i, t in enumerate(tokens) if t in sampling.stop_token_ids]
   end = stops[0] if stops else len(tokens)
   return tokens[:end], logps[:end]
@@ -58,7 +68,7 @@ def test_refilled_slots_give_each_request_its_solo_result():
   long_first = [i for i, (_, s) in enumerate(requests[:4]) if s.max_tokens == 70]
   assert order.index(long_first[0]) > 4 if long_first else True   # short ones overtook it
   for (prompt, sampling), out in zip(requests, outs, strict=True):
-    tokens, logps = alone(model, prompt, sampling, sampling.seed)
+    tokens, logps = alone(model, prompt, sampling, sampling.seed, decode_steps=70)
     assert out.token_ids == tokens
     np.testing.assert_allclose(out.logprobs, logps, atol=1e-5)
     assert out.finish_reason == ("stop" if tokens[-1] == 7 else "length")

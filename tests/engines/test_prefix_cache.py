@@ -4,14 +4,13 @@ clear it; the byte budget holds."""
 
 import asyncio
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from reference_logprobs import forward_logprobs
 
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, common_prefix_length
 from orchestra.models import CausalLM, DecoderConfig
-from orchestra.rl import token_logprobs
 
 CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
                     num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
@@ -43,13 +42,14 @@ def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
     with_cache = asyncio.run(conversations(cached, firsts, temperature=temperature))
     without = asyncio.run(conversations(plain, firsts, temperature=temperature))
     for a_turns, b_turns in zip(with_cache, without, strict=True):
-      for (prompt, a), (_, b) in zip(a_turns, b_turns, strict=True):
+      for (_, a), (_, b) in zip(a_turns, b_turns, strict=True):
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
-        seq = jnp.asarray([prompt + a.token_ids])
-        ref = np.asarray(token_logprobs(model(seq), seq))[0, len(prompt):]
-        if temperature == 0:
-          np.testing.assert_allclose(a.logprobs, ref, atol=1e-4)
+    if temperature == 0:
+      turns = [turn for episode in with_cache for turn in episode]
+      refs = forward_logprobs(model, [prompt + out.token_ids for prompt, out in turns])
+      for (prompt, out), ref in zip(turns, refs, strict=True):
+        np.testing.assert_allclose(out.logprobs, ref[len(prompt):], atol=1e-4)
   cache = cached.prefix_cache
   assert cache.reused_tokens > 0.6 * cache.prompt_tokens   # turns 2-4 mostly reused
   assert len(cache) == 6            # one per episode and run: each turn's entry replaced the last
@@ -63,9 +63,8 @@ def test_a_group_reuses_its_shared_first_prompt_and_updates_clear_it():
   reused = engine.prefix_cache.reused_tokens
   again = asyncio.run(engine.generate(shared + [5, 6], SamplingParams(max_tokens=6, seed=1)))
   assert engine.prefix_cache.reused_tokens - reused >= 80
-  seq = jnp.asarray([shared + [5, 6] + again.token_ids])
-  ref = np.asarray(token_logprobs(model(seq), seq))[0, 82:]
-  np.testing.assert_allclose(again.logprobs, ref, atol=1e-4)
+  ref = forward_logprobs(model, [shared + [5, 6] + again.token_ids])[0]
+  np.testing.assert_allclose(again.logprobs, ref[82:], atol=1e-4)
   short = JaxEngine(model, prompt_bucket=16)              # default: short prompts never pay
   asyncio.run(short.generate(shared, SamplingParams(max_tokens=6, seed=0)))
   asyncio.run(short.generate(shared + [5, 6], SamplingParams(max_tokens=6, seed=1)))

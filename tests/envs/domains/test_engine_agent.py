@@ -2,10 +2,10 @@
 
 import asyncio
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from reference_logprobs import forward_logprobs
 from tokenizer_fixture import make_tokenizer
 from toy_domain import POLICY, write_data
 
@@ -19,7 +19,6 @@ from orchestra.envs.domains.conversation import (FIRST_AGENT_MESSAGE, TicketUser
 from orchestra.envs.domains.engine_agent import EngineAgent
 from orchestra.envs.domains.evaluate import evaluate_episode
 from orchestra.models import CausalLM, DecoderConfig
-from orchestra.rl import token_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +156,7 @@ def test_sampled_turns_keep_the_samplers_logprobs_aligned(library, tokenizer):
   sampled = np.asarray(traj.loss_mask, bool)
   sampled[:traj.prompt_length + first_turn] = False
   assert len(traj.turns) >= 2 and sampled.sum() >= 3
-  seq = jnp.asarray([traj.token_ids])
-  ref = np.asarray(token_logprobs(model(seq), seq))[0]
+  ref = forward_logprobs(model, [traj.token_ids])[0]
   np.testing.assert_allclose(np.asarray(traj.behaviour_logprobs)[sampled], ref[sampled],
                              atol=1e-4)
 
