@@ -23,13 +23,6 @@ def pytest_configure(config):
       "`pytest -m 'not slow'` leaves these out for a fast loop (CI runs everything)")
 
 
-def pytest_collection_modifyitems(config, items):
-  """Runs the `slow` tests first (otherwise in collection order): with `-n 2` (the README's
-  command) the longest runs start at once on both workers instead of forming a tail."""
-  del config
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def pytest_unconfigure(config):
   """Removes the session's compilation cache (when this session made it)."""
   del config
