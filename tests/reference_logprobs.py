@@ -4,8 +4,7 @@ import numpy as np
 from flax import nnx
 
 from orchestra.rl import token_logprobs
-
-_LENGTH_BUCKET = 64
+from orchestra.shapes import bucket_length
 
 
 @nnx.jit
@@ -15,10 +14,11 @@ def _logprobs(model, ids_BT, mask_BT):
 
 def forward_logprobs(model, sequences: list[list[int]]) -> list[np.ndarray]:
   """log p(token t | tokens < t) of each sequence (0 at t = 0), from one jitted forward pass
-  over all of them, right-padded to a multiple of 64 tokens (causal attention: padding after
-  a token never changes it). One compiled program serves every call of the same shape,
-  where an eager forward per sequence compiled each operation anew for each length."""
-  width = -(-max(map(len, sequences)) // _LENGTH_BUCKET) * _LENGTH_BUCKET
+  over all of them, right-padded to their length bucket (`orchestra.shapes.bucket_length`;
+  causal attention: padding after a token never changes it). One compiled program serves
+  every call of the same shape, where an eager forward per sequence compiled each operation
+  anew for each length."""
+  width = bucket_length(max(map(len, sequences)))
   ids_BT = np.zeros((len(sequences), width), np.int32)
   mask_BT = np.zeros((len(sequences), width), bool)
   for row, seq in enumerate(sequences):

@@ -10,6 +10,7 @@ from flax import nnx
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, DecoderConfig
 from orchestra.models.decoding import Sampler, generate
+from orchestra.shapes import bucket_length
 
 CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
                     num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True)
@@ -18,12 +19,12 @@ CFG = DecoderConfig("qwen3", vocab_size=64, hidden_size=32, intermediate_size=48
 def alone(model, prompt, sampling: SamplingParams, seed: int, decode_steps: int | None = None):
   """The request decoded by itself with `decoding.generate`: the reference.
 
-  The prompt is left-padded to a multiple of 16 and `decode_steps` tokens (default
-  `max_tokens`) decoded, then cut to `max_tokens`: a row's samples depend only on its own
-  seed and step count, so the cut equals a `max_tokens` run, and calls of one test share
-  one compiled program.
+  The prompt is left-padded to its length bucket (`bucket_length(n, 16)`) and `decode_steps`
+  tokens (default `max_tokens`) decoded, then cut to `max_tokens`: a row's samples depend
+  only on its own seed and step count, so the cut equals a `max_tokens` run, and calls of
+  one test share one compiled program.
   """
-  width = -(-len(prompt) // 16) * 16
+  width = bucket_length(len(prompt), 16)
   ids, mask = np.zeros((1, width), np.int32), np.zeros((1, width), bool)
   ids[0, width - len(prompt):], mask[0, width - len(prompt):] = prompt, True
   tokens, logps = generate(model, ids, mask,
