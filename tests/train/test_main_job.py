@@ -96,7 +96,11 @@ def test_killed_run_resumes_and_finishes(tmp_path):
   assert [r["stage"] for r in rows] == ["sft"] * 4 + ["rl"] * 3
 
 
-def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
+def test_ppo_with_a_kl_penalty_trains_a_value_model_and_resumes_it(tmp_path):
+  """PPO with a KL penalty against the frozen SFT policy, in one run (each is a full launch):
+  the KL is 0 on the first RL step and grows after an update, the reference scores tokens as
+  the exported SFT policy does under transformers, and the critic is checkpointed and
+  restored on resume."""
   import numpy as np
   import torch
   from transformers import AutoModelForCausalLM
@@ -104,14 +108,16 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
   from orchestra.train.loop import make_reference
   from types import SimpleNamespace
   from ml_collections import ConfigDict
-  out = launch("train.py", f"--workdir={tmp_path}", *SHORT[:-1], "--config.rl.loss.kl_coef=0.1",
-               "--config.rl.total_steps=2", "--config.rl.std_threshold=0.0",
-               "--config.rl.warmup_steps=0", "--noprogress")      # step 1 updates at full lr
+  ppo = [*SHORT, "--config.rl.algorithm=ppo", "--config.rl.loss.kl_coef=0.1",
+         "--config.rl.std_threshold=0.0", "--config.rl.warmup_steps=0"]  # step 1: full lr
+  out = launch("train.py", f"--workdir={tmp_path}", *ppo, "--config.rl.total_steps=2")
   assert out.returncode == 0, out.stderr[-3000:]
+  assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "6", "value_params"))
   rl_rows = [r for r in steps(str(tmp_path)) if r["stage"] == "rl"]
   assert len(rl_rows) == 2 and all("loss" in r for r in rl_rows), rl_rows
   assert rl_rows[0]["kl"] < 1e-10          # the first RL step's policy is the reference
   assert rl_rows[1]["kl"] > 1e-7           # after one update it has moved
+
   # The reference scores tokens as the exported SFT policy does under transformers.
   hf_dir = str(tmp_path / "sft_hf")
   out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "export_hf.py"),
@@ -131,17 +137,13 @@ def test_kl_penalty_against_the_frozen_sft_policy(tmp_path):
       -1, torch.from_numpy(tokens[:, 1:, None]).long())[..., 0].numpy()
   np.testing.assert_allclose(ref_logp[:, 1:], picked, atol=2e-4)
 
-
-def test_ppo_trains_a_value_model_and_resumes_it(tmp_path):
-  ppo = [*SHORT, "--config.rl.algorithm=ppo"]
-  out = launch("train.py", f"--workdir={tmp_path}", *ppo, "--config.rl.total_steps=2")
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "6", "value_params"))
   out = launch("train.py", f"--workdir={tmp_path}", *ppo)        # resumes at 6, critic restored
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "at step 6" in out.stderr, out.stderr[-3000:]
   rl_rows = [r for r in steps(str(tmp_path)) if r["stage"] == "rl"]
   assert [r["step"] for r in rl_rows] == [5, 6, 7]
   assert all("value_loss" in r and "sync_s" in r for r in rl_rows if "loss" in r)
+  assert rl_rows[2]["kl"] > 1e-7
 
 
 @pytest.mark.parametrize("override, message", [
