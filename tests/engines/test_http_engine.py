@@ -242,10 +242,10 @@ def test_requests_on_a_dead_server_move_to_a_live_one_and_free_their_slots():
         after = await engine.generate([2], GREEDY)          # goes straight to the live one
       finally:
         await engine.aclose()
-      return len(dead.requests), live.completions, outcomes, engine, dead.url
+      return len(dead.requests), live.completions, outcomes + [after], engine, dead.url
 
   dead_requests, live_requests, outcomes, engine, dead_url = asyncio.run(main())
-  assert all(o.token_ids == [7, 8] for o in outcomes)
+  assert len(outcomes) == 5 and all(o.token_ids == [7, 8] for o in outcomes)
   assert (dead_requests, live_requests) == (2, 5)
   assert engine.down == {dead_url} and engine.failovers == 2
   assert set(engine._load.values()) == {0}
