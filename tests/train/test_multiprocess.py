@@ -104,9 +104,11 @@ def sft_runs(tmp_path_factory):
 
 
 def test_sft_over_two_processes_gives_the_one_process_parameters(sft_runs):
-  two = exported(sft_runs / "two_processes")
-  assert_same(exported(sft_runs / "one_device"), two)
-  assert_same(exported(sft_runs / "eight_devices"), two)
+  one, eight, two = (exported(sft_runs / name)
+                     for name in ("one_device", "eight_devices", "two_processes"))
+  assert_same(one, eight)            # one process: a (2, 2, 2) mesh trains as one device does
+  assert_same(one, two)
+  assert_same(eight, two)
   with open(sft_runs / "two_processes" / "metrics.jsonl") as f:   # written once, by process 0
     assert [json.loads(line)["step"] for line in f] == list(range(1, 7))
 
@@ -125,7 +127,7 @@ def test_checkpoints_move_between_one_process_and_two(sft_runs, tmp_path):
 
 def test_rl_over_two_processes_resumes_after_one_is_killed(tmp_path):
   workdir = tmp_path / "run"                 # train_stop_after.py halts in .../run/checkpoints
-  rl = ["--config.sft.steps=2", "--config.checkpoint.every=1", "--config.rl.total_steps=3",
+  rl = ["--config.sft.steps=2", "--config.checkpoint.every=1", "--config.rl.total_steps=2",
         "--config.rl.algorithm=ppo", "--config.rl.loss.kl_coef=0.01",
         "--config.rl.tasks_per_step=2", "--config.rl.group_size=2"]
   port = free_port()
@@ -148,7 +150,7 @@ def test_rl_over_two_processes_resumes_after_one_is_killed(tmp_path):
   assert "resuming rl at step 3" in log, log[-3000:]
   with open(workdir / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
   for r in rows[2:]:                      # each RL step updated the policy and the critic
     assert r["stage"] == "rl" and r["kept_groups"] > 0, r
     assert np.isfinite([r["loss"], r["kl"], r["value_loss"]]).all(), r
