@@ -301,7 +301,8 @@ def _rl_stage(setup, workdir: str, runner: asyncio.Runner, step: int, learner: L
   end = config.sft.steps + config.rl.total_steps
   # The rollout engine (in-process, or servers synced to this step's weights); process 0's
   # alone in a multi-process run.
-  policy = rollout_policy(learner.model)
+  on_device = config.rollout.engine == "jax"           # else exported from host memory
+  policy = rollout_policy(learner.model, on_device)
   rollouts = runner.run(open_rollouts(config, workdir, os.path.join(workdir, "tokenizer"),
                                       policy, step)) if is_main() else None
   ahead = None             # the next step's episodes, sampled during this step's update
@@ -318,7 +319,7 @@ def _rl_stage(setup, workdir: str, runner: asyncio.Runner, step: int, learner: L
           setup, learner, rollouts if sample_next else None, episodes, step, reference, critic,
           data_parallel))
       step += 1
-      policy = rollout_policy(learner.model)
+      policy = rollout_policy(learner.model, on_device)
       if rollouts is not None:                                 # the weight sync
         metrics.update(runner.run(rollouts.after_update(policy, step)))
       metrics["step_s"] = time.perf_counter() - start

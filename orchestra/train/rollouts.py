@@ -77,18 +77,25 @@ class Rollouts:
       self.servers.stop()
 
 
-def rollout_policy(model: CausalLM) -> CausalLM | None:
+def rollout_policy(model: CausalLM, on_device: bool = True) -> CausalLM | None:
   """The policy as the rollout engine takes it: `model` itself in a one-process run.
 
   In a multi-process run, every process calls this together after each update: the
-  sharded parameters are gathered, and process 0 gets a copy on its first local device
-  (the others, which roll nothing out, get None).
+  sharded parameters are gathered one array at a time (a process other than 0 never holds
+  more than one whole array), and process 0 keeps them: on its first local device for the
+  in-process engine (`on_device`), in host memory for an export to rollout servers (a
+  whole float32 Qwen3-8B is 33 GB, which has no room beside the learner's shards on one
+  accelerator). The other processes, which roll nothing out, get None.
   """
   if jax.process_count() == 1:
     return model
   graphdef, state = nnx.split(model)
-  state = to_host(state)
-  return nnx.merge(graphdef, jax.tree.map(jnp.asarray, state)) if is_main() else None
+  arrays, treedef = jax.tree.flatten(state)
+  kept = []
+  for array in arrays:
+    whole = to_host(array)
+    kept.append((jnp.asarray(whole) if on_device else whole) if is_main() else None)
+  return nnx.merge(graphdef, jax.tree.unflatten(treedef, kept)) if is_main() else None
 
 
 async def open_rollouts(config: ConfigDict, workdir: str, tokenizer_dir: str, policy: CausalLM,
