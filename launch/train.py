@@ -35,6 +35,9 @@ flags.DEFINE_string("coordinator_address", None, "multi-process run: HOST:PORT o
                     "SLURM/Open MPI/Kubernetes, else one process")
 flags.DEFINE_integer("num_processes", None, "multi-process run: how many processes in all")
 flags.DEFINE_integer("process_id", None, "multi-process run: this process's index, 0..N-1")
+flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-process run: seconds without a "
+                     "heartbeat before a process counts as dead and the others stop "
+                     "(jax.distributed's default: 100)")
 FLAGS = flags.FLAGS
 
 
@@ -81,10 +84,13 @@ def main(argv):
   from orchestra.train.setup_base import ConfigValueError
   if not FLAGS.workdir and not FLAGS.dry_run:
     raise app.UsageError("--workdir is required (the run's folder; reruns resume from it)")
-  from orchestra.sharding.multihost import MultiProcessError, initialize
+  import jax
+
+  from orchestra.sharding.multihost import MultiProcessError, exit_failed_run, initialize
   try:
     if not FLAGS.dry_run:              # the dry run plans per device, in one process
-      initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+      initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                 FLAGS.heartbeat_timeout_s)
     check_config(config)               # before anything is written into the run folder
     if FLAGS.dry_run:
       from orchestra.train.dry_run import dry_run
@@ -110,6 +116,10 @@ def main(argv):
     metrics = train(setup, FLAGS.workdir, progress=FLAGS.progress)
   except (CheckpointError, RolloutsFailed, ServerLaunchError) as e:
     raise app.UsageError(str(e)) from None
+  except Exception as e:              # e.g. a collective whose peer process died
+    if jax.process_count() > 1:
+      exit_failed_run(e)              # not JAX's exit barrier, which waits out the heartbeat
+    raise
   logging.info("done: %s", metrics)
   print(f"training done; checkpoints in {os.path.join(FLAGS.workdir, 'checkpoints')}. "
         f"Evaluate with: python launch/eval.py --config <same config> --workdir {FLAGS.workdir}")

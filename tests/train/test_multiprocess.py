@@ -1,15 +1,18 @@
 """SFT over two processes (`jax.distributed` on gloo, 4 CPU devices each, one global
 (2, 2, 2) mesh) gives the parameters of one process with 8 devices and of one device;
-checkpoints move between 2 processes and 1. (RL over two processes:
-test_multiprocess_rl.py.)"""
+checkpoints move between 2 processes and 1; a killed process stops the other within the
+heartbeat timeout. (RL over two processes: test_multiprocess_rl.py.)"""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
-from multiprocess_runs import MESH, assert_same, command, env, exported, train_one, train_two
+from multiprocess_runs import (MESH, assert_same, command, env, exported, free_port,
+                               process_flags, train_one, train_two)
 
 pytestmark = pytest.mark.slow            # every test here starts launch/train.py
 
@@ -50,6 +53,33 @@ def test_checkpoints_move_between_one_process_and_two(sft_runs, tmp_path):
   log = train_one(tmp_path / "two_to_one", 1, "--config.rl.total_steps=0")
   assert "resuming sft at step 3" in log, log[-3000:]
   assert_same(exported(sft_runs / "two_processes"), exported(tmp_path / "two_to_one"))
+
+
+def test_a_killed_process_stops_the_other_within_the_heartbeat_timeout(tmp_path):
+  """Process 1 SIGKILLed mid-SFT: process 0 fails within seconds of the heartbeat timeout
+  (10 s here), not after JAX's exit barrier or its default 100 s."""
+  port = free_port()
+  procs = [subprocess.Popen(command(tmp_path, *MESH, "--config.sft.steps=500",
+                                    "--config.rl.total_steps=0", "--heartbeat_timeout_s=10",
+                                    *process_flags(port, i)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env(4)) for i in (0, 1)]
+  try:
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+      assert time.monotonic() < deadline and procs[0].poll() is None, "no SFT step logged"
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    log = procs[0].communicate(timeout=60)[0]          # default heartbeat: 78-84 s measured
+    assert procs[0].returncode != 0, log[-3000:]
+    assert time.monotonic() - killed < 45, log[-3000:]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
 
 
 def test_incomplete_process_flags_fail_naming_them(tmp_path):
