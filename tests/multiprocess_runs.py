@@ -46,12 +46,17 @@ def train_one(workdir, devices: int, *args):
   return out.stderr
 
 
+def start_two(workdir, *args) -> list[subprocess.Popen]:
+  """Starts both processes of one run (output merged into stdout); returns them."""
+  port = free_port()
+  return [subprocess.Popen(command(workdir, *MESH, *args, *process_flags(port, i)),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env(4)) for i in (0, 1)]
+
+
 def train_two(workdir, *args):
   """Both processes of one run; returns process 0's log."""
-  port = free_port()
-  procs = [subprocess.Popen(command(workdir, *MESH, *args, *process_flags(port, i)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env(4)) for i in (0, 1)]
+  procs = start_two(workdir, *args)
   logs = [p.communicate(timeout=900)[0] for p in procs]
   for p, log in zip(procs, logs, strict=True):
     assert p.returncode == 0, log[-3000:]
@@ -65,8 +70,13 @@ def exported(workdir) -> dict[str, np.ndarray]:
                         f"--workdir={workdir}", f"--out={out_dir}", "--dtype=float32"],
                        capture_output=True, text=True, env=env(1), timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
+  return safetensors_in(out_dir)
+
+
+def safetensors_in(folder) -> dict[str, np.ndarray]:
+  """Every tensor of a Hugging Face folder's safetensors files, by name."""
   tensors = {}
-  for path in glob.glob(os.path.join(out_dir, "*.safetensors")):
+  for path in glob.glob(os.path.join(folder, "*.safetensors")):
     tensors.update(load_file(path))
   return tensors
 

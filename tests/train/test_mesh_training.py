@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from flax import nnx
 
 from orchestra.checkpoint import SFT_DIR
 from orchestra.checkpoint.export import restore_policy
@@ -29,11 +28,6 @@ def train(workdir, *args):
                         f"--config={CONFIG}", f"--workdir={workdir}", *SHORT, *args],
                        capture_output=True, text=True, env=ENV, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-
-
-def params(workdir):
-  model, _ = restore_policy(workdir)
-  return {path: np.asarray(v[...]) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
 def test_ppo_with_a_kl_reference_runs_on_a_mesh_in_bfloat16(tmp_path):

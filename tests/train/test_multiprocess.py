@@ -11,8 +11,8 @@ import subprocess
 import time
 
 import pytest
-from multiprocess_runs import (MESH, assert_same, command, env, exported, free_port,
-                               process_flags, train_one, train_two)
+from multiprocess_runs import (MESH, assert_same, command, env, exported, start_two, train_one,
+                               train_two)
 
 pytestmark = pytest.mark.slow            # every test here starts launch/train.py
 
@@ -58,12 +58,8 @@ def test_checkpoints_move_between_one_process_and_two(sft_runs, tmp_path):
 def test_a_killed_process_stops_the_other_within_the_heartbeat_timeout(tmp_path):
   """Process 1 SIGKILLed mid-SFT: process 0 fails within seconds of the heartbeat timeout
   (10 s here), not after JAX's exit barrier or its default 100 s."""
-  port = free_port()
-  procs = [subprocess.Popen(command(tmp_path, *MESH, "--config.sft.steps=500",
-                                    "--config.rl.total_steps=0", "--heartbeat_timeout_s=10",
-                                    *process_flags(port, i)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env(4)) for i in (0, 1)]
+  procs = start_two(tmp_path, "--config.sft.steps=500", "--config.rl.total_steps=0",
+                    "--heartbeat_timeout_s=10")
   try:
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.monotonic() + 300
