@@ -35,9 +35,9 @@ flags.DEFINE_string("coordinator_address", None, "multi-process run: HOST:PORT o
                     "SLURM/Open MPI/Kubernetes, else one process")
 flags.DEFINE_integer("num_processes", None, "multi-process run: how many processes in all")
 flags.DEFINE_integer("process_id", None, "multi-process run: this process's index, 0..N-1")
-flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-process run: seconds without a "
+flags.DEFINE_integer("heartbeat_timeout_s", None, "multi-process run: seconds without a "
                      "heartbeat before a process counts as dead and the others stop "
-                     "(jax.distributed's default: 100)")
+                     "(default: jax.distributed's, 100)")
 FLAGS = flags.FLAGS
 
 

@@ -36,28 +36,26 @@ class MultiProcessError(ValueError):
   """The multi-process flags cannot start a run; the message names the flag."""
 
 
-HEARTBEAT_TIMEOUT_S = 100                 # jax.distributed's own default
-
-
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None,
-               heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> None:
+               process_id: int | None = None, heartbeat_timeout_s: int | None = None) -> None:
   """Joins the job's processes (`jax.distributed.initialize`); call before any JAX work.
 
   With all three given, they are used as they are. With none given, JAX detects a
   cluster (SLURM, Open MPI, Kubernetes, Cloud TPU) or, finding none, the run stays
   one process. A partial set is filled in by the same detection; what is still
   missing is an error naming the flag. A process silent for `heartbeat_timeout_s`
-  counts as dead and stops the others (a survivor blocked in a collective with it
-  waits that long).
+  (None: jax.distributed's default, 100) counts as dead and stops the others (a
+  survivor blocked in a collective with it waits that long).
   """
   given = (coordinator_address, num_processes, process_id)
-  if heartbeat_timeout_s < 1:
-    raise MultiProcessError(f"--heartbeat_timeout_s={heartbeat_timeout_s} must be >= 1")
+  heartbeat = {}
+  if heartbeat_timeout_s is not None:
+    if heartbeat_timeout_s < 1:
+      raise MultiProcessError(f"--heartbeat_timeout_s={heartbeat_timeout_s} must be >= 1")
+    heartbeat = {"heartbeat_timeout_seconds": heartbeat_timeout_s}
   jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU hosts; GPUs use NCCL
   try:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               heartbeat_timeout_seconds=heartbeat_timeout_s)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, **heartbeat)
   except ValueError as e:
     if all(v is None for v in given):         # no cluster found: a one-process run
       logging.info("jax.distributed: %s; running as one process", e)
