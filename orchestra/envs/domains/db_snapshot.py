@@ -1,0 +1,186 @@
+"""Fresh copies of a domain DB that copy only the records code reads, and their tau2 hash.
+
+Every episode starts on its own copy of the domain's DB and ends with its hash; the
+evaluator's replay does both again. For retail (1,550 records) a full copy is a 24 ms
+unpickle and a hash 40 ms (`model_dump`, then `json.dumps(sort_keys=True)`), ~130 ms per
+episode on an idle core, while an episode touches a handful of records.
+
+`DBSnapshot.fresh()` builds the DB around `CopyOnAccessTable`s: each top-level table (a
+dict keyed by str) starts out holding the snapshot's own record objects and replaces a
+record by a private copy (unpickled from that record's bytes) the first time Python code
+is handed it (`[key]`, `get`, `values`, `items`, `pop`, `setdefault`, `copy`, `dict(...)`,
+`{**t}`, pickle, deepcopy). So code mutates only copies, and a record still holding the
+snapshot's object is unchanged since the snapshot. `dump_json` uses that: it reuses those
+records' JSON (computed once per snapshot) and serializes only the rest, assembling the
+exact text of tau2's hash input with `json.dumps`'s default separators:
+
+  json.dumps(d, sort_keys=True) == "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(d[k], ...)}"
+                                                  for k in sorted(d)) + "}"
+
+at the top level and inside each table (str keys only; any other table falls back to
+`json.dumps` of the whole of it). Reads that bypass Python methods (pydantic's
+`model_dump`, the C JSON encoder) see the snapshot's values, which are the right ones.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+from pydantic import BaseModel
+
+_PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+def sorted_json(obj: Any) -> str:
+  """The text tau2's `get_dict_hash` hashes: json.dumps(obj, sort_keys=True, default=str)."""
+  return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _json_part(key: str, value: Any) -> str:
+  return f"{json.dumps(key)}: {sorted_json(value)}"
+
+
+def _dumped(value: Any) -> Any:
+  """A table value as the DB's python-mode `model_dump` renders it."""
+  return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+class _TableSnapshot:
+  """One table as it was: its records (never handed out), their pickles, and (computed on
+  the first hash) their JSON."""
+
+  def __init__(self, records: dict[str, Any]):
+    self.records = dict(records)
+    self.pickles = {key: pickle.dumps(value, _PICKLE) for key, value in records.items()}
+    self._json: dict[str, str] | None = None
+
+  def json_part(self, key: str) -> str:
+    """'"key": <sorted_json of the record>', as it appears inside the table's JSON."""
+    if self._json is None:
+      self._json = {k: _json_part(k, _dumped(v)) for k, v in self.records.items()}
+    return self._json[key]
+
+  def unchanged(self, key: str, value: Any) -> bool:
+    return self.records.get(key, _MISSING) is value
+
+
+_MISSING = object()
+
+
+class CopyOnAccessTable(dict):
+  """A DB table that hands out private copies of the snapshot's records (see the module
+  docstring). Keys, `in`, `len`, assignment and deletion are plain dict operations."""
+
+  __slots__ = ("_snapshot",)
+
+  def __init__(self, snapshot: _TableSnapshot):
+    super().__init__(snapshot.records)
+    self._snapshot = snapshot
+
+  def _own(self, key):
+    value = dict.__getitem__(self, key)
+    if self._snapshot.unchanged(key, value):
+      value = pickle.loads(self._snapshot.pickles[key])
+      dict.__setitem__(self, key, value)
+    return value
+
+  def _own_all(self) -> None:
+    for key in list(dict.keys(self)):
+      self._own(key)
+
+  def __getitem__(self, key):
+    return self._own(key)
+
+  def get(self, key, default=None):
+    return self._own(key) if key in self else default
+
+  def setdefault(self, key, default=None):
+    return self._own(key) if key in self else dict.setdefault(self, key, default)
+
+  def pop(self, key, *default):
+    if key in self:
+      self._own(key)
+    return dict.pop(self, key, *default)
+
+  def popitem(self):
+    self._own_all()
+    return dict.popitem(self)
+
+  def values(self):
+    self._own_all()
+    return dict.values(self)
+
+  def items(self):
+    self._own_all()
+    return dict.items(self)
+
+  def copy(self) -> dict:
+    self._own_all()
+    return dict(dict.items(self))
+
+  def __iter__(self):
+    # Defined (same behaviour) so that dict(t), {**t} and dict.update(t) go through
+    # keys() and __getitem__, i.e. copies, instead of CPython's raw-value fast path.
+    return dict.__iter__(self)
+
+  def __or__(self, other):
+    return self.copy() | other
+
+  def __ror__(self, other):
+    return other | self.copy()
+
+  def __reduce__(self):                   # pickle, copy and deepcopy give a plain dict
+    return dict, (self.copy(),)
+
+  def json(self) -> str:
+    """sorted_json of the table's dump, reusing the JSON of records still the snapshot's."""
+    keys = list(dict.keys(self))
+    if not all(type(k) is str for k in keys):
+      return sorted_json({k: _dumped(v) for k, v in dict.items(self)})
+    parts = []
+    for key in sorted(keys):
+      value = dict.__getitem__(self, key)
+      parts.append(self._snapshot.json_part(key) if self._snapshot.unchanged(key, value)
+                   else _json_part(key, _dumped(value)))
+    return "{" + ", ".join(parts) + "}"
+
+
+def _fields(db: BaseModel) -> dict[str, Any]:
+  """A model's top-level values by name: declared fields, then extras."""
+  return {**{name: getattr(db, name) for name in type(db).model_fields},
+          **(db.__pydantic_extra__ or {})}
+
+
+class DBSnapshot:
+  """A DB frozen at construction: `fresh()` gives independent copies of it, copying each
+  record only when code reads it."""
+
+  def __init__(self, db: BaseModel):
+    self.cls = type(db)
+    fields = _fields(db)
+    dumped = db.model_dump().keys()       # not a field its model_dump leaves out
+    self.tables = {name: _TableSnapshot(value) for name, value in fields.items()
+                   if name in dumped and type(value) is dict
+                   and all(type(k) is str for k in value)}
+    self._rest = pickle.dumps({n: v for n, v in fields.items() if n not in self.tables},
+                              _PICKLE)
+
+  def fresh(self) -> BaseModel:
+    """A DB equal to the snapshot, sharing nothing code can mutate with it (no validation:
+    the snapshot's values were validated when the DB was loaded)."""
+    tables = {name: CopyOnAccessTable(t) for name, t in self.tables.items()}
+    return self.cls.model_construct(**tables, **pickle.loads(self._rest))
+
+
+def dump_json(db: BaseModel) -> str:
+  """sorted_json(db.model_dump()), serializing only what differs from the DB's snapshot."""
+  fields = _fields(db)
+  lazy = {n: v for n, v in fields.items() if isinstance(v, CopyOnAccessTable)}
+  if not lazy:
+    return sorted_json(db.model_dump())
+  rest = db.model_dump(exclude=set(lazy))
+  parts = {**{n: _json_part(n, v) for n, v in rest.items()},
+           **{n: f"{json.dumps(n)}: {table.json()}" for n, table in lazy.items()}}
+  return "{" + ", ".join(parts[n] for n in sorted(parts)) + "}"
