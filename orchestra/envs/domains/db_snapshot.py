@@ -11,15 +11,16 @@ record by a private copy (unpickled from that record's bytes) the first time Pyt
 is handed it (`[key]`, `get`, `values`, `items`, `pop`, `setdefault`, `copy`, `dict(...)`,
 `{**t}`, pickle, deepcopy). So code mutates only copies, and a record still holding the
 snapshot's object is unchanged since the snapshot. `dump_json` uses that: it reuses those
-records' JSON (computed once per snapshot) and serializes only the rest, assembling the
-exact text of tau2's hash input with `json.dumps`'s default separators:
+records' JSON (made once, from the snapshot's `model_dump`), dumps the others with the DB's
+own serializer (`model_dump(include=...)`), and assembles the exact text of tau2's hash
+input with `json.dumps`'s default separators:
 
   json.dumps(d, sort_keys=True) == "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(d[k], ...)}"
                                                   for k in sorted(d)) + "}"
 
-at the top level and inside each table (str keys only; any other table falls back to
-`json.dumps` of the whole of it). Reads that bypass Python methods (pydantic's
-`model_dump`, the C JSON encoder) see the snapshot's values, which are the right ones.
+at the top level and inside each table (str keys only; a table given another key is dumped
+whole). Pydantic's `model_dump` reads the tables' raw values, the snapshot's records among
+them, which are the right values.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel
 
 _PICKLE = pickle.HIGHEST_PROTOCOL
+_MISSING = object()
 
 
 def sorted_json(obj: Any) -> str:
@@ -39,34 +41,21 @@ def sorted_json(obj: Any) -> str:
 
 
 def _json_part(key: str, value: Any) -> str:
+  """'"key": <sorted_json of value>', one entry of a dict's sorted_json."""
   return f"{json.dumps(key)}: {sorted_json(value)}"
 
 
-def _dumped(value: Any) -> Any:
-  """A table value as the DB's python-mode `model_dump` renders it."""
-  return value.model_dump() if isinstance(value, BaseModel) else value
-
-
 class _TableSnapshot:
-  """One table as it was: its records (never handed out), their pickles, and (computed on
-  the first hash) their JSON."""
+  """One table as it was: its records (never handed out), their pickles, and the JSON
+  entries of their dump."""
 
-  def __init__(self, records: dict[str, Any]):
-    self.records = dict(records)
+  def __init__(self, records: dict[str, Any], dumped: dict[str, Any]):
+    self.records = records
     self.pickles = {key: pickle.dumps(value, _PICKLE) for key, value in records.items()}
-    self._json: dict[str, str] | None = None
-
-  def json_part(self, key: str) -> str:
-    """'"key": <sorted_json of the record>', as it appears inside the table's JSON."""
-    if self._json is None:
-      self._json = {k: _json_part(k, _dumped(v)) for k, v in self.records.items()}
-    return self._json[key]
+    self.parts = {key: _json_part(key, dumped[key]) for key in records}
 
   def unchanged(self, key: str, value: Any) -> bool:
     return self.records.get(key, _MISSING) is value
-
-
-_MISSING = object()
 
 
 class CopyOnAccessTable(dict):
@@ -134,17 +123,18 @@ class CopyOnAccessTable(dict):
   def __reduce__(self):                   # pickle, copy and deepcopy give a plain dict
     return dict, (self.copy(),)
 
-  def json(self) -> str:
-    """sorted_json of the table's dump, reusing the JSON of records still the snapshot's."""
-    keys = list(dict.keys(self))
-    if not all(type(k) is str for k in keys):
-      return sorted_json({k: _dumped(v) for k, v in dict.items(self)})
-    parts = []
-    for key in sorted(keys):
-      value = dict.__getitem__(self, key)
-      parts.append(self._snapshot.json_part(key) if self._snapshot.unchanged(key, value)
-                   else _json_part(key, _dumped(value)))
-    return "{" + ", ".join(parts) + "}"
+  def json(self, changed_dump: dict[str, Any]) -> str:
+    """sorted_json of the table's dump, given the dump of its `changed_keys` records."""
+    parts = self._snapshot.parts
+    return "{" + ", ".join(_json_part(k, changed_dump[k]) if k in changed_dump else parts[k]
+                           for k in sorted(dict.keys(self))) + "}"
+
+  def changed_keys(self) -> list | None:
+    """Keys whose value is no longer the snapshot's record (None: a key is not a str,
+    so the table's JSON must come from a whole dump)."""
+    if not all(type(k) is str for k in dict.keys(self)):
+      return None
+    return [k for k, v in dict.items(self) if not self._snapshot.unchanged(k, v)]
 
 
 def _fields(db: BaseModel) -> dict[str, Any]:
@@ -154,14 +144,14 @@ def _fields(db: BaseModel) -> dict[str, Any]:
 
 
 class DBSnapshot:
-  """A DB frozen at construction: `fresh()` gives independent copies of it, copying each
-  record only when code reads it."""
+  """A DB frozen at construction (a private deep copy of it): `fresh()` gives independent
+  copies, copying each record only when code reads it."""
 
   def __init__(self, db: BaseModel):
+    db = pickle.loads(pickle.dumps(db, _PICKLE))    # the caller's DB may change later
     self.cls = type(db)
-    fields = _fields(db)
-    dumped = db.model_dump().keys()       # not a field its model_dump leaves out
-    self.tables = {name: _TableSnapshot(value) for name, value in fields.items()
+    fields, dumped = _fields(db), db.model_dump()
+    self.tables = {name: _TableSnapshot(value, dumped[name]) for name, value in fields.items()
                    if name in dumped and type(value) is dict
                    and all(type(k) is str for k in value)}
     self._rest = pickle.dumps({n: v for n, v in fields.items() if n not in self.tables},
@@ -175,12 +165,18 @@ class DBSnapshot:
 
 
 def dump_json(db: BaseModel) -> str:
-  """sorted_json(db.model_dump()), serializing only what differs from the DB's snapshot."""
+  """sorted_json(db.model_dump()), dumping (with the DB's own serializer) only the fields
+  that are not `CopyOnAccessTable`s and the records of those no longer the snapshot's."""
   fields = _fields(db)
   lazy = {n: v for n, v in fields.items() if isinstance(v, CopyOnAccessTable)}
   if not lazy:
     return sorted_json(db.model_dump())
-  rest = db.model_dump(exclude=set(lazy))
-  parts = {**{n: _json_part(n, v) for n, v in rest.items()},
-           **{n: f"{json.dumps(n)}: {table.json()}" for n, table in lazy.items()}}
+  changed = {n: table.changed_keys() for n, table in lazy.items()}
+  include = {n: True if changed.get(n) is None else set(changed[n])
+             for n in fields if changed.get(n) != []}
+  dumped = db.model_dump(include=include) if include else {}
+  parts = {n: _json_part(n, v) for n, v in dumped.items() if changed.get(n) is None}
+  for n, table in lazy.items():
+    if changed[n] is not None:
+      parts[n] = f"{json.dumps(n)}: {table.json(dumped.get(n, {}))}"
   return "{" + ", ".join(parts[n] for n in sorted(parts)) + "}"

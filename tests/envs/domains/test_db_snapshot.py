@@ -25,11 +25,13 @@ class ShopDB(DB):
   items: Dict[str, Item]
   owner: str
   counts: Dict[int, int]            # non-str keys: stays a plain dict
+  bundles: Dict[str, List[Item]]    # records that are not models themselves
 
 
 def shop() -> ShopDB:
   return ShopDB(items={f"i{k}": Item(name=f"item é{k}", price=k / 3, tags=[str(k)])
-                       for k in range(6)}, owner="ada", counts={2: 1, 1: 2})
+                       for k in range(6)}, owner="ada", counts={2: 1, 1: 2},
+                bundles={"b": [Item(name="x", price=0.5, tags=[])], "c": []})
 
 
 def plain_hash(db) -> str:
@@ -54,6 +56,8 @@ def plain_hash(db) -> str:
     lambda db: db.items.__setitem__("i0", db.items["i1"]),
     lambda db: db.counts.__setitem__(3, 3),
     lambda db: setattr(db, "owner", "bob"),
+    lambda db: db.bundles["b"][0].tags.append("in a list"),
+    lambda db: db.bundles["c"].append(Item(name="y", price=2.0, tags=["t"])),
 ])
 def test_changes_reach_the_hash_and_never_the_snapshot(mutate):
   snapshot = DBSnapshot(shop())
@@ -65,6 +69,13 @@ def test_changes_reach_the_hash_and_never_the_snapshot(mutate):
   again = snapshot.fresh()
   assert again.db_hash() == plain_hash(again) == before     # the snapshot is untouched
   assert again.dump() == shop().dump()
+
+
+def test_the_snapshot_is_a_copy_of_the_db_it_was_given():
+  db = shop()
+  snapshot = DBSnapshot(db)
+  db.items["i0"].tags.append("later")
+  assert snapshot.fresh().dump() == shop().dump()
 
 
 def test_reading_without_changing_keeps_the_hash_and_copies_once():
