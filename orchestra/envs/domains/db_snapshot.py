@@ -60,7 +60,11 @@ class _TableSnapshot:
 
 class CopyOnAccessTable(dict):
   """A DB table that hands out private copies of the snapshot's records (see the module
-  docstring). Keys, `in`, `len`, assignment and deletion are plain dict operations."""
+  docstring). Keys, `in`, `len`, assignment and deletion are plain dict operations.
+
+  Calling dict's own methods on it unbound (`dict.get(t, k)`, `dict.values(t)`) skips the
+  copy and hands out the snapshot's record: code must not (none in this package does).
+  """
 
   __slots__ = ("_snapshot",)
 
@@ -143,13 +147,27 @@ def _fields(db: BaseModel) -> dict[str, Any]:
           **(db.__pydantic_extra__ or {})}
 
 
+def record_by_record(cls: type[BaseModel]) -> bool:
+  """Whether `cls.model_dump()` is its fields' dumps and a table's dump its records' (no
+  computed fields, serializers or private attributes), which copy-on-access tables and
+  `dump_json` rely on."""
+  decorators = cls.__pydantic_decorators__
+  return not (cls.model_computed_fields or decorators.field_serializers
+              or decorators.model_serializers or cls.__private_attributes__)
+
+
 class DBSnapshot:
   """A DB frozen at construction (a private deep copy of it): `fresh()` gives independent
-  copies, copying each record only when code reads it."""
+  copies, copying each record only when code reads it (whole copies, one unpickle each, for
+  a DB class that is not `record_by_record`)."""
 
   def __init__(self, db: BaseModel):
-    db = pickle.loads(pickle.dumps(db, _PICKLE))    # the caller's DB may change later
     self.cls = type(db)
+    self._whole = pickle.dumps(db, _PICKLE)        # the caller's DB may change later
+    self.tables: dict[str, _TableSnapshot] = {}
+    if not record_by_record(self.cls):
+      return
+    db = pickle.loads(self._whole)
     fields, dumped = _fields(db), db.model_dump()
     self.tables = {name: _TableSnapshot(value, dumped[name]) for name, value in fields.items()
                    if name in dumped and type(value) is dict
@@ -160,6 +178,8 @@ class DBSnapshot:
   def fresh(self) -> BaseModel:
     """A DB equal to the snapshot, sharing nothing code can mutate with it (no validation:
     the snapshot's values were validated when the DB was loaded)."""
+    if not self.tables:
+      return pickle.loads(self._whole)
     tables = {name: CopyOnAccessTable(t) for name, t in self.tables.items()}
     return self.cls.model_construct(**tables, **pickle.loads(self._rest))
 

@@ -6,10 +6,11 @@ import pickle
 from typing import Dict, List, Optional
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr, computed_field, field_serializer
 
 from orchestra.envs.domains import DB, dict_hash
-from orchestra.envs.domains.db_snapshot import CopyOnAccessTable, DBSnapshot, dump_json
+from orchestra.envs.domains.db_snapshot import (CopyOnAccessTable, DBSnapshot, dump_json,
+                                                record_by_record)
 from orchestra.envs.domains.replay import _gold_run
 from orchestra.envs.domains.tables import TablesDB
 
@@ -76,6 +77,49 @@ def test_the_snapshot_is_a_copy_of_the_db_it_was_given():
   snapshot = DBSnapshot(db)
   db.items["i0"].tags.append("later")
   assert snapshot.fresh().dump() == shop().dump()
+
+
+class CountedDB(DB):                  # a computed field: not in any one record's dump
+  items: Dict[str, Item]
+
+  @computed_field
+  @property
+  def count(self) -> int:
+    return len(self.items)
+
+
+class TaggedDB(DB):                   # a table serializer that looks at the whole table
+  items: Dict[str, Item]
+
+  @field_serializer("items", mode="wrap")
+  def _with_size(self, items, handler):
+    return {k: {**v, "of": len(items)} for k, v in handler(items).items()}
+
+
+class NotedDB(DB):                    # private state a field-by-field copy would drop
+  items: Dict[str, Item]
+  _note: str = PrivateAttr(default="")
+
+
+class NamesDB(DB):                    # its own dump defines its hash
+  items: Dict[str, Item]
+
+  def dump(self) -> dict:
+    return {"names": sorted(i.name for i in self.items.values())}
+
+
+@pytest.mark.parametrize("cls", [CountedDB, TaggedDB, NotedDB, NamesDB])
+def test_dbs_not_dumped_record_by_record_get_whole_copies(cls):
+  db = cls(items={"a": Item(name="a", price=1.0, tags=[])})
+  if cls is NotedDB:
+    db._note = "loaded"
+  assert record_by_record(cls) == (cls is NamesDB)
+  snapshot = DBSnapshot(db)
+  fresh = snapshot.fresh()
+  assert fresh == db and fresh.db_hash() == plain_hash(db)
+  fresh.items["b"] = Item(name="b", price=2.0, tags=[])
+  assert fresh.db_hash() == plain_hash(fresh) != plain_hash(db)
+  assert snapshot.fresh() == db
 
 
 def test_reading_without_changing_keeps_the_hash_and_copies_once():
