@@ -46,12 +46,18 @@ def train_one(workdir, devices: int, *args):
   return out.stderr
 
 
+def start_process(workdir, port: int, i: int, *args) -> subprocess.Popen:
+  """Starts process `i` of a two-process run on the coordinator `port` (output merged into
+  stdout)."""
+  return subprocess.Popen(command(workdir, *MESH, *args, *process_flags(port, i)),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env(4))
+
+
 def start_two(workdir, *args) -> list[subprocess.Popen]:
-  """Starts both processes of one run (output merged into stdout); returns them."""
+  """Starts both processes of one run; returns them."""
   port = free_port()
-  return [subprocess.Popen(command(workdir, *MESH, *args, *process_flags(port, i)),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=env(4)) for i in (0, 1)]
+  return [start_process(workdir, port, i, *args) for i in (0, 1)]
 
 
 def train_two(workdir, *args):

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from multiprocess_runs import (MESH, STOPPER, command, env, exported, free_port, process_flags,
-                               safetensors_in, train_two)
+                               safetensors_in, start_process, train_two)
 
 from stop_point import kill_at
 
@@ -22,9 +22,7 @@ def test_rl_over_two_processes_resumes_after_one_is_killed(tmp_path):
         "--config.rl.algorithm=ppo", "--config.rl.loss.kl_coef=0.01",
         "--config.rl.tasks_per_step=2", "--config.rl.group_size=2"]
   port = free_port()
-  other = subprocess.Popen(command(workdir, *MESH, *rl, *process_flags(port, 1)),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=env(4))
+  other = start_process(workdir, port, 1, *rl)
   try:
     # Process 0 stops dead once step 3 (the first RL step) is on disk, and is SIGKILLed.
     kill_at(command(workdir, *MESH, *rl, *process_flags(port, 0), script=[STOPPER, "3"]),
