@@ -44,6 +44,12 @@ class EndedRow:
   cache_row: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
 
 
+def _leading_padding(mask_KL: np.ndarray) -> int:
+  """Leading slots that no row of `mask_KL` uses (a bucket's padding common to all)."""
+  used_L = mask_KL.any(axis=0)
+  return int(np.argmax(used_L)) if used_L.any() else 0
+
+
 class SlotBatch:
   """Continuous batching over `rows` slots of one model version and sampling setting.
 
@@ -91,7 +97,9 @@ class SlotBatch:
     k, requests = len(fill), fill[:count]
     if prefix is None:
       prefix = CachedPrefix.empty(self.config, k, self.dtype)
-    length = prefix.mask_BC.shape[1] + prompt_ids_KP.shape[1]
+    lead = _leading_padding(np.concatenate([np.asarray(prefix.mask_BC, bool),
+                                            np.asarray(prompt_mask_KP, bool)], axis=1))
+    length = prefix.mask_BC.shape[1] + prompt_ids_KP.shape[1] - lead   # slots the rows keep
     limits = [r.sampling.max_tokens for r in requests]
     self._make_room(len(requests), max(length + n for n in limits), max(limits), length)
     new = cb.prefill_rows(
@@ -105,7 +113,7 @@ class SlotBatch:
       self.requests[j], self.span[j] = r, length
       self.final[j] = length + r.sampling.max_tokens
     slot_k = np.asarray(slots + [slots[0]] * (k - len(slots)), np.int32)   # fillers: row 0
-    self.state = cb.insert_rows(self.state, new, slot_k)
+    self.state = cb.insert_rows(self.state, new, slot_k, np.int32(lead))
 
   def cancel(self, slots: list[int]) -> None:
     """Stops the rows in `slots` (their requests were cancelled) and frees the slots."""

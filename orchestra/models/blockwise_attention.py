@@ -125,17 +125,23 @@ def online_softmax_update(carry, scores_BKGTS, v_BKSE):
 
 def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
   """`decoder.attend_kv_major` (T queries over the S slots of a KV cache, [B, K, S, E],
-  any [B, T, S] mask) in key blocks of `block` slots with the online softmax above. When
+  any [B, T, S] mask) in key blocks of `block` slots with the online softmax above, over
+  the blocks that hold a key visible to some query only: slots before the first visible
+  key and after the last one (a cache's padding and its free room) are never read. When
   `block` does not divide S the last block ends at S (one loop body, so one compiled
   program, not a loop and a tail) and its slots already seen score -inf (weight 0; a
   masked slot scores float32's minimum, as in the dense path).
 
-  Same result within float32 rounding; never builds the [T, S] scores, only [T, block]
-  per step. On 2 CPU cores (8 rows, 4 heads over 2 kv heads of 64) a prefill of 448
-  tokens after a 3.1k-token cached prefix took 58-62 ms per layer against 209-222 ms dense,
-  and 256 tokens over 1k slots 14 against 37 ms: the dense [T, S] scores are written and
-  read by every softmax pass, the blocks stay in cache. A single query (a decode step) or
-  small scores are faster dense (`decoder.attend_cache` picks).
+  Same result within float32 rounding for every query that sees a key (a skipped block
+  adds exactly nothing: before the first visible key the running sums are multiplied by
+  e^(min - m) = 0, after the last one its weights are 0); a query that sees none gets
+  the uniform average of the values in the blocks read (the dense path: of all S), finite
+  either way. Never builds the [T, S] scores, only [T, block] per step. On 2 CPU cores
+  (8 rows, 4 heads over 2 kv heads of 64) a prefill of 448 tokens after a 3.1k-token
+  cached prefix took 58-62 ms per layer against 209-222 ms dense, and 256 tokens over 1k
+  slots 14 against 37 ms: the dense [T, S] scores are written and read by every softmax
+  pass, the blocks stay in cache. A single query (a decode step) or small scores are
+  faster dense (`decoder.attend_cache` picks).
   """
   k, s = k_BKSE.shape[1], k_BKSE.shape[2]
   q_BKXE = fold_query_heads(q_BTHE, k)
@@ -151,6 +157,18 @@ def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BL
   b, t, h, e = q_BTHE.shape
   zeros = jnp.zeros((b, k, h // k, t), jnp.float32)
   carry = (jnp.zeros((b, k, h // k, t, e), jnp.float32), zeros + _MASKED, zeros)
-  carry = jax.lax.fori_loop(0, -(-s // width), key_block, carry)
+  first, end = visible_span(mask_BTS)
+  carry = jax.lax.fori_loop(first // width, -(-end // width), key_block, carry)
   acc, _, denom = carry
   return unfold_query_heads((acc / denom[..., None]).astype(v_BKSE.dtype))
+
+
+def visible_span(mask_BTS):
+  """(first, end): the slots [first, end) hold every key visible to some query; (0, S) when
+  none is (so a block loop over them still reads one block, and stays finite)."""
+  any_S = mask_BTS.any(axis=(0, 1))
+  s = any_S.shape[0]
+  seen = any_S.any()
+  first = jnp.where(seen, jnp.argmax(any_S), 0)
+  end = jnp.where(seen, s - jnp.argmax(any_S[::-1]), s)
+  return first.astype(jnp.int32), end.astype(jnp.int32)

@@ -5,7 +5,8 @@ or until a row ends when requests are waiting). Between chunks the host takes th
 rows' tokens and puts new requests in their slots: `prefill_rows` runs k new prompts in a
 batch of their own, `insert_rows` copies them into free slots. Rows of all ages share the
 cache's one write index I, so a new row of L prefilled slots goes in at slots [I - L, I),
-right-aligned like a left-padded prompt; `shift` rolls the whole cache along its slots
+right-aligned like a left-padded prompt (less the leading slots that are padding in every
+new row: `insert_rows`' `lead`); `shift` rolls the whole cache along its slots
 so that every live row and the next chunk fit (I >= the longest row, I + steps <= S), and
 `resize` grows S (or the token width N) when a longer request comes.
 
@@ -58,20 +59,26 @@ _ROW_FIELDS = ("tokens_BN", "logps_BN", "last_B", "count_B", "limit_B", "active_
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def insert_rows(state: DecodeState, new: DecodeState, slot_K) -> DecodeState:
-  """`state` with row i of `new` in slot `slot_K[i]`: its L cache slots go to [I - L, I)
-  (the caller has made I >= L) and the slot's other cache entries are masked out. Filler
-  rows of `new` repeat a real row and name its slot (they write the same values again).
+def insert_rows(state: DecodeState, new: DecodeState, slot_K, lead=0) -> DecodeState:
+  """`state` with row i of `new` in slot `slot_K[i]`: its L cache slots but the first
+  `lead` go to [I - (L - lead), I) (the caller has made I >= L - lead) and the slot's other
+  cache entries are masked out. Filler rows of `new` repeat a real row and name its slot
+  (they write the same values again).
 
+  `lead`: leading slots that are padding in every new row (a prefix cache hit shorter than
+  its bucket, a prompt shorter than its bucket): dropped, so they take no room in the
+  cache nor time in any decode step after. A dynamic value: one program for any `lead`.
   One scatter per array, in place in the donated state.
   """
   c, small = state.cache, new.cache
-  length = small.mask_BS.shape[1]
-  slots_KL = (c.index - length + jnp.arange(length))[None, :]
+  length, slots = small.mask_BS.shape[1], c.mask_BS.shape[1]
+  l_L = jnp.arange(length)
+  slots_KL = jnp.where(l_L >= lead, c.index - length + l_L, slots)[None, :]  # S: dropped
   rows_K1 = slot_K[:, None]
   put = lambda dst, src: dst.at[rows_K1, :, slots_KL].set(  # noqa: E731
-      src.transpose(0, 2, 1, 3).astype(dst.dtype))          # indexed shape [k, L, K, E]
-  mask_BS = c.mask_BS.at[slot_K].set(False).at[rows_K1, slots_KL].set(small.mask_BS)
+      src.transpose(0, 2, 1, 3).astype(dst.dtype), mode="drop")   # indexed shape [k, L, K, E]
+  mask_BS = c.mask_BS.at[slot_K].set(False).at[rows_K1, slots_KL].set(small.mask_BS,
+                                                                      mode="drop")
   cache = c.replace(keys=tuple(map(put, c.keys, small.keys)),
                     values=tuple(map(put, c.values, small.values)), mask_BS=mask_BS,
                     next_position_B=c.next_position_B.at[slot_K].set(small.next_position_B))

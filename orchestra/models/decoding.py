@@ -133,8 +133,8 @@ def prefill(model: CausalLM, prefix: CachedPrefix, prompt_ids_BP, prompt_mask_BP
   keeps `room` empty slots after them for the decode steps."""
   b, p = prompt_ids_BP.shape
   cache = _cache_after(prefix, p + room)
-  logits_BPV, cache = model.forward_with_cache(prompt_ids_BP, cache, prompt_mask_BP)
-  first_B, first_logp_B = select(logits_BPV[:, -1], _row_keys(keys_B, jnp.zeros(b, jnp.int32)))
+  logits_BV, cache = model.next_token_logits(prompt_ids_BP, cache, prompt_mask_BP)
+  first_B, first_logp_B = select(logits_BV, _row_keys(keys_B, jnp.zeros(b, jnp.int32)))
   return DecodeState(
       cache=cache,
       tokens_BN=jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first_B),
@@ -158,8 +158,8 @@ def decode_steps(model: CausalLM, state: DecodeState, steps, *, select: Sampler,
 
   def body(carry):
     i, s, ended = carry
-    logits_B1V, cache = model.forward_with_cache(s.last_B[:, None], s.cache, s.active_B[:, None])
-    next_B, logp_B = select(logits_B1V[:, 0], _row_keys(s.keys_B, s.count_B))
+    logits_BV, cache = model.next_token_logits(s.last_B[:, None], s.cache, s.active_B[:, None])
+    next_B, logp_B = select(logits_BV, _row_keys(s.keys_B, s.count_B))
     live_B, col_B = s.active_B, jnp.minimum(s.count_B, n - 1)
     count_B = s.count_B + live_B
     ends_B = live_B & (jnp.isin(next_B, stop) | (count_B >= s.limit_B))

@@ -55,6 +55,32 @@ def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
   assert len(cache) == 6            # one per episode and run: each turn's entry replaced the last
 
 
+def test_rows_keep_only_their_real_slots_after_a_cached_prefix(monkeypatch):
+  """A prefix hit is padded to its bucket (right-aligned) and the new tokens to theirs; the
+  slots that are padding in every admitted row are not copied into the decode cache, so a
+  row spans its longest prompt plus at most the new tokens' bucket padding, not both
+  buckets -- and the results stay the uncached ones (the test above)."""
+  from orchestra.engines.slot_batch import SlotBatch
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  engine = JaxEngine(model, prompt_bucket=16, prefix_min_saving=0)
+  admissions = []
+  admit = SlotBatch.admit
+
+  def spied(batch, fill, count, ids, mask, prefix):
+    admit(batch, fill, count, ids, mask, prefix)
+    cached = 0 if prefix is None else prefix.mask_BC.shape[1]
+    spans = [batch.span[j] for j, r in enumerate(batch.requests) if r in fill[:count]]
+    admissions.append((max(len(r.prompt) for r in fill[:count]), max(spans),
+                       cached + ids.shape[1]))
+  monkeypatch.setattr(SlotBatch, "admit", spied)
+  rng = np.random.RandomState(0)
+  asyncio.run(conversations(engine, [rng.randint(1, 64, 50 + 7 * i).tolist() for i in range(3)]))
+  hits = [(longest, span, padded) for longest, span, padded in admissions if padded > span]
+  assert hits, admissions
+  for longest, span, padded in admissions:
+    assert longest <= span <= longest + 15, admissions    # the new tokens' bucket pads < 16
+
+
 def test_a_group_reuses_its_shared_first_prompt_and_updates_clear_it():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   engine = JaxEngine(model, prompt_bucket=16, prefix_min_saving=0)

@@ -71,6 +71,25 @@ def test_cache_blockwise_attention_equals_dense(t, s, block):
                              attend_kv_major(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
+def test_cache_blockwise_attention_reads_only_the_blocks_with_visible_keys():
+  """Slots before every row's first key (a bucket's padding) and after the write index (free
+  room) are never read: NaN there changes nothing, and the result is the dense one."""
+  kq, kk, kv = jax.random.split(jax.random.key(2), 3)
+  b, t, s, block = 3, 6, 96, 16
+  q = jax.random.normal(kq, (b, t, 4, 8))
+  k, v = jax.random.normal(kk, (b, 2, s, 8)), jax.random.normal(kv, (b, 2, s, 8))
+  first = np.array([35, 40, 50])                       # each row's first real key
+  index = 70                                           # the t new tokens end here
+  slot, query = np.arange(s)[None, :], index - t + np.arange(t)[:, None]
+  mask = (slot[None] >= first[:, None, None]) & (slot[None] <= query[None])
+  unread = np.zeros(s, bool)
+  unread[:32] = unread[80:] = True                     # outside blocks [32, 80)
+  poison = lambda x: jnp.where(unread[None, None, :, None], jnp.nan, x)  # noqa: E731
+  got = attend_cache_blockwise(q, poison(k), poison(v), jnp.asarray(mask), block)
+  np.testing.assert_allclose(got, attend_kv_major(q, k, v, jnp.asarray(mask)),
+                             atol=1e-5, rtol=1e-5)
+
+
 def _right_padded(b, t):
   """Rows with 0, 7 and t - 5 padding tokens at the end, and one all-padding row."""
   lengths = np.array([t, t - 7, 5, 0])[:b]
