@@ -40,11 +40,11 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import uvicorn
-  from transformers import AutoTokenizer
 
   from orchestra import compilation_cache
   from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END
   from orchestra.agent.parser import parse_turn
+  from orchestra.agent.tokenizer import load_tokenizer
   from orchestra.checkpoint import CheckpointError
   from orchestra.engines.jax_engine import JaxEngine
   from orchestra.engines.server import create_app
@@ -57,7 +57,7 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   try:
     model = load_hf(FLAGS.model_dir, dtype=FLAGS.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(FLAGS.model_dir, local_files_only=True)
+    tokenizer = load_tokenizer(FLAGS.model_dir)
   except (ConfigError, CheckpointError, OSError) as e:
     raise app.UsageError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   if not tokenizer.chat_template:

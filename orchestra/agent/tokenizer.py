@@ -6,11 +6,16 @@ any text (no unknown tokens).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
 
 from orchestra.agent.chat_format import CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
 
 PAD = "<pad>"
+# `tokenizer_class` of a tokenizer that is its tokenizer.json and nothing more (what
+# `train_tokenizer` saves): transformers 5 writes TokenizersBackend, 4 PreTrainedTokenizerFast.
+PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split_words: bool = True,
@@ -36,3 +41,23 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split_words: b
                                  additional_special_tokens=list(SPECIAL_TOKENS))
   fast.chat_template = CHAT_TEMPLATE
   return fast
+
+
+def load_tokenizer(path: str):
+  """The Hugging Face tokenizer saved in the folder `path`, from local files only.
+
+  A plain fast tokenizer (`PLAIN_TOKENIZER_CLASSES`) loads through that class, the one
+  `AutoTokenizer` would pick; any other class through `AutoTokenizer`, which first imports
+  transformers' model registry and, where torch is installed, torch: 2.5-4.5 s more at
+  every process start on 2 CPU cores. Raises OSError or ValueError as `AutoTokenizer` does.
+  """
+  config = os.path.join(path, "tokenizer_config.json")
+  tokenizer_class = None
+  if os.path.isfile(config):
+    with open(config) as f:
+      tokenizer_class = json.load(f).get("tokenizer_class")
+  if tokenizer_class in PLAIN_TOKENIZER_CLASSES:
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+  from transformers import AutoTokenizer
+  return AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -220,13 +220,12 @@ def build_orchestrator(spec: OrchestratorSpec, tools: dict[str, Tool], settings:
 
 def load_policy_tokenizer(path: str):
   """A local HF tokenizer that has the chat tokens `run_episode` needs."""
-  from transformers import AutoTokenizer
-
   from orchestra.agent.chat_format import IM_END
+  from orchestra.agent.tokenizer import load_tokenizer
   if not os.path.isdir(path):
     raise BenchmarkError(f"--tokenizer={path}: no such folder")
   try:
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = load_tokenizer(path)
   except (OSError, ValueError) as e:
     raise BenchmarkError(f"--tokenizer={path}: cannot load a tokenizer ({e})") from None
   token_id = tokenizer.convert_tokens_to_ids(IM_END)

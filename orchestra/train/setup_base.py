@@ -299,14 +299,12 @@ def run_tokenizer(setup, path: str):
   (`config.model.init_from`, with its chat template); else trained on
   `setup.tokenizer_texts`.
   """
-  from transformers import AutoTokenizer
-
-  from orchestra.agent.tokenizer import train_tokenizer
+  from orchestra.agent.tokenizer import load_tokenizer, train_tokenizer
   if os.path.isfile(os.path.join(path, "tokenizer.json")):
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return load_tokenizer(path)
   init_from = setup.config.model.init_from
   if init_from:
-    tokenizer = AutoTokenizer.from_pretrained(init_from, local_files_only=True)
+    tokenizer = load_tokenizer(init_from)
     if not tokenizer.chat_template:
       raise ConfigValueError(f"config.model.init_from={init_from!r}: its tokenizer has no chat "
                              "template; the episode renders prompts with it")
