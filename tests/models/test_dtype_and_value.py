@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from compiled import forward
 from hf_fixtures import make_hf_model, padded_batch
 
 from orchestra.checkpoint import load_hf
@@ -23,11 +24,11 @@ def qwen3_dir(tmp_path_factory):
 
 def test_bf16_compute_is_close_to_fp32(qwen3_dir):
   ids, mask, _ = padded_batch(128)
-  f32 = np.asarray(load_hf(qwen3_dir)(jnp.asarray(ids), jnp.asarray(mask)))
+  f32 = np.asarray(forward(load_hf(qwen3_dir), jnp.asarray(ids), jnp.asarray(mask)))
   for dtype, compute in (("float32", "bfloat16"), ("bfloat16", "bfloat16")):
     model = load_hf(qwen3_dir, dtype=dtype, compute_dtype=compute)
     assert model.model.embed[...].dtype == jnp.dtype(dtype)
-    logits = model(jnp.asarray(ids), jnp.asarray(mask))
+    logits = forward(model, jnp.asarray(ids), jnp.asarray(mask))
     assert logits.dtype == jnp.float32     # logits are always accumulated in fp32
     real = mask.astype(bool)
     err = np.abs(np.asarray(logits)[real] - f32[real]).max()
@@ -41,7 +42,7 @@ def test_bf16_gradient_is_finite(qwen3_dir):
   def loss(m):
     return jnp.mean(m(jnp.asarray(ids), jnp.asarray(mask)) ** 2)
 
-  grads = nnx.grad(loss)(model)
+  grads = nnx.jit(nnx.grad(loss))(model)
   leaves = jax.tree.leaves(grads)
   assert all(g.dtype == jnp.bfloat16 and bool(jnp.isfinite(g).all()) for g in leaves)
 
@@ -51,12 +52,12 @@ def test_value_model_shares_the_policy_backbone(qwen3_dir):
   critic = load_hf(qwen3_dir, value_model=True)
   assert isinstance(critic, ValueModel)
   ids, mask, _ = padded_batch(128)
-  values = critic(jnp.asarray(ids), jnp.asarray(mask))
+  values = forward(critic, jnp.asarray(ids), jnp.asarray(mask))
   assert values.shape == ids.shape and values.dtype == jnp.float32
   np.testing.assert_array_equal(np.asarray(values), 0.0)   # zero-initialised head
   critic.value_head[...] = jnp.ones_like(critic.value_head[...])
-  hidden, _ = policy.model(jnp.asarray(ids), jnp.asarray(mask))
-  values = np.asarray(critic(jnp.asarray(ids), jnp.asarray(mask)))
+  hidden, _ = forward(policy.model, jnp.asarray(ids), jnp.asarray(mask))
+  values = np.asarray(forward(critic, jnp.asarray(ids), jnp.asarray(mask)))
   # values[:, t] reads the hidden state at t - 1 (the state before token t); 0 is the bias.
   np.testing.assert_allclose(values[:, 1:], np.asarray(hidden.sum(-1))[:, :-1], atol=1e-4)
   np.testing.assert_array_equal(values[:, 0], 0.0)
@@ -70,12 +71,12 @@ def test_value_at_t_does_not_see_token_t_or_later():
   critic.value_head[...] = jax.random.normal(jax.random.key(1), critic.value_head[...].shape)
   critic.value_bias[...] = jnp.asarray(0.5)
   ids = np.asarray(jax.random.randint(jax.random.key(2), (2, 12), 0, 32))
-  values = np.asarray(critic(jnp.asarray(ids)))
+  values = np.asarray(forward(critic, jnp.asarray(ids)))
   assert np.all(values[:, 0] == 0.5)                    # no state yet: the learned bias
   for t in (1, 5, 10):
     changed = ids.copy()
     changed[:, t:] = (changed[:, t:] + 7) % 32          # token t and everything after it
-    other = np.asarray(critic(jnp.asarray(changed)))
+    other = np.asarray(forward(critic, jnp.asarray(changed)))
     np.testing.assert_array_equal(other[:, :t + 1], values[:, :t + 1])
     assert np.abs(other[:, t + 1:] - values[:, t + 1:]).max() > 1e-4   # later values do see it
 
@@ -86,7 +87,7 @@ def test_random_init_model_runs_with_remat():
   plain = CausalLM(cfg, rngs=nnx.Rngs(0))
   remat = CausalLM(cfg, memory=MemoryOptions(remat="full"), rngs=nnx.Rngs(0))
   ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
-  grad = lambda m: nnx.grad(lambda m: m(ids).mean())(m)
+  grad = nnx.jit(nnx.grad(lambda m: m(ids).mean()))
   for a, b in zip(jax.tree.leaves(grad(plain)), jax.tree.leaves(grad(remat)), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   n = sum(x.size for x in jax.tree.leaves(nnx.state(plain, nnx.Param)))

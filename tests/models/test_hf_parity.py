@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiled import forward
 from flax import nnx
 from hf_fixtures import TINY_CONFIGS, hf_logits, make_hf_model, padded_batch
 
@@ -32,7 +33,7 @@ def test_import_matches_transformers_logits(family):
   model = load_hf(path, dtype="float32")
   assert isinstance(model, CausalLM)
   ids, mask, positions = padded_batch(hf_model.config.vocab_size)
-  ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+  ours = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(mask)))
   ref = hf_logits(hf_model, ids, mask, positions)
   assert ours.shape == ref.shape == (*ids.shape, hf_model.config.vocab_size)
   real = mask.astype(bool)
@@ -44,8 +45,8 @@ def test_padded_row_equals_unpadded_row(family):
   _, path, hf_model = family
   model = load_hf(path)
   ids, mask, _ = padded_batch(hf_model.config.vocab_size, pad_left=4)
-  padded = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[1, 4:]
-  alone = np.asarray(model(jnp.asarray(ids[1:2, 4:])))[0]
+  padded = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(mask)))[1, 4:]
+  alone = np.asarray(forward(model, jnp.asarray(ids[1:2, 4:])))[0]
   np.testing.assert_allclose(padded, alone, atol=1e-5, rtol=0)
 
 
@@ -55,8 +56,8 @@ def test_right_padding_gives_real_token_logits(family):
   ids, _, _ = padded_batch(hf_model.config.vocab_size, pad_left=0)
   mask = np.ones_like(ids)
   mask[0, -5:] = 0
-  padded = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[0, :-5]
-  alone = np.asarray(model(jnp.asarray(ids[:1, :-5])))[0]
+  padded = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(mask)))[0, :-5]
+  alone = np.asarray(forward(model, jnp.asarray(ids[:1, :-5])))[0]
   np.testing.assert_allclose(padded, alone, atol=1e-5, rtol=0)
 
 

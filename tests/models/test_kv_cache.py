@@ -3,6 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiled import forward, forward_with_cache
+from flax import nnx
 from hf_fixtures import make_hf_model, padded_batch
 
 from orchestra.checkpoint import load_hf
@@ -22,14 +24,14 @@ def pair(request, tmp_path_factory):
 def test_prefill_then_steps_equal_full_forward(pair):
   model, _ = pair
   ids, mask, _ = padded_batch(model.config.vocab_size, length=14, pad_left=5)
-  full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+  full = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(mask)))
   prefill = 8
   cache = KVCache.init(model.config, ids.shape[0], 20)
-  logits, cache = model.forward_with_cache(jnp.asarray(ids[:, :prefill]), cache,
-                                           jnp.asarray(mask[:, :prefill]))
+  logits, cache = forward_with_cache(model, jnp.asarray(ids[:, :prefill]), cache,
+                                     jnp.asarray(mask[:, :prefill]))
   steps = [np.asarray(logits)]
   for t in range(prefill, ids.shape[1]):
-    logits, cache = model.forward_with_cache(jnp.asarray(ids[:, t:t + 1]), cache)
+    logits, cache = forward_with_cache(model, jnp.asarray(ids[:, t:t + 1]), cache)
     steps.append(np.asarray(logits))
   incremental = np.concatenate(steps, axis=1)
   real = mask.astype(bool)
@@ -49,12 +51,14 @@ def test_prefill_after_a_long_prefix_in_key_blocks_equals_full_forward(pair, mon
                       lambda *a: blocked.append(a[0].shape) or attend_cache_blockwise(*a))
   model, _ = pair
   ids, mask, _ = padded_batch(model.config.vocab_size, length=283, pad_left=37, seed=5)
-  full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
+  full = np.asarray(forward(model, jnp.asarray(ids), jnp.asarray(mask)))
   cache = KVCache.init(model.config, ids.shape[0], 300)
   pieces = []
+  # Its own compiled step: the patched globals are read when it traces.
+  step = nnx.jit(lambda model, *args: model.forward_with_cache(*args))
   for start, stop in ((0, 180), (180, 280)) + tuple((t, t + 1) for t in range(280, 283)):
-    logits, cache = model.forward_with_cache(jnp.asarray(ids[:, start:stop]), cache,
-                                             jnp.asarray(mask[:, start:stop]))
+    logits, cache = step(model, jnp.asarray(ids[:, start:stop]), cache,
+                         jnp.asarray(mask[:, start:stop]))
     pieces.append(np.asarray(logits))
   real = mask.astype(bool)
   np.testing.assert_allclose(np.concatenate(pieces, axis=1)[real], full[real], atol=1e-5, rtol=0)
@@ -95,7 +99,7 @@ def test_sampled_logprobs_equal_a_forward_pass(pair, sampler):
   tokens, logps = generate(model, ids, mask, max_new_tokens=10, select=sampler, seeds=[1, 2, 3])
   full_ids = np.concatenate([ids, np.asarray(tokens)], axis=1)
   full_mask = np.concatenate([mask, np.ones_like(tokens)], axis=1)
-  logits = model(jnp.asarray(full_ids), jnp.asarray(full_mask))[:, ids.shape[1] - 1:-1]
+  logits = forward(model, jnp.asarray(full_ids), jnp.asarray(full_mask))[:, ids.shape[1] - 1:-1]
   t = sampler.temperature or 1.0          # greedy reports log p under softmax(logits)
   ref = processed_logprobs(logits.reshape(-1, logits.shape[-1]), t, sampler.top_k, sampler.top_p)
   ref = np.take_along_axis(np.asarray(ref), np.asarray(tokens).reshape(-1, 1), axis=1)

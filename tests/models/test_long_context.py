@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiled import forward
 from flax import nnx
 
 from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
@@ -26,10 +27,23 @@ def _masks(b, t):
   return jnp.asarray(mask)
 
 
+@jax.jit
 def _dense(q, k, v, key_mask):
   t = q.shape[1]
   causal = jnp.tril(jnp.ones((t, t), bool))
   return attend(q, k, v, key_mask[:, None, :] & causal[None])
+
+
+# Each compiled as one program (tests/compiled.py says why); the block size is a shape.
+_blockwise = jax.jit(attend_blockwise, static_argnums=4)
+_cache_blockwise = jax.jit(attend_cache_blockwise, static_argnums=4)
+_kv_major = jax.jit(attend_kv_major)
+_fused = jax.jit(attend_fused, static_argnums=4)
+
+
+def _grads(f, *args):
+  """d/d(q, k, v) of f(q, k, v), compiled."""
+  return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args)
 
 
 @pytest.mark.parametrize("t,block", [(37, 8), (64, 16), (20, 64)])
@@ -39,15 +53,14 @@ def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
   k, v = jax.random.normal(kk, (3, t, 2, 8)), jax.random.normal(kv, (3, t, 2, 8))
   mask = _masks(3, t)
   real = mask[:, :, None, None]           # padding queries' outputs are never read
-  dense, blockwise = _dense(q, k, v, mask), attend_blockwise(q, k, v, mask, block)
+  dense, blockwise = _dense(q, k, v, mask), _blockwise(q, k, v, mask, block)
   np.testing.assert_allclose(jnp.where(real, blockwise, 0), jnp.where(real, dense, 0),
                              atol=1e-5, rtol=1e-5)
 
   def loss(fn):
     return lambda q, k, v: (jnp.where(real, fn(q, k, v), 0) ** 2).sum()
-  grads_dense = jax.grad(loss(lambda *a: _dense(*a, mask)), argnums=(0, 1, 2))(q, k, v)
-  grads_block = jax.grad(loss(lambda *a: attend_blockwise(*a, mask, block)),
-                         argnums=(0, 1, 2))(q, k, v)
+  grads_dense = _grads(loss(lambda *a: _dense(*a, mask)), q, k, v)
+  grads_block = _grads(loss(lambda *a: attend_blockwise(*a, mask, block)), q, k, v)
   for got, want in zip(grads_block, grads_dense, strict=True):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
@@ -67,8 +80,8 @@ def test_cache_blockwise_attention_equals_dense(t, s, block):
   mask[1] &= np.asarray(jax.random.bernoulli(km, 0.7, (t, s)))  # any mask
   mask[2] = False                                               # no visible key
   mask = jnp.asarray(mask)
-  np.testing.assert_allclose(attend_cache_blockwise(q, k, v, mask, block),
-                             attend_kv_major(q, k, v, mask), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(_cache_blockwise(q, k, v, mask, block),
+                             _kv_major(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
 def test_cache_blockwise_attention_reads_only_the_blocks_with_visible_keys():
@@ -85,8 +98,8 @@ def test_cache_blockwise_attention_reads_only_the_blocks_with_visible_keys():
   unread = np.zeros(s, bool)
   unread[:32] = unread[80:] = True                     # outside blocks [32, 80)
   poison = lambda x: jnp.where(unread[None, None, :, None], jnp.nan, x)  # noqa: E731
-  got = attend_cache_blockwise(q, poison(k), poison(v), jnp.asarray(mask), block)
-  np.testing.assert_allclose(got, attend_kv_major(q, k, v, jnp.asarray(mask)),
+  got = _cache_blockwise(q, poison(k), poison(v), jnp.asarray(mask), block)
+  np.testing.assert_allclose(got, _kv_major(q, k, v, jnp.asarray(mask)),
                              atol=1e-5, rtol=1e-5)
 
 
@@ -105,7 +118,7 @@ def test_fused_attention_equals_dense_on_right_padded_rows(dtype, tol):
   k, v = (jax.random.normal(x, (4, 37, 2, 8), dtype) for x in (kk, kv))
   mask = _right_padded(4, 37)
   real = mask[:, :, None, None]
-  fused = attend_fused(q, k, v, mask, "xla")
+  fused = _fused(q, k, v, mask, "xla")
   assert jnp.isfinite(fused.astype(jnp.float32)).all()
   np.testing.assert_allclose(jnp.where(real, fused, 0).astype(jnp.float32),
                              jnp.where(real, _dense(q, k, v, mask), 0).astype(jnp.float32),
@@ -113,8 +126,8 @@ def test_fused_attention_equals_dense_on_right_padded_rows(dtype, tol):
 
   def loss(fn):
     return lambda q, k, v: (jnp.where(real, fn(q, k, v), 0).astype(jnp.float32) ** 2).sum()
-  grads_dense = jax.grad(loss(lambda *a: _dense(*a, mask)), argnums=(0, 1, 2))(q, k, v)
-  grads_fused = jax.grad(loss(lambda *a: attend_fused(*a, mask, "xla")), argnums=(0, 1, 2))(q, k, v)
+  grads_dense = _grads(loss(lambda *a: _dense(*a, mask)), q, k, v)
+  grads_fused = _grads(loss(lambda *a: attend_fused(*a, mask, "xla")), q, k, v)
   for got, want in zip(grads_fused, grads_dense, strict=True):
     np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32),
                                atol=tol * 10, rtol=tol)
@@ -123,10 +136,12 @@ def test_fused_attention_equals_dense_on_right_padded_rows(dtype, tol):
 def test_chunked_token_stats_equal_the_whole_logits_ones():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   ids = jax.random.randint(jax.random.key(1), (3, 45), 0, CFG.vocab_size)
-  hidden, _ = model.model(ids, _masks(3, 45))
-  logits = model.logits(hidden)
+  hidden, _ = forward(model.model, ids, _masks(3, 45))
+  logits = nnx.jit(lambda model, hidden: model.logits(hidden))(model, hidden)
+  stats = nnx.jit(lambda model, hidden, chunk: token_stats(hidden, ids, model.logits, 0.7, chunk),
+                  static_argnums=2)
   for chunk in (7, 45, 64):
-    logp, entropy = token_stats(hidden, ids, model.logits, 0.7, chunk)
+    logp, entropy = stats(model, hidden, chunk)
     np.testing.assert_allclose(logp, token_logprobs(logits, ids, 0.7), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(entropy, token_entropy(logits, 0.7), atol=1e-5, rtol=1e-5)
 
@@ -146,8 +161,8 @@ def test_memory_options_change_nothing_but_memory(memory):
   def loss(model):
     logp, entropy = model.token_stats(ids, mask, 1.0)
     return (jnp.where(mask, logp - 0.1 * entropy, 0)).sum()
-  (value_plain, grads_plain) = nnx.value_and_grad(loss)(plain)
-  (value_other, grads_other) = nnx.value_and_grad(loss)(other)
+  value_and_grad = nnx.jit(nnx.value_and_grad(loss))
+  (value_plain, grads_plain), (value_other, grads_other) = map(value_and_grad, (plain, other))
   np.testing.assert_allclose(value_other, value_plain, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(grads_other), jax.tree.leaves(grads_plain), strict=True):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from compiled import forward
 from flax import nnx
 
 from orchestra.models import CausalLM, DecoderConfig, ValueModel
@@ -169,7 +170,7 @@ def test_ppo_policy_and_value_steps():
   batch = with_logprobs(policy, batch)
   critic = Learner(ValueModel(CFG, rngs=nnx.Rngs(1)),
                    make_optimizer(OptimizerConfig(learning_rate=1e-2)), value_loss_fn(0.5))
-  values = critic.model(batch["tokens"], batch["attention_mask"])
+  values = forward(critic.model, batch["tokens"], batch["attention_mask"])
   rewards = jnp.zeros_like(values).at[:, -1].set(jnp.where(jnp.arange(8) % 2 == 0, 1.0, 0.0))
   adv, returns = gae(rewards, values, batch["loss_mask"], gamma=1.0, lam=0.95)
   ppo_batch = {**batch, "advantages": adv, "returns": returns, "old_values": values}

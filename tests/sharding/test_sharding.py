@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiled import forward
 from flax import nnx
 from hf_fixtures import make_hf_model, padded_batch
 
@@ -36,8 +37,8 @@ def setup(tmp_path_factory):
   ids, mask, _ = padded_batch(128, batch=8, length=16, pad_left=5)
   batch = {"ids": jnp.asarray(ids), "mask": jnp.asarray(mask)}
   model = load_hf(path)
-  logits = np.asarray(model(batch["ids"], batch["mask"]))
-  loss, grads = nnx.value_and_grad(cross_entropy)(model, batch)
+  logits = np.asarray(forward(model, batch["ids"], batch["mask"]))
+  loss, grads = nnx.jit(nnx.value_and_grad(cross_entropy))(model, batch)
   flat_grads = {p: np.asarray(v[...]) for p, v in nnx.to_flat_state(grads)}
   return path, batch, logits, float(loss), flat_grads
 

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from compiled import forward
 from qwen3_folder_fixture import SHAPE, TEMPLATE, THINK_OFF, hf_folder, tiny_config  # noqa: F401
 
 from orchestra.agent.chat_format import render_prompt
@@ -64,7 +65,7 @@ def test_episode_prompt_is_the_folders_chat_template(hf_folder, tmp_path):
   import torch
   from transformers import AutoModelForCausalLM
   tokens = np.asarray([expected[:32]], np.int32)
-  ours = np.asarray(model(tokens))
+  ours = np.asarray(forward(model, tokens))
   with torch.no_grad():
     theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)(
         torch.from_numpy(tokens).long()).logits.numpy()

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiled import forward
 from flax import nnx
 from ml_collections import ConfigDict
 from tokenizer_fixture import make_tokenizer
@@ -61,7 +62,7 @@ def perturb(learner, seed):
 
 def learner_logprobs(learner, prompt, completion):
   tokens = jnp.asarray([prompt + completion], jnp.int32)
-  logits = learner.model(tokens, jnp.ones_like(tokens, bool))
+  logits = forward(learner.model, tokens, jnp.ones_like(tokens, bool))
   return np.asarray(token_logprobs(logits, tokens))[0, len(prompt):]
 
 
@@ -156,8 +157,9 @@ def test_training_on_launched_servers_end_to_end_and_resume(tmp_path):
   args = [sys.executable, os.path.join(ROOT, "launch", "train.py"),
           f"--config={os.path.join(ROOT, 'configs', 'tiny_cpu.py')}", f"--workdir={workdir}",
           "--config.sft.steps=2", "--config.sft.num_demos=16", "--config.rl.tasks_per_step=2",
-          "--config.rl.group_size=2", "--config.checkpoint.every=1",
-          "--config.rollout.engine=http", "--noprogress"]
+          "--config.rl.group_size=2", "--config.checkpoint.every=1", "--config.model.num_layers=2",
+          # one server per run: syncing and routing over two are tested above
+          "--config.rollout.engine=http", "--config.rollout.launch=1", "--noprogress"]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   ahead = ["--config.rollout.max_staleness=1", "--config.rl.loss.tis_cap=2.0"]
   for steps, more in ((1, []), (3, ahead)):
