@@ -13,7 +13,7 @@ Shapes are bucketed (cache length by `orchestra.shapes.bucket_length` over
 compiles a handful of programs, not one per request.
 
 A prefix cache (`prefix_cache.py`, on by default) keeps each finished row's keys and
-values: a later prompt that starts with a stored sequence (the episode's earlier turns, a
+values, on the device (never copied to the host and back): a later prompt that starts with a stored sequence (the episode's earlier turns, a
 group's shared first prompt) prefills only its new tokens. Weights swap between chunks:
 rows in flight finish on the weights they started with (and report that version), new
 requests wait for them and start on the new weights; the prefix cache is cleared at every
@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
-from orchestra.engines.prefix_cache import CachedSequence, PrefixCache
+from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, prefix_keys_values
 from orchestra.engines.slot_batch import EndedRow, SlotBatch, next_pow2
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix
@@ -234,7 +234,7 @@ class JaxEngine:
     for i, suffix in enumerate(suffixes):
       ids[i, p - len(suffix):] = suffix
       mask[i, p - len(suffix):] = True
-    prefix = self._prefix_arrays(hits, batch.config) if any(m for _, m in hits) else None
+    prefix = self._prefix_arrays(hits) if any(m for _, m in hits) else None
     batch.admit(fill, len(admitted), ids, mask, prefix)
 
   def _worth_storing(self, request: _Request, num_tokens: int) -> bool:
@@ -257,33 +257,22 @@ class JaxEngine:
                             sum(m for _, m in hits[:real_rows]) if worth else 0)
     return hits if worth else misses
 
-  def _prefix_arrays(self, hits, cfg) -> CachedPrefix:
+  def _prefix_arrays(self, hits) -> CachedPrefix:
     """The hits' first m tokens of keys/values, right-aligned in [rows, C] (C bucketed)."""
     c = bucket_length(max(m for _, m in hits), self.prompt_bucket)
-    first = next(e for e, m in hits if m)
-    shape = (len(hits), cfg.num_kv_heads, c, cfg.head_dim)
-    keys = [np.zeros(shape, first.keys[0].dtype) for _ in range(cfg.num_layers)]
-    values = [np.zeros(shape, first.keys[0].dtype) for _ in range(cfg.num_layers)]
+    keys, values = prefix_keys_values(hits, c)
     mask = np.zeros((len(hits), c), bool)
-    for i, (entry, m) in enumerate(hits):
+    for i, (_, m) in enumerate(hits):
       if m:
-        for layer in range(cfg.num_layers):
-          keys[layer][i, :, c - m:] = entry.keys[layer][:, :m]
-          values[layer][i, :, c - m:] = entry.values[layer][:, :m]
         mask[i, c - m:] = True
-    return CachedPrefix(tuple(keys), tuple(values), mask,
-                        np.asarray([m for _, m in hits], np.int32))
+    return CachedPrefix(keys, values, mask, np.asarray([m for _, m in hits], np.int32))
 
   def _store(self, row: EndedRow) -> None:
     """The request's prompt + the completion tokens that were fed back (all but the last
-    generated one), with their keys/values."""
-    r, (mask_S, keys, values) = row.request, row.cache_row
-    real = np.flatnonzero(mask_S)
-    fed = min(len(real) - len(r.prompt), len(row.tokens))
-    slots = real[:len(r.prompt) + fed]
-    self.prefix_cache.insert(CachedSequence(
-        np.asarray(r.prompt + row.tokens[:fed], np.int32),
-        [np.asarray(k[:, slots]) for k in keys], [np.asarray(v[:, slots]) for v in values]))
+    generated one), with their keys/values (left on device)."""
+    r, (used, keys, values) = row.request, row.cache_row
+    tokens = (r.prompt + row.tokens)[:used]
+    self.prefix_cache.insert(CachedSequence(np.asarray(tokens, np.int32), keys, values))
 
 
 def _batch_key(s: SamplingParams):

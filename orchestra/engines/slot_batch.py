@@ -36,12 +36,14 @@ def next_pow2(n: int) -> int:
 @dataclasses.dataclass
 class EndedRow:
   """A request whose row ended: its tokens, their log-probs, why it ended, and (when the
-  batch keeps them) its cache row: mask [S] and per-layer keys/values [K, S, E]."""
+  batch keeps them) its cached tokens' keys/values: (L, keys, values), per layer
+  [K, L', E] device arrays (L' >= L, bucketed) whose first L slots hold the row's real
+  tokens in order: its prompt, then every generated token but the last (never fed back)."""
   request: Any
   tokens: list[int]
   logps: list[float]
   reason: str
-  cache_row: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
+  cache_row: tuple[int, tuple[jax.Array, ...], tuple[jax.Array, ...]] | None = None
 
 
 def _leading_padding(mask_KL: np.ndarray) -> int:
@@ -149,8 +151,8 @@ class SlotBatch:
   def _take_ended(self, ended: list[int]) -> list[EndedRow]:
     if not ended:
       return []
-    tokens, logps, count = jax.device_get((self.state.tokens_BN, self.state.logps_BN,
-                                           self.state.count_B))
+    tokens, logps, count, mask_BS = jax.device_get((
+        self.state.tokens_BN, self.state.logps_BN, self.state.count_B, self.state.cache.mask_BS))
     rows = []
     for j in ended:
       n = int(count[j])
@@ -158,13 +160,18 @@ class SlotBatch:
       reason = "stop" if n and row_tokens[-1] in self.stop_ids else "length"
       keep = self.keep_cache_row is not None and self.keep_cache_row(self.requests[j], n)
       rows.append(EndedRow(self.requests[j], row_tokens, [float(x) for x in logps[j, :n]],
-                           reason, self._cache_row(j) if keep else None))
+                           reason, self._cache_row(j, mask_BS[j]) if keep else None))
       self.requests[j] = None
     return rows
 
-  def _cache_row(self, j: int):
-    c = self.state.cache
-    return jax.device_get((c.mask_BS[j], [k[j] for k in c.keys], [v[j] for v in c.values]))
+  def _cache_row(self, j: int, mask_S: np.ndarray):
+    """(L, keys, values) of row j's L real slots, copied on device (`EndedRow.cache_row`);
+    the copy's length is bucketed (the last slot repeated) so few programs compile."""
+    real = np.flatnonzero(mask_S).astype(np.int32)
+    slots = np.full(bucket_length(len(real), self.bucket), real[-1], np.int32)
+    slots[:len(real)] = real
+    keys, values = cb.take_slots(self.state.cache, np.int32(j), slots)
+    return len(real), keys, values
 
   def _longest_span(self) -> int:
     return max((sp for sp, r in zip(self.span, self.requests) if r is not None), default=0)

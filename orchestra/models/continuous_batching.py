@@ -8,7 +8,8 @@ cache's one write index I, so a new row of L prefilled slots goes in at slots [I
 right-aligned like a left-padded prompt (less the leading slots that are padding in every
 new row: `insert_rows`' `lead`); `shift` rolls the whole cache along its slots
 so that every live row and the next chunk fit (I >= the longest row, I + steps <= S), and
-`resize` grows S (or the token width N) when a longer request comes.
+`resize` grows S (or the token width N) when a longer request comes. `take_slots` copies
+an ended row's keys and values out, on device, for the prefix cache.
 
 A row's result does not depend on when it joined or who shares the cache: masking is
 exact, its RoPE positions are its own, and its samples use its own key folded with its own
@@ -84,6 +85,14 @@ def insert_rows(state: DecodeState, new: DecodeState, slot_K, lead=0) -> DecodeS
                     next_position_B=c.next_position_B.at[slot_K].set(small.next_position_B))
   return state.replace(cache=cache, **{f: getattr(state, f).at[slot_K].set(getattr(new, f))
                                        for f in _ROW_FIELDS})
+
+
+@jax.jit
+def take_slots(cache: KVCache, row, slots_L) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+  """Row `row`'s keys and values at the cache slots `slots_L`, per layer [K, L, E]: new
+  device arrays (a prefix cache entry), valid after the cache is donated."""
+  take = lambda a: a[row][:, slots_L]  # noqa: E731
+  return tuple(map(take, cache.keys)), tuple(map(take, cache.values))
 
 
 @functools.partial(jax.jit, donate_argnums=0)
