@@ -13,8 +13,9 @@ Shapes are bucketed (cache length by `orchestra.shapes.bucket_length` over
 compiles a handful of programs, not one per request.
 
 A prefix cache (`prefix_cache.py`, on by default) keeps each finished row's keys and
-values, on the device (never copied to the host and back): a later prompt that starts with a stored sequence (the episode's earlier turns, a
-group's shared first prompt) prefills only its new tokens. Weights swap between chunks:
+values, on the device (never copied to the host and back): a later prompt that starts
+with a stored sequence (the episode's earlier turns, a group's shared first prompt)
+prefills only its new tokens. Weights swap between chunks:
 rows in flight finish on the weights they started with (and report that version), new
 requests wait for them and start on the new weights; the prefix cache is cleared at every
 update, so a completion never mixes two weight versions.
