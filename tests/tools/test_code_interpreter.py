@@ -34,10 +34,14 @@ def without(monkeypatch, *steps):
   for step in steps:
     assert f"\n  {step}\n" in program, f"the child program no longer calls {step}"
     program = program.replace(f"\n  {step}\n", "\n")
-  fd, path = tempfile.mkstemp(suffix="_sandbox_child.py")
+  fd, path = tempfile.mkstemp(suffix="_sandbox_child.py", dir=_CHILD_COPIES.name)
   with os.fdopen(fd, "w") as f:
     f.write(program)
   monkeypatch.setattr(code_interpreter, "CHILD_PROGRAM", path)
+
+
+# The copies `without` writes; the folder is removed when the test process exits.
+_CHILD_COPIES = tempfile.TemporaryDirectory(prefix="sandbox-child-copies-")
 
 
 @functools.cache
