@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.py")
 STOPPER = os.path.join(ROOT, "tests", "train", "train_stop_after.py")
 SHORT = ["--config.sft.steps=6", "--config.sft.num_demos=48", "--config.sft.batch_size=8",
-         "--config.model.num_layers=2", "--config.checkpoint.every=3", "--noprogress"]
+         "--config.model.num_layers=1", "--config.checkpoint.every=3", "--noprogress"]
 MESH = ["--config.mesh.num_devices=0", "--config.mesh.shape=(2,2,2)"]
 
 

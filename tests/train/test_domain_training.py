@@ -23,7 +23,7 @@ from orchestra.train.setup_base import ConfigValueError
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "tau2_retail_cpu.py")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-SMALL = dict(model=dict(num_layers=2, hidden_size=64, intermediate_size=128, vocab_size=600),
+SMALL = dict(model=dict(num_layers=1, hidden_size=64, intermediate_size=128, vocab_size=600),
              episode=dict(max_turns=4, turn_tokens=24, max_total_tokens=768))
 
 
@@ -46,7 +46,7 @@ def library_dir(tmp_path_factory):
 
 def toy_flags(data):
   return ["--config.env.domain=toy_domain", f"--config.env.data={data}",
-          "--config.model.num_layers=2", "--config.model.hidden_size=64",
+          "--config.model.num_layers=1", "--config.model.hidden_size=64",
           "--config.model.intermediate_size=128", "--config.model.vocab_size=600",
           "--config.episode.max_turns=4", "--config.episode.turn_tokens=24",
           "--config.episode.max_total_tokens=768", "--config.sft.steps=3",

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.py")
 SHORT = ["--config.sft.steps=4", "--config.sft.num_demos=48", "--config.sft.batch_size=8",
          "--config.rl.total_steps=3", "--config.rl.tasks_per_step=2", "--config.rl.group_size=2",
-         "--config.checkpoint.every=2", "--config.model.num_layers=2", "--noprogress"]
+         "--config.checkpoint.every=2", "--config.model.num_layers=1", "--noprogress"]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 pytestmark = pytest.mark.slow            # every test here starts launch/*.py
 
@@ -56,7 +56,7 @@ def test_eval_writes_table_json_and_plot(short_run, tmp_path):
   run = str(tmp_path / "run")
   shutil.copytree(short_run, run)                       # the module's run stays untouched
   out = launch("eval.py", f"--workdir={run}", "--config.eval.num_tasks=3",
-               "--config.model.num_layers=2")
+               "--config.model.num_layers=1")
   assert out.returncode == 0, out.stderr[-3000:]
   with open(os.path.join(run, "eval", "report.json")) as f:
     rows = json.load(f)

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = os.path.join(ROOT, "configs", "tiny_cpu.py")
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 SHORT = ["--config.sft.steps=3", "--config.sft.num_demos=48", "--config.sft.batch_size=8",
-         "--config.model.num_layers=2", "--noprogress"]
+         "--config.model.num_layers=1", "--noprogress"]
 MESH = ["--config.mesh.num_devices=8", "--config.mesh.shape=(2,2,2)"]
 pytestmark = pytest.mark.slow            # every test here starts launch/train.py
 
