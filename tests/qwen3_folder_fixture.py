@@ -21,7 +21,7 @@ TEMPLATE = CHAT_TEMPLATE.replace(
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n" + THINK_OFF.replace(
         "\n", "\\n") + "' }}{%- endif %}")
-SHAPE = dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+SHAPE = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
              head_dim=16)
 
 
