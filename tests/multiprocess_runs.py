@@ -20,8 +20,11 @@ MESH = ["--config.mesh.num_devices=0", "--config.mesh.shape=(2,2,2)"]
 
 
 def env(devices: int) -> dict:
-  return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  """The tests' environment with `devices` forced host devices (other XLA flags kept)."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "XLA_FLAGS": " ".join(flags)}
 
 
 def free_port() -> int:
