@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.eval.qa_settings import BenchmarkError
-from orchestra.tools.base import Tool, ToolConfigError, build_tool
+from orchestra.tools.base import Tool, ToolConfigError
+from orchestra.tools.registry import build_tool
 
 SIMPLE_TOOLS = ("local_search", "code_interpreter", "web_search")
 
@@ -56,7 +57,6 @@ def simple_tool_specs(names: Sequence[str], index_dir: str | None = None) -> lis
 
 def build_tools(specs: Sequence[dict[str, Any]], with_answer: bool = True) -> dict[str, Tool]:
   """name -> Tool for every spec, plus `answer`; BenchmarkError naming the bad entry."""
-  import orchestra.tools  # noqa: F401 - registers every tool type
   tools: dict[str, Tool] = {}
   for i, spec in enumerate(specs):
     try:

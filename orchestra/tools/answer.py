@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from orchestra.tools.base import Tool, ToolResult, register
+from orchestra.tools.base import Tool, ToolResult
 
 
-@register("answer")
 class Answer(Tool):
   """The terminal tool: its argument is graded; nothing is executed."""
 

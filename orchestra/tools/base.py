@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
@@ -108,24 +107,3 @@ def validate_args(args: Any, schema: dict[str, Any]) -> str | None:
   return None
 
 
-_REGISTRY: dict[str, Callable[..., Tool]] = {}
-
-
-def register(type_name: str):
-  """Class decorator: `build_tool({"type": type_name, ...})` constructs this class."""
-  def wrap(cls):
-    _REGISTRY[type_name] = cls
-    return cls
-  return wrap
-
-
-def build_tool(spec: dict[str, Any]) -> Tool:
-  """Builds a tool from a config dict: `{"type": ..., **constructor options}`."""
-  spec = dict(spec)
-  kind = spec.pop("type", None)
-  if kind not in _REGISTRY:
-    raise ToolConfigError(f"tool type {kind!r} is unknown; expected one of {sorted(_REGISTRY)}")
-  try:
-    return _REGISTRY[kind](**spec)
-  except TypeError as e:
-    raise ToolConfigError(f"tool {kind!r}: {e}") from None

@@ -64,7 +64,7 @@ import tempfile
 import time
 from typing import Any
 
-from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult
 
 PRICE_PER_SECOND = 0.0000083   # USD per second of code execution (ToolOrchestra paper)
 _DRAIN_S = 2.0                 # after a kill, how long to wait for the pipes to close
@@ -163,7 +163,6 @@ class _Outcome:
   stderr: str
 
 
-@register("code_interpreter")
 class CodeInterpreter(Tool):
   """Runs Python code in a sandboxed subprocess; see the module docstring for the sandbox."""
 

@@ -14,11 +14,10 @@ from typing import Any
 import httpx
 
 from orchestra.http_retry import RequestFailed, describe_error, post_with_retries
-from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult
 
 
 
-@register("llm")
 class LLMTool(Tool):
   """Args:
     name: the tool name the orchestrator calls (e.g. "expert-1").

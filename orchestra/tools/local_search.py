@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import faiss
 import numpy as np
 
-from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult
 from orchestra.tools.embedders import Embedder, EmbedderError, make_embedder
 
 INDEX_FILE, DOCS_FILE, META_FILE = "index.faiss", "docs.jsonl", "meta.json"
@@ -209,7 +209,6 @@ def format_hits(hits: list[Hit], max_chars: int) -> str:
   return "\n\n".join(blocks)
 
 
-@register("local_search")
 class LocalSearch(Tool):
   """Top-k passages of a prebuilt local index for a query; priced per query token."""
 

@@ -9,10 +9,9 @@ import asyncio
 import os
 from typing import Any
 
-from orchestra.tools.base import Tool, ToolConfigError, ToolResult, register
+from orchestra.tools.base import Tool, ToolConfigError, ToolResult
 
 
-@register("web_search")
 class WebSearch(Tool):
   """Args:
     api_key_env: environment variable with the Tavily key (checked at construction).

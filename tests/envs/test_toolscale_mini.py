@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-import orchestra.tools  # noqa: F401 - registers every tool type
 from orchestra.envs import SimulatedExpert, Task, ToolScaleMini, default_experts
 from orchestra.tools import build_tool
 

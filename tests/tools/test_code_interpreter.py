@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from orchestra.tools import code_interpreter
-from orchestra.tools.base import ToolConfigError, build_tool
+from orchestra.tools import ToolConfigError, build_tool
 from orchestra.tools.code_interpreter import CodeInterpreter
 
 # The child program's steps that set up one layer each (see the module docstring).

@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
-from orchestra.tools.base import ToolConfigError, build_tool
+from orchestra.tools import ToolConfigError, build_tool
 from orchestra.tools.embedders import HashingEmbedder, HFEncoderEmbedder, make_embedder
 from orchestra.tools.local_search import (MAX_TOP_K, IndexBuildError, LocalSearch, build_index,
                                           doc_passage)
