@@ -179,6 +179,109 @@ async def run_evaluation(domain, tasks, *, agent_factory, user_factory, extra_to
   return list(await asyncio.gather(*jobs))
 
 
+def _print_dry_run(domain, tasks) -> None:
+  """One JSON line: the domain, its task counts, tools and initial DB hash."""
+  print(json.dumps({"domain": domain.name, "tasks": len(tasks), "all_tasks": len(domain.tasks),
+                    "splits": {k: len(v) for k, v in domain.splits.items()},
+                    "tools": len(domain.tool_schemas()),
+                    "initial_db_hash": domain.initial_db_hash()}))
+
+
+def _replay_gold(domain, tasks, out: str | None) -> None:
+  """Replays every task's gold actions; one JSON line per task to `out`."""
+  from orchestra.envs.domains.replay import replay_gold
+  if not out:
+    raise app.UsageError("--replay_gold needs --out FILE (one JSON line per task)")
+  rows = [replay_gold(domain, task) for task in tasks]
+  write_jsonl(out, rows)
+  errors = sum(a["error"] for r in rows for a in r["actions"])
+  print(f"replayed {len(rows)} {domain.name} tasks ({errors} gold actions raised); wrote {out}")
+
+
+def _judges(args: Tau2Settings, FLAGS, tasks):  # noqa: N803 - absl's FLAGS object
+  """(Judge or None, its NL-assertion judge or None). The judge defaults to the QA section's
+  --judge_* flags when those exist and are set; without one, NL assertions go unevaluated."""
+  judge_url = args.tau2_judge_url or getattr(FLAGS, "judge_base_url", None)
+  judge_model = args.tau2_judge_model or getattr(FLAGS, "judge_model", None)
+  judge_key = args.tau2_judge_api_key_env or getattr(FLAGS, "judge_api_key_env", None)
+  if judge_url or judge_model:
+    from orchestra.eval.judge import Judge
+    from orchestra.eval.tau2_judge import make_nl_judge
+    judge = Judge(_endpoint("tau2_judge", judge_url, judge_model, judge_key, 0.0, 0.0),
+                  args.tau2_judge_cache)
+    return judge, make_nl_judge(judge)
+  if any("NL_ASSERTION" in (t.evaluation_criteria.reward_basis if t.evaluation_criteria
+                            else []) and t.evaluation_criteria.nl_assertions for t in tasks):
+    print("warning: no --tau2_judge_url/--tau2_judge_model: NL assertions are not evaluated "
+          "(counted in nl_not_evaluated; scores are not comparable with tau2-Bench)")
+  return None, None
+
+
+def _expert_tools(args: Tau2Settings) -> list:
+  """[the call_expert LLMTool] when --expert_url/--expert_model are given, else []."""
+  if not (args.expert_url or args.expert_model):
+    return []
+  from orchestra.tools.base import ToolConfigError
+  from orchestra.tools.llm import LLMTool
+  if not (args.expert_url and args.expert_model):
+    raise app.UsageError("--expert_url and --expert_model go together (the call_expert tool)")
+  try:
+    return [LLMTool(
+        "call_expert", args.expert_model, args.expert_url,
+        api_key_env=args.expert_api_key_env, price_in_per_1m=args.expert_price_in,
+        price_out_per_1m=args.expert_price_out,
+        description="Ask a stronger expert language model for advice; returns its reply.")]
+  except ToolConfigError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _print_progress(row: dict) -> None:
+  print(f"task {row['task_id']} trial {row['trial']}: reward {row['reward']:.2f} "
+        f"({row['termination']}, {row['steps']} steps)", flush=True)
+
+
+def _evaluate(args: Tau2Settings, FLAGS, data: str, domain, tasks) -> list[dict]:  # noqa: N803
+  """Every task x trial conversed between the agent and the user endpoints; the rows."""
+  from orchestra.envs.domains.conversation import LLMAgent, LLMUser, load_user_guidelines
+  num_trials = int(args.num_trials)
+  if num_trials < 1:
+    raise app.UsageError(f"--num_trials must be >= 1, got {num_trials}")
+  if int(args.max_steps) < 2:
+    raise app.UsageError(f"--max_steps must be >= 2, got {args.max_steps}")
+  agent_ep = _endpoint("agent", args.agent_url, args.agent_model, args.agent_api_key_env,
+                       args.agent_price_in, args.agent_price_out)
+  user_ep = _endpoint("user", args.user_url or args.agent_url,
+                      args.user_model or args.agent_model,
+                      args.user_api_key_env if args.user_url else args.agent_api_key_env,
+                      args.user_price_in, args.user_price_out)
+  try:
+    guidelines = load_user_guidelines(data)
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from None
+  judge, nl_judge = _judges(args, FLAGS, tasks)
+  extra_tools = _expert_tools(args)
+  logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
+  async def go():
+    try:
+      return await run_evaluation(
+          domain, tasks,
+          agent_factory=lambda: LLMAgent(agent_ep, max_tokens=args.agent_max_tokens,
+                                         temperature=args.agent_temperature),
+          user_factory=lambda: LLMUser(user_ep, guidelines, max_tokens=args.user_max_tokens,
+                                       temperature=args.user_temperature),
+          extra_tools=extra_tools, nl_judge=nl_judge, num_trials=num_trials,
+          max_steps=int(args.max_steps), max_errors=int(args.max_errors),
+          concurrency=int(args.tau2_concurrency), progress=_print_progress)
+    finally:
+      for ep in (agent_ep, user_ep):
+        await ep.aclose()
+      if judge is not None:
+        await judge.aclose()
+
+  return asyncio.run(go())
+
+
 def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
   """Entry point called by launch/eval.py for --benchmark tau2."""
   from orchestra.envs.domains import DOMAINS, load_domain
@@ -195,94 +298,13 @@ def main(FLAGS) -> None:  # noqa: N803 - absl's FLAGS object
     raise app.UsageError(f"--data={data}: {e}") from None
   tasks = select_tasks(domain, args.split, args.task_ids, args.num_tasks)
   if FLAGS.dry_run:
-    print(json.dumps({"domain": domain.name, "tasks": len(tasks), "all_tasks": len(domain.tasks),
-                      "splits": {k: len(v) for k, v in domain.splits.items()},
-                      "tools": len(domain.tool_schemas()),
-                      "initial_db_hash": domain.initial_db_hash()}))
+    _print_dry_run(domain, tasks)
     return
-
   if args.replay_gold:
-    from orchestra.envs.domains.replay import replay_gold
-    if not out:
-      raise app.UsageError("--replay_gold needs --out FILE (one JSON line per task)")
-    rows = [replay_gold(domain, task) for task in tasks]
-    write_jsonl(out, rows)
-    errors = sum(a["error"] for r in rows for a in r["actions"])
-    print(f"replayed {len(rows)} {domain.name} tasks ({errors} gold actions raised); "
-          f"wrote {out}")
+    _replay_gold(domain, tasks, out)
     return
-
-  num_trials = int(args.num_trials)
-  if num_trials < 1:
-    raise app.UsageError(f"--num_trials must be >= 1, got {num_trials}")
-  if int(args.max_steps) < 2:
-    raise app.UsageError(f"--max_steps must be >= 2, got {args.max_steps}")
-  from orchestra.envs.domains.conversation import LLMAgent, LLMUser, load_user_guidelines
-  agent_ep = _endpoint("agent", args.agent_url, args.agent_model, args.agent_api_key_env,
-                       args.agent_price_in, args.agent_price_out)
-  user_ep = _endpoint("user", args.user_url or args.agent_url,
-                      args.user_model or args.agent_model,
-                      args.user_api_key_env if args.user_url else args.agent_api_key_env,
-                      args.user_price_in, args.user_price_out)
-  try:
-    guidelines = load_user_guidelines(data)
-  except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from None
-  judge = nl_judge = None
-  # The judge defaults to the QA section's --judge_* flags when those exist and are set.
-  judge_url = args.tau2_judge_url or getattr(FLAGS, "judge_base_url", None)
-  judge_model = args.tau2_judge_model or getattr(FLAGS, "judge_model", None)
-  judge_key = args.tau2_judge_api_key_env or getattr(FLAGS, "judge_api_key_env", None)
-  if judge_url or judge_model:
-    from orchestra.eval.judge import Judge
-    from orchestra.eval.tau2_judge import make_nl_judge
-    judge = Judge(_endpoint("tau2_judge", judge_url, judge_model, judge_key, 0.0, 0.0),
-                  args.tau2_judge_cache)
-    nl_judge = make_nl_judge(judge)
-  elif any("NL_ASSERTION" in (t.evaluation_criteria.reward_basis if t.evaluation_criteria
-                              else []) and t.evaluation_criteria.nl_assertions for t in tasks):
-    print("warning: no --tau2_judge_url/--tau2_judge_model: NL assertions are not evaluated "
-          "(counted in nl_not_evaluated; scores are not comparable with tau2-Bench)")
-  extra_tools = []
-  if args.expert_url or args.expert_model:
-    from orchestra.tools.base import ToolConfigError
-    from orchestra.tools.llm import LLMTool
-    if not (args.expert_url and args.expert_model):
-      raise app.UsageError("--expert_url and --expert_model go together (the call_expert tool)")
-    try:
-      extra_tools.append(LLMTool(
-          "call_expert", args.expert_model, args.expert_url,
-          api_key_env=args.expert_api_key_env, price_in_per_1m=args.expert_price_in,
-          price_out_per_1m=args.expert_price_out,
-          description="Ask a stronger expert language model for advice; returns its reply."))
-    except ToolConfigError as e:
-      raise app.UsageError(str(e)) from None
-
-  logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-
-  def progress(row):
-    print(f"task {row['task_id']} trial {row['trial']}: reward {row['reward']:.2f} "
-          f"({row['termination']}, {row['steps']} steps)", flush=True)
-
-  async def go():
-    try:
-      return await run_evaluation(
-          domain, tasks,
-          agent_factory=lambda: LLMAgent(agent_ep, max_tokens=args.agent_max_tokens,
-                                         temperature=args.agent_temperature),
-          user_factory=lambda: LLMUser(user_ep, guidelines, max_tokens=args.user_max_tokens,
-                                       temperature=args.user_temperature),
-          extra_tools=extra_tools, nl_judge=nl_judge, num_trials=num_trials,
-          max_steps=int(args.max_steps), max_errors=int(args.max_errors),
-          concurrency=int(args.tau2_concurrency), progress=progress)
-    finally:
-      for ep in (agent_ep, user_ep):
-        await ep.aclose()
-      if judge is not None:
-        await judge.aclose()
-
-  rows = asyncio.run(go())
-  summary = summarize(domain.name, rows, num_trials)
+  rows = _evaluate(args, FLAGS, data, domain, tasks)
+  summary = summarize(domain.name, rows, num_trials=int(args.num_trials))
   if out:
     write_jsonl(out, rows)
     with open(out + ".summary.json", "w") as fh:
