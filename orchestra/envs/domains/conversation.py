@@ -272,6 +272,36 @@ def _user_stopped(text: str) -> bool:
   return any(marker in text for marker in USER_STOP_MARKERS)
 
 
+def _tool_calls_message(reply) -> dict:
+  """The assistant message of a reply with tool calls, arguments as JSON strings."""
+  return {"role": "assistant", "content": reply.content or None,
+          "tool_calls": [{"id": c["id"], "type": "function", "function": {
+              "name": c["name"],
+              "arguments": c["arguments"] if isinstance(c["arguments"], str)
+              else json.dumps(c["arguments"])}} for c in reply.tool_calls]}
+
+
+async def _run_call(call: dict, env, extras: dict, res: EpisodeResult) -> bool:
+  """Runs one tool call on an extra tool or the domain env, appends its record and its tool
+  message to `res` (whose history is the conversation) and returns whether it failed."""
+  name, args = call["name"], call["arguments"]
+  t0 = time.perf_counter()
+  if name in extras:
+    result = await extras[name](args)
+    text, failed = result.text, result.error is not None
+    res.expert_cost_usd += result.cost_usd
+    res.expert_latency_s += result.latency_s
+  else:
+    out = (env.execute(name, args) if isinstance(args, Mapping) else
+           ToolOutput(f"Error: tool arguments are not a JSON object: {args!r}", True))
+    text, failed = out.text, out.error
+    res.tool_latency_s += time.perf_counter() - t0
+  res.tool_calls.append({"name": name, "arguments": args, "output": text, "error": failed})
+  res.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name,
+                       "content": text})
+  return failed
+
+
 async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
                            extra_tools: Sequence[Any] = (), max_steps: int = 100,
                            max_errors: int = 10, trial: int = 0,
@@ -341,31 +371,11 @@ async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
         if res.steps >= max_steps:
           return finish("max_steps")
         break
-      history.append({"role": "assistant", "content": reply.content or None,
-                      "tool_calls": [{"id": c["id"], "type": "function", "function": {
-                          "name": c["name"],
-                          "arguments": c["arguments"] if isinstance(c["arguments"], str)
-                          else json.dumps(c["arguments"])}} for c in reply.tool_calls]})
+      history.append(_tool_calls_message(reply))
       if res.steps >= max_steps:  # the cut comes before the calls run, as in tau2
         return finish("max_steps")
       for call in reply.tool_calls:
-        name, args = call["name"], call["arguments"]
-        t0 = time.perf_counter()
-        if name in extras:
-          result = await extras[name](args)
-          text, failed = result.text, result.error is not None
-          res.expert_cost_usd += result.cost_usd
-          res.expert_latency_s += result.latency_s
-        else:
-          out = (env.execute(name, args) if isinstance(args, Mapping) else
-                 ToolOutput(f"Error: tool arguments are not a JSON object: {args!r}", True))
-          text, failed = out.text, out.error
-          res.tool_latency_s += time.perf_counter() - t0
-        res.tool_calls.append({"name": name, "arguments": args, "output": text,
-                               "error": failed})
-        history.append({"role": "tool", "tool_call_id": call["id"], "name": name,
-                        "content": text})
-        errors += failed
+        errors += await _run_call(call, env, extras, res)
       res.steps += 1  # the results of one reply's calls come back as one step
       if errors > max_errors:
         return finish("too_many_errors")
