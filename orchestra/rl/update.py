@@ -193,6 +193,51 @@ def _require(batch: Batch, keys, what: str):
     raise KeyError(f"{what} batch lacks {missing} (has {sorted(batch)})")
 
 
+def optimizer_shardings(optimizer: optax.GradientTransformation, params, mesh: Mesh):
+  """Shardings of `optimizer.init(params)`: every params-shaped subtree (Adam's mu, nu) is
+  sharded like the (placed) parameters, everything else (step counts) replicated."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  like_params = jax.tree.map(lambda x: x.sharding, params)
+  return optax.tree_utils.tree_map_params(
+      optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
+      like_params, transform_non_params=lambda _: replicated)
+
+
+def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggregation: str,
+                         norm_constant: float | None):
+  """grads_of(params, rest, batch, totals) -> (grads, metrics), each summed over the M
+  micro-batches of one array batch (a `lax.scan`), with the batch's per-token weights
+
+      loss_weight = aggregation_weights(loss_mask, aggregation, norm_constant, totals)
+      token_weight = aggregation_weights(loss_mask, "token_mean", totals=totals)
+
+  computed over the whole step (`totals`), so the sum equals one pass over all rows."""
+  m = num_micro_batches
+
+  def grads_of(params, rest, batch, totals):
+    batch = dict(batch)
+    mask = batch["loss_mask"]
+    batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant, totals)
+    batch["token_weight"] = aggregation_weights(mask, "token_mean", totals=totals)
+    # Micro-batch i takes rows i, i+M, i+2M, ...: every device keeps its own rows.
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1),
+                         batch)
+
+    def micro_step(grads, mb):
+      def loss(p):
+        return loss_fn(nnx.merge(graphdef, p, rest), mb)
+      (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
+      return jax.tree.map(jnp.add, grads, g), (value, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (losses, metrics) = jax.lax.scan(micro_step, zeros, micro)
+    metrics = jax.tree.map(lambda x: x.sum(0), metrics)
+    metrics["loss"] = losses.sum()
+    return grads, metrics
+
+  return grads_of
+
+
 class Learner:
   """A model's parameters, optimizer state and its jitted update step.
 
@@ -222,42 +267,12 @@ class Learner:
       param_shardings = data = None
     self.params = params
     self._data_sharding = data
-    # Optimizer state: every params-shaped subtree (Adam's mu, nu) is sharded like
-    # the parameters, everything else (step counts) replicated over the mesh.
-    if mesh is not None:
-      replicated = NamedSharding(mesh, PartitionSpec())
-      like_params = jax.tree.map(lambda x: x.sharding, params)
-      opt_shardings = optax.tree_utils.tree_map_params(
-          optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
-          like_params, transform_non_params=lambda _: replicated)
-    else:
-      opt_shardings = None
-    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
-    self.opt_state = opt_state
+    opt_shardings = None if mesh is None else optimizer_shardings(optimizer, params, mesh)
+    self.opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
 
-    graphdef, m = self.graphdef, num_micro_batches
-
-    def grads_of(params, rest, batch, totals):
-      """Summed gradients and metrics over the micro-batches of one array batch."""
-      batch = dict(batch)
-      mask = batch["loss_mask"]
-      batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant, totals)
-      batch["token_weight"] = aggregation_weights(mask, "token_mean", totals=totals)
-      # Micro-batch i takes rows i, i+M, i+2M, ...: every device keeps its own rows.
-      micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1),
-                           batch)
-
-      def micro_step(grads, mb):
-        def loss(p):
-          return loss_fn(nnx.merge(graphdef, p, rest), mb)
-        (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
-        return jax.tree.map(jnp.add, grads, g), (value, metrics)
-
-      zeros = jax.tree.map(jnp.zeros_like, params)
-      grads, (losses, metrics) = jax.lax.scan(micro_step, zeros, micro)
-      metrics = jax.tree.map(lambda x: x.sum(0), metrics)
-      metrics["loss"] = losses.sum()
-      return grads, metrics
+    graphdef = self.graphdef
+    grads_of = micro_batch_grads_fn(graphdef, loss_fn, num_micro_batches, aggregation,
+                                    norm_constant)
 
     def accumulate(grads, metrics, params, rest, batch, totals):
       more, more_metrics = grads_of(params, rest, batch, totals)
