@@ -218,6 +218,47 @@ def train(setup, workdir: str, progress: bool = True) -> dict:
                         e.step, e)
 
 
+def _sft_stage(setup, workdir: str, runner: asyncio.Runner, step: int, model, mesh,
+               manager: CheckpointManager, writer: MetricsWriter, bar, *,
+               restore_step: int | None, skipped: dict[int, str]):
+  """SFT steps from `step` to `config.sft.steps` on the teacher's demonstrations (each
+  epoch in a fresh seeded order), resuming from `restore_step` when given; checkpoints,
+  and saves the SFT-only baseline to `workdir/SFT_DIR`. Returns the trained model."""
+  config = setup.config
+  sft_steps, batch_size = config.sft.steps, config.sft.batch_size
+  data_parallel = data_parallel_size(mesh)
+  learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn(),
+                    mesh=mesh)
+  if restore_step is not None:
+    _restore(manager, restore_step, learner, skipped=skipped)
+  demos = broadcast_object(runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
+                           if is_main() else None)
+  rng = np.random.RandomState(config.seed)
+  order = np.concatenate([rng.permutation(len(demos))
+                          for _ in range(sft_steps * batch_size // len(demos) + 1)])
+  while step < sft_steps:
+    start = time.perf_counter()
+    picked = order[step * batch_size:(step + 1) * batch_size]
+    batches = pack_buckets([demos[i] for i in picked],
+                           rows_multiple=math.lcm(SFT_ROWS_BUCKET, data_parallel),
+                           long_rows_multiple=math.lcm(SFT_ROWS_BUCKET // 2, data_parallel))
+    metrics = jax.device_get(learner.update(batches))
+    step += 1
+    writer.write(step, {"stage": "sft", "nll": float(metrics["nll"]),
+                        "grad_norm": float(metrics["grad_norm"]),
+                        "tokens_per_s": float(sum(b["attention_mask"].sum() for b in batches)
+                                              / (time.perf_counter() - start))})
+    bar(step, f"sft nll {float(metrics['nll']):.3f}")
+    if step == sft_steps:              # the SFT-only baseline first, so a resume always has it
+      with CheckpointManager(os.path.join(workdir, SFT_DIR), keep_last=1) as sft_manager:
+        _save(sft_manager, step, learner, setup, "sft")
+        sft_manager.wait()
+    if step % config.checkpoint.every == 0 or step == sft_steps:
+      _save(manager, step, learner, setup, "sft")
+  manager.wait()
+  return learner.model
+
+
 def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
            skipped: dict[int, str]) -> dict:
   config = setup.config
@@ -236,37 +277,9 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
 
   bar = _progress(progress and is_main(), sft_steps + rl_steps, step)
   if step < sft_steps:
-    learner = Learner(model, make_optimizer(optimizer_config(config, "sft")), sft_loss_fn(),
-                      mesh=mesh)
-    if latest is not None:
-      _restore(manager, latest, learner, skipped=skipped)
-    demos = broadcast_object(runner.run(teacher_demos(setup, config.sft.num_demos, config.seed))
-                             if is_main() else None)
-    rng = np.random.RandomState(config.seed)
-    order = [rng.permutation(len(demos)) for _ in range(sft_steps * config.sft.batch_size
-                                                       // len(demos) + 1)]
-    order = np.concatenate(order)
-    while step < sft_steps:
-      start = time.perf_counter()
-      picked = order[step * config.sft.batch_size:(step + 1) * config.sft.batch_size]
-      batches = pack_buckets([demos[i] for i in picked],
-                             rows_multiple=math.lcm(SFT_ROWS_BUCKET, data_parallel),
-                             long_rows_multiple=math.lcm(SFT_ROWS_BUCKET // 2, data_parallel))
-      metrics = jax.device_get(learner.update(batches))
-      step += 1
-      writer.write(step, {"stage": "sft", "nll": float(metrics["nll"]),
-                          "grad_norm": float(metrics["grad_norm"]),
-                          "tokens_per_s": float(sum(b["attention_mask"].sum() for b in batches)
-                                                / (time.perf_counter() - start))})
-      bar(step, f"sft nll {float(metrics['nll']):.3f}")
-      if step == sft_steps:            # the SFT-only baseline first, so a resume always has it
-        with CheckpointManager(os.path.join(workdir, SFT_DIR), keep_last=1) as sft_manager:
-          _save(sft_manager, step, learner, setup, "sft")
-          sft_manager.wait()
-      if step % config.checkpoint.every == 0 or step == sft_steps:
-        _save(manager, step, learner, setup, "sft")
-    manager.wait()
-    model = learner.model
+    model = _sft_stage(setup, workdir, runner, step, model, mesh, manager, writer, bar,
+                       restore_step=latest, skipped=skipped)
+    step = sft_steps
     latest = None                      # RL starts with a fresh optimizer
 
   learner = Learner(model, make_optimizer(optimizer_config(config, "rl")),
