@@ -100,31 +100,38 @@ def evaluate(setup, workdir: str, policies=None, preferences=None) -> list[dict]
                             temperature=cfg.temperature, seed=0,
                             stop_token_ids=setup.model_config.stop_token_ids)
 
-  async def episode(policy, task, preference, index):
-    if policy in engines:
-      engine = engines[policy]
-    else:
-      engine = ScriptedAgent(setup.tokenizer, _baseline_call(setup, policy, task,
-                                                             random.Random(index)))
-    return await setup.rollout(engine, task, preference, sampling)
+  episodes = asyncio.run(_run_episodes(setup, engines, tasks, policies, preferences, sampling))
+  return _metric_rows(setup, episodes, len(tasks), policies, preferences)
 
-  async def run_all():
-    sem = asyncio.Semaphore(64)
 
-    async def guarded(*args):
-      async with sem:
-        return await episode(*args)
+async def _run_episodes(setup, engines: dict, tasks, policies, preferences,
+                        sampling: SamplingParams) -> dict:
+  """{(policy, preference, task index): episode}, at most 64 episodes at a time; a policy
+  without an engine is a scripted baseline."""
+  sem = asyncio.Semaphore(64)
 
-    keys = [(p, pref, i) for pref in preferences for p in policies for i in range(len(tasks))]
-    results = await asyncio.gather(*(guarded(p, tasks[i], pref, i) for p, pref, i in keys))
-    return dict(zip(keys, results, strict=True))
+  async def episode(policy, preference, index):
+    async with sem:
+      if policy in engines:
+        engine = engines[policy]
+      else:
+        engine = ScriptedAgent(setup.tokenizer, _baseline_call(setup, policy, tasks[index],
+                                                               random.Random(index)))
+      return await setup.rollout(engine, tasks[index], preference, sampling)
 
-  episodes = asyncio.run(run_all())
+  keys = [(p, pref, i) for pref in preferences for p in policies for i in range(len(tasks))]
+  results = await asyncio.gather(*(episode(*key) for key in keys))
+  return dict(zip(keys, results, strict=True))
+
+
+def _metric_rows(setup, episodes: dict, num_tasks: int, policies, preferences) -> list[dict]:
+  """One row per (policy, preference). The reward of a task's episode is computed with the
+  other policies' episodes on that task as its group (`preference_rewards`)."""
   rows = []
   for pref in preferences:
     vector = setup.preference(pref)
     rewards = {p: [] for p in policies}
-    for i in range(len(tasks)):               # the group: every policy's episode on this task
+    for i in range(num_tasks):                # the group: every policy's episode on this task
       trajs = [episodes[(p, pref, i)].trajectory for p in policies]
       correct = [t.format_ok and episodes[(p, pref, i)].correct
                  for p, t in zip(policies, trajs, strict=True)]
@@ -134,8 +141,8 @@ def evaluate(setup, workdir: str, policies=None, preferences=None) -> list[dict]
       for p, value in zip(policies, r, strict=True):
         rewards[p].append(float(value))
     for p in policies:
-      trajs = [episodes[(p, pref, i)].trajectory for i in range(len(tasks))]
-      correct = [episodes[(p, pref, i)].correct for i in range(len(tasks))]
+      trajs = [episodes[(p, pref, i)].trajectory for i in range(num_tasks)]
+      correct = [episodes[(p, pref, i)].correct for i in range(num_tasks)]
       rows.append({
           "policy": p, "preference": pref, "n": len(trajs),
           "accuracy": float(np.mean(correct)),
