@@ -120,6 +120,24 @@ def _product(breakdown: Mapping[str, Optional[float]], basis: Sequence[str]) -> 
   return reward
 
 
+async def _judge_nl_assertions(assertions: Sequence[str], messages: Sequence[Mapping[str, Any]],
+                               nl_judge: Optional[NLJudge]):
+  """(score, details or None, judge cost) of the NL_ASSERTION basis: 1.0 when there are no
+  assertions; None (not evaluated) without a judge; 0.0 when the judge fails; else 1.0 iff
+  the judge finds every assertion met in the user/assistant transcript."""
+  if not assertions:
+    return 1.0, None, 0.0
+  if nl_judge is None:
+    return None, {"evaluated": False, "note": "no judge configured"}, 0.0
+  transcript = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+                if m.get("role") in ("user", "assistant") and m.get("content")]
+  met, cost, note = await nl_judge(list(assertions), transcript)
+  if met is None:
+    return 0.0, {"evaluated": False, "note": f"judge error: {note}"}, cost
+  return (1.0 if all(met) else 0.0), {"evaluated": True, "note": note, "checks": [
+      {"assertion": a, "met": m} for a, m in zip(assertions, met)]}, cost
+
+
 async def evaluate_episode(domain: Domain, task: Task, *, termination: str,
                            tool_calls: Sequence[Mapping[str, Any]],
                            messages: Sequence[Mapping[str, Any]],
@@ -172,23 +190,10 @@ async def evaluate_episode(domain: Domain, task: Task, *, termination: str,
     breakdown["ACTION"] = 1.0 if all(met) else 0.0
 
   if "NL_ASSERTION" in basis:
-    assertions = crit.nl_assertions or []
-    if not assertions:
-      breakdown["NL_ASSERTION"] = 1.0
-    elif nl_judge is None:
-      breakdown["NL_ASSERTION"] = None
-      details["nl_assertions"] = {"evaluated": False, "note": "no judge configured"}
-    else:
-      transcript = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
-                    if m.get("role") in ("user", "assistant") and m.get("content")]
-      met, judge_cost, note = await nl_judge(list(assertions), transcript)
-      if met is None:
-        breakdown["NL_ASSERTION"] = 0.0
-        details["nl_assertions"] = {"evaluated": False, "note": f"judge error: {note}"}
-      else:
-        breakdown["NL_ASSERTION"] = 1.0 if all(met) else 0.0
-        details["nl_assertions"] = {"evaluated": True, "note": note, "checks": [
-            {"assertion": a, "met": m} for a, m in zip(assertions, met)]}
+    breakdown["NL_ASSERTION"], nl_details, judge_cost = await _judge_nl_assertions(
+        crit.nl_assertions or [], messages, nl_judge)
+    if nl_details is not None:
+      details["nl_assertions"] = nl_details
 
   return RewardInfo(_product(breakdown, basis), breakdown, details, judge_cost)
 
