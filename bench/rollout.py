@@ -75,90 +75,86 @@ def main(argv):
 
 def loop_and_http():
   """Sections 1-3 (see the module docstring)."""
-  import jax
-  import numpy as np
-  import torch
-  import transformers
   from flax import nnx
 
-  from orchestra.agent import EpisodeConfig, run_episodes
   from orchestra.agent.tokenizer import train_tokenizer
-  from orchestra.engines import JaxEngine, SamplingParams
-  from orchestra.checkpoint import load_hf, save_hf
-  from orchestra.models import DecoderConfig, CausalLM
-  from orchestra.models.decoding import generate
-  from orchestra.tools import build_tool
+  from orchestra.models import CausalLM, DecoderConfig
 
   tokenizer = train_tokenizer(TEXTS, FLAGS.vocab_size)
   cfg = DecoderConfig("qwen3", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384,
                       num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, qk_norm=True)
   model = CausalLM(cfg, rngs=nnx.Rngs(0))
+  print(f"model: {cfg.num_params / 1e6:.2f}M params, vocab {cfg.vocab_size}; "
+        f"{FLAGS.episodes} episodes x <= {FLAGS.max_turns} turns x <= {FLAGS.turn_tokens} tokens")
+  print("\n".join(loop_overhead(model, tokenizer)))
+  print(decode_vs_transformers(model))
+  if "http" in FLAGS.sections:
+    print("\n".join(http_overhead(model, tokenizer)))
+
+
+def loop_overhead(model, tokenizer) -> list[str]:
+  """Section 1: `run_episodes` against replaying its own requests on the bare engine, wave by
+  wave (turn k of every episode together)."""
+  from orchestra.agent import EpisodeConfig, run_episodes
+  from orchestra.engines import JaxEngine, SamplingParams
+  from orchestra.tools import build_tool
+
   tools = {"answer": build_tool({"type": "answer"})}
   messages = [{"role": "system", "content": TEXTS[0]}, {"role": "user", "content": TEXTS[1]}]
   sampling = SamplingParams(max_tokens=FLAGS.turn_tokens, temperature=1.0)
   config = EpisodeConfig(max_turns=FLAGS.max_turns, max_total_tokens=4096)
-
-  def rollout(engine):
-    return asyncio.run(run_episodes(engine, tokenizer, tools, [messages] * FLAGS.episodes,
-                                    sampling, config, seed=0))
-
   engine = JaxEngine(model)
   loop_s = float("inf")
   for _ in range(FLAGS.repeats):              # same seeds, same requests; batch splits vary
     recorder = RecordingEngine(engine)
     start = time.perf_counter()
-    trajs = rollout(recorder)
+    trajs = asyncio.run(run_episodes(recorder, tokenizer, tools, [messages] * FLAGS.episodes,
+                                     sampling, config, seed=0))
     loop_s = min(loop_s, time.perf_counter() - start)
   generated = sum(sum(t.loss_mask) for t in trajs)
 
-  # Replay the same requests, wave by wave (turn k of every episode together), on the bare engine.
   im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
   waves: dict[int, list] = {}
-  for prompt, s in recorder.requests:
-    waves.setdefault(prompt.count(im_start), []).append((prompt, s))
-  bare = engine
+  for prompt, params in recorder.requests:
+    waves.setdefault(prompt.count(im_start), []).append((prompt, params))
 
   async def replay():
     for _, wave in sorted(waves.items()):
-      await asyncio.gather(*(bare.generate(p, s) for p, s in wave))
+      await asyncio.gather(*(engine.generate(p, params) for p, params in wave))
 
   bare_s = fastest_s(lambda: asyncio.run(replay()), FLAGS.repeats)
+  return [f"rollout loop : {FLAGS.episodes / loop_s:8.2f} episodes/s "
+          f"{generated / loop_s:10,.0f} generated tokens/s ({loop_s:.2f} s, "
+          f"{len(recorder.requests)} requests)",
+          f"bare engine  : {FLAGS.episodes / bare_s:8.2f} episodes/s "
+          f"{generated / bare_s:10,.0f} generated tokens/s ({bare_s:.2f} s, same requests)",
+          f"loop overhead: {loop_s / bare_s:.2f}x the bare engine's time"]
 
-  # Sampler decode vs transformers generate on the same weights.
+
+def decode_vs_transformers(model) -> str:
+  """Section 2: greedy decode tokens/s of the JAX sampler and of transformers `generate` on
+  the same weights (median of 3 after a warm-up)."""
+  import jax
+  import numpy as np
+  import torch
+  import transformers
+
+  from orchestra.checkpoint import load_hf, save_hf
+  from orchestra.models.decoding import generate
+
   with tempfile.TemporaryDirectory() as tmp:
     save_hf(model, tmp)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
     same = load_hf(tmp)
-  rng = np.random.RandomState(0)
   b, n = FLAGS.decode_batch, FLAGS.decode_tokens
-  prompt = rng.randint(1, cfg.vocab_size, (b, 32)).astype(np.int32)
-
-  def timed(fn, repeats=3):
-    fn()
-    t = []
-    for _ in range(repeats):
-      s = time.perf_counter()
-      fn()
-      t.append(time.perf_counter() - s)
-    return sorted(t)[len(t) // 2]
-
-  jax_s = timed(lambda: jax.block_until_ready(generate(same, prompt, max_new_tokens=n)))
+  prompt = np.random.RandomState(0).randint(1, model.config.vocab_size, (b, 32)).astype(np.int32)
+  jax_s = median_s(lambda: jax.block_until_ready(generate(same, prompt, max_new_tokens=n)))
   p = torch.tensor(prompt, dtype=torch.long)
   with torch.no_grad():
-    hf_s = timed(lambda: hf.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=n,
-                                     min_new_tokens=n, do_sample=False, pad_token_id=0))
-
-  print(f"model: {cfg.num_params / 1e6:.2f}M params, vocab {cfg.vocab_size}; "
-        f"{FLAGS.episodes} episodes x <= {FLAGS.max_turns} turns x <= {FLAGS.turn_tokens} tokens")
-  print(f"rollout loop : {FLAGS.episodes / loop_s:8.2f} episodes/s {generated / loop_s:10,.0f} "
-        f"generated tokens/s ({loop_s:.2f} s, {len(recorder.requests)} requests)")
-  print(f"bare engine  : {FLAGS.episodes / bare_s:8.2f} episodes/s {generated / bare_s:10,.0f} "
-        f"generated tokens/s ({bare_s:.2f} s, same requests)")
-  print(f"loop overhead: {loop_s / bare_s:.2f}x the bare engine's time")
-  print(f"decode {b}x{n}: orchestra {b * n / jax_s:,.0f} tokens/s, transformers "
-        f"{b * n / hf_s:,.0f} tokens/s, ratio {hf_s / jax_s:.2f}x")
-  if "http" in FLAGS.sections:
-    print("\n".join(http_overhead(model, tokenizer)))
+    hf_s = median_s(lambda: hf.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=n,
+                                        min_new_tokens=n, do_sample=False, pad_token_id=0))
+  return (f"decode {b}x{n}: orchestra {b * n / jax_s:,.0f} tokens/s, transformers "
+          f"{b * n / hf_s:,.0f} tokens/s, ratio {hf_s / jax_s:.2f}x")
 
 
 def http_overhead(model, tokenizer) -> list[str]:
@@ -303,6 +299,17 @@ def continuous_batching_probe(slots: int = 16, requests: int = 64, episodes: int
     lines.append(f"  {name}: static {seconds[False]:.2f} s, continuous {seconds[True]:.2f} s "
                  f"({seconds[False] / seconds[True]:.2f}x)")
   return lines
+
+
+def median_s(fn, repeats: int = 3) -> float:
+  """The median of `repeats` timed calls of `fn` after one warm-up call (seconds)."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2]
 
 
 def fastest_s(fn, repeats: int) -> float:
