@@ -40,17 +40,64 @@ def _median_seconds(fn, repeats: int) -> float:
   return sorted(times)[len(times) // 2]
 
 
+def fwd_bwd_seconds(model, torch_model, ids) -> tuple[float, float]:
+  """Median seconds of one next-token cross-entropy forward+backward on `ids` (B x T):
+  (orchestra's jitted value_and_grad, transformers' loss.backward())."""
+  import jax
+  import jax.numpy as jnp
+  import torch
+  from flax import nnx
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss_fn(params, ids_BT):
+    logits = nnx.merge(graphdef, params, rest)(ids_BT)[:, :-1]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, ids_BT[:, 1:, None], axis=-1).mean()
+
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+  ids_jax = jnp.asarray(ids)
+  jax_s = _median_seconds(lambda: jax.block_until_ready(grad_fn(params, ids_jax)), FLAGS.repeats)
+  torch_model.train()
+  ids_torch = torch.tensor(ids, dtype=torch.long)
+
+  def torch_step():
+    torch_model.zero_grad(set_to_none=True)
+    torch_model(ids_torch, labels=ids_torch).loss.backward()
+
+  return jax_s, _median_seconds(torch_step, FLAGS.repeats)
+
+
+def decode_seconds(model, torch_model, prompt, n_new: int) -> tuple[float, float]:
+  """Median seconds of greedy KV-cache decoding of `n_new` tokens after `prompt` (B x P):
+  (orchestra's `generate`, transformers' `generate`)."""
+  import jax
+  import torch
+
+  from orchestra.models.decoding import generate
+
+  jax_s = _median_seconds(
+      lambda: jax.block_until_ready(generate(model, prompt, max_new_tokens=n_new)), FLAGS.repeats)
+  torch_model.eval()
+  prompt_torch = torch.tensor(prompt, dtype=torch.long)
+
+  def torch_decode():
+    with torch.no_grad():
+      torch_model.generate(prompt_torch, attention_mask=torch.ones_like(prompt_torch),
+                           max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                           pad_token_id=0)
+
+  return jax_s, _median_seconds(torch_decode, FLAGS.repeats)
+
+
 def main(argv):
   del argv
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import torch
   import transformers
-  from flax import nnx
 
   from orchestra.checkpoint import load_hf
-  from orchestra.models.decoding import generate
 
   config = transformers.Qwen3Config(
       vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
@@ -62,54 +109,17 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     torch_model.save_pretrained(tmp)
     model = load_hf(tmp)
-  n_params = model.config.num_params
   rng = np.random.RandomState(0)
-  b, t = FLAGS.batch_size, FLAGS.seq_len
+  b, t, n_new = FLAGS.batch_size, FLAGS.seq_len, FLAGS.new_tokens
   ids = rng.randint(0, FLAGS.vocab_size, (b, t)).astype(np.int32)
-
-  # ---- forward + backward (next-token cross-entropy) ----
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-  def loss_fn(params, ids_BT):
-    logits = nnx.merge(graphdef, params, rest)(ids_BT)[:, :-1]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, ids_BT[:, 1:, None], axis=-1).mean()
-
-  grad_fn = jax.jit(jax.value_and_grad(loss_fn))
-  ids_jax = jnp.asarray(ids)
-  jax_train = _median_seconds(lambda: jax.block_until_ready(grad_fn(params, ids_jax)),
-                              FLAGS.repeats)
-
-  torch_model.train()
-  ids_torch = torch.tensor(ids, dtype=torch.long)
-
-  def torch_step():
-    torch_model.zero_grad(set_to_none=True)
-    out = torch_model(ids_torch, labels=ids_torch)
-    out.loss.backward()
-
-  torch_train = _median_seconds(torch_step, FLAGS.repeats)
-
-  # ---- KV-cache greedy decoding ----
+  jax_train, torch_train = fwd_bwd_seconds(model, torch_model, ids)
   prompt = rng.randint(0, FLAGS.vocab_size, (b, FLAGS.prompt_len)).astype(np.int32)
-  n_new = FLAGS.new_tokens
-  jax_decode = _median_seconds(
-      lambda: jax.block_until_ready(generate(model, prompt, max_new_tokens=n_new)), FLAGS.repeats)
-  torch_model.eval()
-  prompt_torch = torch.tensor(prompt, dtype=torch.long)
-
-  def torch_decode_fn():
-    with torch.no_grad():
-      torch_model.generate(prompt_torch, attention_mask=torch.ones_like(prompt_torch),
-                           max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                           pad_token_id=0)
-
-  torch_decode = _median_seconds(torch_decode_fn, FLAGS.repeats)
+  jax_decode, torch_decode = decode_seconds(model, torch_model, prompt, n_new)
 
   train_tokens, decode_tokens = b * t, b * n_new
-  print(f"model: Qwen3-shaped, {n_params / 1e6:.2f}M params (vocab {FLAGS.vocab_size}, "
-        f"D {FLAGS.hidden_size}, {FLAGS.num_layers} layers); jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}, torch {torch.__version__} with "
+  print(f"model: Qwen3-shaped, {model.config.num_params / 1e6:.2f}M params (vocab "
+        f"{FLAGS.vocab_size}, D {FLAGS.hidden_size}, {FLAGS.num_layers} layers); jax "
+        f"{jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, CPU cores {os.cpu_count()}")
   print(f"{'':30s}{'orchestra':>14s}{'transformers':>14s}{'ratio':>8s}")
   rows = [(f"fwd+bwd tokens/s ({b}x{t})", train_tokens / jax_train, train_tokens / torch_train),
