@@ -26,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+from bench_timing import call_seconds, median_s
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANCHORS = os.environ.get("ANCHORS_DIR", os.path.join(os.path.dirname(ROOT), "shared",
@@ -59,16 +60,8 @@ def build_model(ac, seed: int = 0):
 
 def median_seconds(fn, iters: int = 5) -> tuple[float, float]:
   """(first call incl. compile, median of `iters` calls after one more warm-up)."""
-  start = time.perf_counter()
-  fn()
-  first = time.perf_counter() - start
-  fn()
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return first, float(np.median(times))
+  (first,) = call_seconds(fn, 1)
+  return first, median_s(fn, iters)
 
 
 def bench_micro(ac, model) -> dict:

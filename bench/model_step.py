@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 
 from absl import app, flags
+from bench_timing import median_s
 
 flags.DEFINE_integer("vocab_size", 1024, "vocabulary size")
 flags.DEFINE_integer("hidden_size", 128, "model dim D")
@@ -28,16 +28,6 @@ flags.DEFINE_integer("prompt_len", 32, "prompt tokens per row for decoding")
 flags.DEFINE_integer("new_tokens", 128, "generated tokens per row")
 flags.DEFINE_integer("repeats", 5, "timed repetitions (the median is reported)")
 FLAGS = flags.FLAGS
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (compilation for JAX)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
 
 
 def fwd_bwd_seconds(model, torch_model, ids) -> tuple[float, float]:
@@ -57,7 +47,7 @@ def fwd_bwd_seconds(model, torch_model, ids) -> tuple[float, float]:
 
   grad_fn = jax.jit(jax.value_and_grad(loss_fn))
   ids_jax = jnp.asarray(ids)
-  jax_s = _median_seconds(lambda: jax.block_until_ready(grad_fn(params, ids_jax)), FLAGS.repeats)
+  jax_s = median_s(lambda: jax.block_until_ready(grad_fn(params, ids_jax)), FLAGS.repeats)
   torch_model.train()
   ids_torch = torch.tensor(ids, dtype=torch.long)
 
@@ -65,7 +55,7 @@ def fwd_bwd_seconds(model, torch_model, ids) -> tuple[float, float]:
     torch_model.zero_grad(set_to_none=True)
     torch_model(ids_torch, labels=ids_torch).loss.backward()
 
-  return jax_s, _median_seconds(torch_step, FLAGS.repeats)
+  return jax_s, median_s(torch_step, FLAGS.repeats)
 
 
 def decode_seconds(model, torch_model, prompt, n_new: int) -> tuple[float, float]:
@@ -76,7 +66,7 @@ def decode_seconds(model, torch_model, prompt, n_new: int) -> tuple[float, float
 
   from orchestra.models.decoding import generate
 
-  jax_s = _median_seconds(
+  jax_s = median_s(
       lambda: jax.block_until_ready(generate(model, prompt, max_new_tokens=n_new)), FLAGS.repeats)
   torch_model.eval()
   prompt_torch = torch.tensor(prompt, dtype=torch.long)
@@ -87,7 +77,7 @@ def decode_seconds(model, torch_model, prompt, n_new: int) -> tuple[float, float
                            max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                            pad_token_id=0)
 
-  return jax_s, _median_seconds(torch_decode, FLAGS.repeats)
+  return jax_s, median_s(torch_decode, FLAGS.repeats)
 
 
 def main(argv):

@@ -28,6 +28,7 @@ import time
 from dataclasses import replace as dataclass_replace
 
 from absl import app, flags
+from bench_timing import fastest_s, median_s
 
 flags.DEFINE_integer("episodes", 32, "episodes per rollout")
 flags.DEFINE_integer("max_turns", 3, "turns per episode")
@@ -299,27 +300,6 @@ def continuous_batching_probe(slots: int = 16, requests: int = 64, episodes: int
     lines.append(f"  {name}: static {seconds[False]:.2f} s, continuous {seconds[True]:.2f} s "
                  f"({seconds[False] / seconds[True]:.2f}x)")
   return lines
-
-
-def median_s(fn, repeats: int = 3) -> float:
-  """The median of `repeats` timed calls of `fn` after one warm-up call (seconds)."""
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
-
-
-def fastest_s(fn, repeats: int) -> float:
-  """The fastest of `repeats` timed calls of `fn` (seconds)."""
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 if __name__ == "__main__":
