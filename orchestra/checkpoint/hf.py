@@ -272,8 +272,6 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
   """
   if not isinstance(model, CausalLM):
     raise TypeError(f"save_hf exports CausalLM models, got {type(model).__name__}")
-  import transformers  # heavy import, only needed for export
-
   out_dir = os.path.abspath(os.fspath(out_dir))
   cfg = model.config
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
@@ -293,11 +291,9 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
   tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
   try:
     _write_weights(flat, tensor_map(cfg), np_dtype, tmp_dir, max_shard_bytes)
-    hf_config = transformers.AutoConfig.for_model(cfg.model_type, **cfg.to_hf_kwargs())
-    hf_config.architectures = [type(hf_config).__name__.replace("Config", "ForCausalLM")]
-    hf_config.dtype = dtype
-    hf_config.save_pretrained(tmp_dir)
-    transformers.GenerationConfig.from_model_config(hf_config).save_pretrained(tmp_dir)
+    for name, text in _hf_config_files(cfg, dtype).items():
+      with open(os.path.join(tmp_dir, name), "w") as f:
+        f.write(text)
     if tokenizer_dir is not None:
       for name in TOKENIZER_FILES:
         src = os.path.join(tokenizer_dir, name)
@@ -313,6 +309,26 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
   return out_dir
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_config_files(cfg: DecoderConfig, dtype: str) -> dict[str, str]:
+  """{file name: text} of transformers' config.json and generation_config.json for `cfg`
+  with weights in `dtype`. Built once per (cfg, dtype): building and serialising
+  transformers' config objects is half of a small model's export (~10 ms), and a run with
+  rollout servers exports every RL step."""
+  import transformers  # heavy import, only needed for export
+  hf_config = transformers.AutoConfig.for_model(cfg.model_type, **cfg.to_hf_kwargs())
+  hf_config.architectures = [type(hf_config).__name__.replace("Config", "ForCausalLM")]
+  hf_config.dtype = dtype
+  with tempfile.TemporaryDirectory() as folder:
+    hf_config.save_pretrained(folder)
+    transformers.GenerationConfig.from_model_config(hf_config).save_pretrained(folder)
+    files = {}
+    for name in sorted(os.listdir(folder)):
+      with open(os.path.join(folder, name)) as f:
+        files[name] = f.read()
+    return files
 
 
 _EXPORT_FILE = re.compile(r"(config\.json|generation_config\.json|model\.safetensors"
