@@ -18,6 +18,7 @@ import os
 import jax
 
 ENV_VAR = "JAX_COMPILATION_CACHE_DIR"      # JAX's own variable, read by `default_dir`
+MIN_COMPILE_ENV_VAR = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"   # JAX's own, when set
 MAX_BYTES = 4 << 30                        # least recently used entries go beyond this
 MIN_COMPILE_S = 0.2                        # quicker programs are not worth a file read
 
@@ -31,13 +32,32 @@ def default_dir() -> str:
   return os.path.join(base, "orchestra", "xla")
 
 
-def enable(path: str, *, min_compile_s: float = MIN_COMPILE_S, max_bytes: int = MAX_BYTES
+def min_compile_seconds() -> float:
+  """`$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` when set (programs that compile faster
+  are not cached), else `MIN_COMPILE_S`; ValueError naming the variable when it is not a
+  number >= 0."""
+  text = os.environ.get(MIN_COMPILE_ENV_VAR, "").strip()
+  if not text:
+    return MIN_COMPILE_S
+  try:
+    seconds = float(text)
+  except ValueError:
+    seconds = -1.0
+  if not seconds >= 0:
+    raise ValueError(f"{MIN_COMPILE_ENV_VAR}={text!r}: expected seconds, a number >= 0")
+  return seconds
+
+
+def enable(path: str, *, min_compile_s: float | None = None, max_bytes: int = MAX_BYTES
            ) -> bool:
   """Makes JAX read and write compiled programs under `path` (nothing when `path` is
-  empty); returns whether the cache is on. A folder that cannot be created or written
-  is refused with the reason, before anything compiles."""
+  empty); returns whether the cache is on. Programs compiling in under `min_compile_s`
+  (default `min_compile_seconds()`) are not cached. A folder that cannot be created or
+  written is refused with the reason, before anything compiles."""
   if not path:
     return False
+  if min_compile_s is None:
+    min_compile_s = min_compile_seconds()
   path = os.path.abspath(os.path.expanduser(path))
   try:
     os.makedirs(path, exist_ok=True)

@@ -70,6 +70,19 @@ def test_the_default_folder_follows_the_environment(monkeypatch, tmp_path):
   assert compilation_cache.default_dir() == str(tmp_path / "cache" / "orchestra" / "xla")
 
 
+def test_the_minimum_compile_time_follows_jaxs_variable(monkeypatch):
+  name = compilation_cache.MIN_COMPILE_ENV_VAR
+  monkeypatch.delenv(name, raising=False)
+  assert compilation_cache.min_compile_seconds() == compilation_cache.MIN_COMPILE_S
+  for text, seconds in (("0", 0.0), (" 1.5 ", 1.5), ("", compilation_cache.MIN_COMPILE_S)):
+    monkeypatch.setenv(name, text)
+    assert compilation_cache.min_compile_seconds() == seconds
+  for bad in ("-1", "soon", "nan"):
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ValueError, match=f"{name}='{bad}': expected seconds"):
+      compilation_cache.min_compile_seconds()
+
+
 def test_a_folder_that_is_a_file_is_refused_with_the_way_out(tmp_path):
   a_file = tmp_path / "file"
   a_file.write_text("")
@@ -78,7 +91,7 @@ def test_a_folder_that_is_a_file_is_refused_with_the_way_out(tmp_path):
 
 
 @pytest.mark.slow
-def test_launch_train_names_an_unusable_cache_folder(tmp_path):
+def test_launch_train_names_an_unusable_cache_folder_or_minimum(tmp_path):
   a_file = tmp_path / "file"
   a_file.write_text("")
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -88,4 +101,13 @@ def test_launch_train_names_an_unusable_cache_folder(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
   assert out.returncode == 2
   assert f"train.py: error: compilation cache {a_file}" in out.stderr
+  assert not (tmp_path / "run").exists()
+  env[compilation_cache.MIN_COMPILE_ENV_VAR] = "-1"
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "train.py"),
+                        f"--config={os.path.join(ROOT, 'configs', 'tiny_cpu.py')}",
+                        f"--workdir={tmp_path / 'run'}", f"--compilation_cache={tmp_path}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 2
+  assert (f"train.py: error: {compilation_cache.MIN_COMPILE_ENV_VAR}='-1': expected seconds"
+          in out.stderr)
   assert not (tmp_path / "run").exists()

@@ -46,7 +46,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   if "compilation_cache" in flags.FLAGS:
     try:
       compilation_cache.enable(flags.FLAGS.compilation_cache)
-    except OSError as e:
+    except (OSError, ValueError) as e:
       _fail(script, str(e))
   return rest
 
