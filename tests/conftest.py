@@ -1,5 +1,6 @@
 """Test setup: 8 forced host CPU devices (before JAX starts) and shared fixtures."""
 
+import collections
 import os
 import shutil
 import tempfile
@@ -31,6 +32,17 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: starts launch/*.py as a subprocess or trains for more than ~50 steps; "
       "`pytest -m 'not slow'` leaves these out for a fast loop (CI runs everything)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Modules with the most `slow` tests (launch/*.py runs of a minute or two) first, each
+  module's tests in their own order: pytest-xdist's `--dist loadscope` hands whole modules
+  to the workers in this order, so the long ones overlap early and the short ones even out
+  the end, instead of tests/train/ (the longest) starting last."""
+  del config
+  slow = collections.Counter(item.module.__name__ for item in items
+                             if item.get_closest_marker("slow") is not None)
+  items.sort(key=lambda item: -slow[item.module.__name__])      # stable within a module
 
 
 def pytest_unconfigure(config):
