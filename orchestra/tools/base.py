@@ -107,3 +107,15 @@ def validate_args(args: Any, schema: dict[str, Any]) -> str | None:
   return None
 
 
+def build_from_spec(spec: dict[str, Any], types: dict[str, Any], what: str,
+                    error: type[Exception]):
+  """`types[spec["type"]](**the other keys of spec)`; `error` names `what` and the choices
+  for an unknown type, and the constructor's complaint for a bad option."""
+  options = dict(spec)
+  kind = options.pop("type", None)
+  if kind not in types:
+    raise error(f"{what} type {kind!r} is unknown; expected one of {sorted(types)}")
+  try:
+    return types[kind](**options)
+  except TypeError as e:
+    raise error(f"{what} {kind!r}: {e}") from None

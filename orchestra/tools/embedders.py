@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from orchestra.tools.base import build_from_spec
+
 _WORD = re.compile(r"\w+")
 _WORD_OR_PUNCT = re.compile(r"\w+|[^\w\s]")
 
@@ -203,11 +205,4 @@ _EMBEDDERS = {"hashing": HashingEmbedder, "hf": HFEncoderEmbedder}
 
 def make_embedder(spec: dict[str, Any]) -> Embedder:
   """Builds an embedder from `{"type": "hashing" | "hf", **constructor options}`."""
-  options = dict(spec)
-  kind = options.pop("type", None)
-  if kind not in _EMBEDDERS:
-    raise EmbedderError(f"embedder type {kind!r} is unknown; expected one of {sorted(_EMBEDDERS)}")
-  try:
-    return _EMBEDDERS[kind](**options)
-  except TypeError as e:
-    raise EmbedderError(f"embedder {kind!r}: {e}") from None
+  return build_from_spec(spec, _EMBEDDERS, "embedder", EmbedderError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestra.tools.answer import Answer
-from orchestra.tools.base import Tool, ToolConfigError
+from orchestra.tools.base import Tool, ToolConfigError, build_from_spec
 from orchestra.tools.code_interpreter import CodeInterpreter
 from orchestra.tools.llm import LLMTool
 from orchestra.tools.local_search import LocalSearch
@@ -23,11 +23,4 @@ TOOL_TYPES: dict[str, type[Tool]] = {
 def build_tool(spec: dict[str, Any]) -> Tool:
   """Builds a tool from a config dict: `{"type": ..., **constructor options}`, where the
   type is a key of `TOOL_TYPES`; ToolConfigError names an unknown type or a bad option."""
-  spec = dict(spec)
-  kind = spec.pop("type", None)
-  if kind not in TOOL_TYPES:
-    raise ToolConfigError(f"tool type {kind!r} is unknown; expected one of {sorted(TOOL_TYPES)}")
-  try:
-    return TOOL_TYPES[kind](**spec)
-  except TypeError as e:
-    raise ToolConfigError(f"tool {kind!r}: {e}") from None
+  return build_from_spec(spec, TOOL_TYPES, "tool", ToolConfigError)
