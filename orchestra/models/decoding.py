@@ -49,7 +49,8 @@ def processed_logprobs(logits_BV, temperature: float = 1.0, top_k: int = 0, top_
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
-  """Token choice: ancestral sampling from `processed_logprobs`; temperature 0 is greedy.
+  """Token choice: ancestral sampling from `processed_logprobs` (`inverse_cdf_sample`);
+  temperature 0 is greedy.
 
   Frozen (hashable by value) because it is a static argument of the jitted
   loop: equal settings share one compilation.
@@ -65,8 +66,30 @@ class Sampler:
       logp_BV = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
     else:
       logp_BV = processed_logprobs(logits_BV, self.temperature, self.top_k, self.top_p)
-      tokens_B = jax.vmap(jax.random.categorical)(keys_B, logp_BV).astype(jnp.int32)
+      tokens_B = inverse_cdf_sample(logp_BV, jax.vmap(lambda key: jax.random.uniform(key))(keys_B))
     return tokens_B, jnp.take_along_axis(logp_BV, tokens_B[:, None], axis=-1)[:, 0]
+
+
+def inverse_cdf_sample(logp_BV, u_B):
+  """One token per row from p = exp(logp) by inversion with one uniform u in [0, 1):
+
+      token = min { v : p_v > 0 and cdf_v > u * cdf_V },     cdf_v = sum_{w <= v} p_w
+
+  (P(token = v) = p_v / sum p: the sampled distribution, as the Gumbel-max trick gives it,
+  but from one random number per row instead of one per vocabulary entry; on 2 CPU cores
+  the anchors' GRPO rollout, 32 rows x 64 tokens over V 1024, went from 0.254-0.270 s to
+  0.215-0.236 s in three alternating runs).
+  The prefix sums come from a tree (`associative_scan`), so float rounding could make them
+  dip where p_v = 0; requiring p_v > 0 means a token outside the kept set (top-k, top-p,
+  probability underflow) is never chosen, and if rounding leaves no cdf_v above u * cdf_V
+  the last token with p_v > 0 is taken.
+  """
+  p_BV = jnp.exp(logp_BV)
+  cdf_BV = jax.lax.associative_scan(jnp.add, p_BV, axis=-1)
+  possible_BV = p_BV > 0
+  hit_BV = possible_BV & (cdf_BV > u_B[:, None] * cdf_BV[:, -1:])
+  last_possible_B = logp_BV.shape[-1] - 1 - jnp.argmax(possible_BV[:, ::-1], axis=-1)
+  return jnp.where(hit_BV.any(-1), jnp.argmax(hit_BV, axis=-1), last_possible_B).astype(jnp.int32)
 
 
 GREEDY = Sampler(temperature=0.0)
