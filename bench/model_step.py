@@ -120,4 +120,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from orchestra.host_memory import reexec_with_huge_pages
+  reexec_with_huge_pages()          # first: glibc reads its tunables only at startup
   app.run(main)
