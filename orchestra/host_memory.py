@@ -10,17 +10,18 @@ time in a 0.45 s fwd+bwd call.
 
 glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35) marks such blocks for
 transparent huge pages, so the same buffer takes ~200 faults of 2 MiB each: fwd+bwd 0.43
--> 0.35 s, the anchors' GRPO step 0.60-0.67 -> 0.53-0.58 s, rollouts and peak RSS
-unchanged (same-session A/B on 2 cores). Keeping freed memory in the heap instead
-(`mallopt`: one arena, no `mmap`) saves as much in the update but made rollouts ~12% slower
-and RSS grow, so it is not used.
+-> 0.35 s, the anchors' GRPO step 0.57-0.69 -> 0.53-0.62 s, rollouts and peak RSS
+unchanged (same-session A/B on 2 cores, four runs each). Keeping freed memory in the heap
+instead (`mallopt`: one arena, no `mmap`) saves as much in the update but made rollouts
+9-15% slower and let the heap grow, so it is not used.
 
 glibc reads tunables only when a process starts, hence `reexec_with_huge_pages()`: the
 first statement of a launch script restarts the interpreter in place (same PID, same
 arguments) with the tunable added to `GLIBC_TUNABLES`. It does nothing when the tunable is
 already there (set either way), with `ORCHESTRA_HUGE_PAGES=0`, when JAX will compute on an
-accelerator (device buffers do not come from `malloc`), off Linux/glibc >= 2.35, or when
-the kernel's transparent huge pages are off.
+accelerator (device buffers do not come from `malloc`), without glibc >= 2.35, when the
+kernel's transparent huge pages are off, or for a program that cannot be read again
+(`python -c`, a script on stdin).
 """
 
 from __future__ import annotations
