@@ -27,7 +27,6 @@ kernel's transparent huge pages are off, or for a program that cannot be read ag
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from typing import Mapping
 
@@ -73,12 +72,14 @@ def _cpu_backend_ahead(environ: Mapping[str, str]) -> bool:
 
 def _huge_pages_available() -> bool:
   """Linux with glibc >= 2.35 (the tunable's first release) and transparent huge pages on
-  (`always` or `madvise`)."""
-  libc, version = platform.libc_ver()
+  (`always` or `madvise`). The glibc version is the running one's ("glibc 2.36"), asked of
+  the C library, not guessed by scanning the interpreter's file as `platform.libc_ver`
+  does."""
   try:
+    libc, version = os.confstr("CS_GNU_LIBC_VERSION").split()
     if libc != "glibc" or tuple(map(int, version.split(".")[:2])) < (2, 35):
       return False
-  except ValueError:                    # an unparsable version
+  except (AttributeError, ValueError, OSError):   # no confstr, not glibc, odd version
     return False
   try:
     with open(THP_MODE_FILE) as f:

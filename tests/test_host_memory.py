@@ -52,6 +52,22 @@ def test_without_kernel_support_nothing_changes(monkeypatch, tmp_path):
   assert environ_with_huge_pages({"JAX_PLATFORMS": "cpu"}) is None
 
 
+@pytest.mark.parametrize("answer", ["glibc 2.31", "musl 1.2", None, ValueError("no name")])
+def test_without_glibc_2_35_nothing_changes(monkeypatch, answer):
+  def confstr(name):
+    assert name == "CS_GNU_LIBC_VERSION"
+    if isinstance(answer, Exception):
+      raise answer
+    return answer
+  monkeypatch.setattr(host_memory.os, "confstr", confstr)
+  assert environ_with_huge_pages({"JAX_PLATFORMS": "cpu"}) is None
+
+
+def _environ_without_tunables() -> dict[str, str]:
+  """This process's environment less GLIBC_TUNABLES (which conftest.py may have set)."""
+  return {k: v for k, v in os.environ.items() if k != TUNABLES_VAR}
+
+
 RESTARTING = """
 import os, sys
 print("start", os.getpid(), os.environ.get("GLIBC_TUNABLES"), sys.argv[1:], flush=True)
@@ -65,7 +81,7 @@ print("after", os.getpid(), os.environ.get("GLIBC_TUNABLES"), sys.argv[1:])
 def test_the_restart_keeps_pid_and_arguments_and_happens_once(tmp_path):
   script = tmp_path / "script.py"
   script.write_text(RESTARTING)
-  env = {k: v for k, v in os.environ.items() if k != TUNABLES_VAR}
+  env = _environ_without_tunables()
   out = subprocess.run([sys.executable, str(script), "--flag=1", "two words"], env=env,
                        capture_output=True, text=True, timeout=60, check=True).stdout
   first, second, after = out.splitlines()
@@ -77,7 +93,7 @@ def test_the_restart_keeps_pid_and_arguments_and_happens_once(tmp_path):
 
 @needs_huge_pages
 def test_a_program_that_cannot_be_read_again_is_not_restarted():
-  env = {k: v for k, v in os.environ.items() if k != TUNABLES_VAR}
+  env = _environ_without_tunables()
   out = subprocess.run([sys.executable, "-c", RESTARTING], env=env, capture_output=True,
                        text=True, timeout=60, check=True).stdout
   assert [line.split()[0] for line in out.splitlines()] == ["start", "after"]
@@ -117,7 +133,7 @@ def _faults(env) -> tuple[int, list[int]]:
 
 @needs_huge_pages
 def test_huge_pages_spare_the_faults_of_every_call():
-  plain = {k: v for k, v in os.environ.items() if k != TUNABLES_VAR}
+  plain = _environ_without_tunables()
   temp_pages, faults = _faults(plain)
   assert temp_pages >= 16_000
   # Without the tunable each call faults its whole buffer in again (this is what the
