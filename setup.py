@@ -27,6 +27,10 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6.5",
     "tqdm>=4.70.1",
     "matplotlib>=3.11.2",
+    # mimalloc, preloaded by the launch scripts on the CPU backend (orchestra/host_memory.py):
+    # XLA:CPU's per-call buffers stay mapped between calls. Wheels for these two only.
+    "cmeel-mimalloc>=3.4.3; sys_platform == 'linux' and "
+    "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
 ]
 
 EXTRAS_REQUIRE = {

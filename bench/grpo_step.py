@@ -194,6 +194,6 @@ def main():
 
 
 if __name__ == "__main__":
-  from orchestra.host_memory import reexec_with_huge_pages
-  reexec_with_huge_pages()          # first: glibc reads its tunables only at startup
+  from orchestra.host_memory import reexec_with_host_allocator
+  reexec_with_host_allocator()      # first: the allocator is chosen at process start
   main()

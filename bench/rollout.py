@@ -303,6 +303,6 @@ def continuous_batching_probe(slots: int = 16, requests: int = 64, episodes: int
 
 
 if __name__ == "__main__":
-  from orchestra.host_memory import reexec_with_huge_pages
-  reexec_with_huge_pages()          # first: glibc reads its tunables only at startup
+  from orchestra.host_memory import reexec_with_host_allocator
+  reexec_with_host_allocator()      # first: the allocator is chosen at process start
   app.run(main)

@@ -97,8 +97,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 if __name__ == "__main__":
-  from orchestra.host_memory import reexec_with_huge_pages
-  reexec_with_huge_pages()          # first: glibc reads its tunables only at startup
+  from orchestra.host_memory import reexec_with_host_allocator
+  reexec_with_host_allocator()      # first: the allocator is chosen at process start
   from orchestra.train.cli import define_compilation_cache_flag
   define_compilation_cache_flag()
   app.run(main)

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from orchestra.host_memory import environ_with_huge_pages
+from orchestra.host_memory import host_allocator_environ
 
 # The suite is compile-bound (tiny models, many distinct programs): XLA's CPU backend at
 # optimization level 0 compiles ~35% faster, and the matmuls and convolutions it runs are
@@ -19,10 +19,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAG
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# XLA:CPU's per-call buffers on transparent huge pages (`orchestra/host_memory.py`, what
-# the launch scripts restart themselves with): the pytest workers and every subprocess
-# inherit it; this process started without it.
-os.environ.update(environ_with_huge_pages() or {})
+# The host allocator the launch scripts restart themselves with (`orchestra/host_memory.py`:
+# mimalloc preloaded, keeping XLA:CPU's per-call buffers between calls): the pytest workers
+# and every subprocess inherit it; this process started without it.
+os.environ.update(host_allocator_environ() or {})
 # Compiled programs (this process's and every launch/*.py the tests start) go to a folder
 # of this session, removed at its end, not to the user's ~/.cache.
 _SESSION_CACHE = None
