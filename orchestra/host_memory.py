@@ -12,11 +12,13 @@ Two remedies, chosen by `ORCHESTRA_HOST_ALLOCATOR`:
 
 - `mimalloc` (the default where the `cmeel-mimalloc` wheel is installed, a dependency on
   Linux x86-64 and aarch64): the process runs with mimalloc preloaded (`LD_PRELOAD`). It
-  keeps freed memory mapped and committed for `purge_delay` (1 s by default) before
-  returning it, so a step's next call reuses the same pages: no faults, no zeroing.
+  keeps freed memory mapped and committed for `MIMALLOC_PURGE_DELAY` ms before returning
+  it, so a step's next call reuses the same pages: no faults, no zeroing. The delay is
+  10 s here unless the environment sets one (mimalloc's own 1 s made the multi-turn
+  probe's cached episodes 5.16-6.07 s against 4.94-5.23 s with huge pages; 10 s: 4.75 s).
   The anchors' GRPO step 0.444-0.457 -> 0.401-0.426 s, fwd+bwd 0.274-0.283 -> 0.236-0.256 s
-  against huge pages, rollouts unchanged, peak RSS within 1081-1318 against 1118-1133 MiB
-  (same-session A/B, three runs each).
+  against huge pages (same-session A/B, three runs each, 1 s delay; 10 s: 0.379 s,
+  1.22 GiB peak RSS against 1.09-1.13).
 - `hugetlb` (the fallback without the wheel): glibc's `glibc.malloc.hugetlb=1` tunable
   (glibc >= 2.35, transparent huge pages not `never`) maps such blocks on 2 MiB pages,
   ~200 faults for the same buffer, but the kernel still zeroes it at every call: fwd+bwd
@@ -46,6 +48,7 @@ TUNABLES_VAR = "GLIBC_TUNABLES"
 TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 MIMALLOC_DIST, MIMALLOC_FILE = "cmeel-mimalloc", "cmeel.prefix/lib/libmimalloc.so"
+PURGE_DELAY_VAR, PURGE_DELAY_MS = "MIMALLOC_PURGE_DELAY", "10000"
 ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                        "jax_rocm7_plugin", "libtpu")
 
@@ -95,11 +98,13 @@ def mimalloc_library() -> str | None:
 
 
 def _with_preload(environ: Mapping[str, str], library: str) -> dict[str, str] | None:
-  """`library` first in `LD_PRELOAD`; None when a mimalloc is preloaded already."""
+  """`library` first in `LD_PRELOAD`, and mimalloc's purge delay `PURGE_DELAY_MS` unless
+  the environment sets one; None when a mimalloc is preloaded already."""
   preloaded = environ.get(PRELOAD_VAR, "")
   if any("mimalloc" in os.path.basename(p) for p in preloaded.replace(" ", ":").split(":")):
     return None
-  return {**environ, PRELOAD_VAR: ":".join(filter(None, [library, preloaded]))}
+  return {PURGE_DELAY_VAR: PURGE_DELAY_MS, **environ,
+          PRELOAD_VAR: ":".join(filter(None, [library, preloaded]))}
 
 
 def _with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:

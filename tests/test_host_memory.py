@@ -32,12 +32,13 @@ def mimalloc_at(monkeypatch):
   return "/lib/libmimalloc.so"
 
 
-def test_auto_preloads_mimalloc_first(mimalloc_at):
+def test_auto_preloads_mimalloc_first_with_a_longer_purge_delay(mimalloc_at):
   assert host_allocator_environ({**CPU, "PATH": "/bin"}) == {
-      **CPU, "PATH": "/bin", PRELOAD_VAR: mimalloc_at}
-  env = host_allocator_environ({**CPU, PRELOAD_VAR: "/lib/libother.so"})
+      **CPU, "PATH": "/bin", PRELOAD_VAR: mimalloc_at, "MIMALLOC_PURGE_DELAY": "10000"}
+  env = host_allocator_environ({**CPU, PRELOAD_VAR: "/lib/libother.so",
+                                "MIMALLOC_PURGE_DELAY": "-1"})            # the user's
   assert env[PRELOAD_VAR] == f"{mimalloc_at}:/lib/libother.so"
-  assert TUNABLES_VAR not in env
+  assert env["MIMALLOC_PURGE_DELAY"] == "-1" and TUNABLES_VAR not in env
 
 
 def test_without_mimalloc_auto_falls_back_to_huge_pages(monkeypatch, huge_pages_available):
@@ -101,7 +102,7 @@ def test_the_installed_library_is_found():
 
 def _plain_environ(**extra) -> dict[str, str]:
   """This process's environment less what conftest.py may have added, plus `extra`."""
-  drop = {TUNABLES_VAR, PRELOAD_VAR, CHOICE_VAR}
+  drop = {TUNABLES_VAR, PRELOAD_VAR, CHOICE_VAR, "MIMALLOC_PURGE_DELAY"}
   return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
 
 
