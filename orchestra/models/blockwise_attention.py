@@ -17,7 +17,7 @@ differentiating, never a [T, S] array: activations grow linearly with T.
 `attend_cache_blockwise` is the same online softmax for the sampler: T new tokens over the
 S slots of a KV cache (any mask), in key blocks, forward only. The folded-head layout and
 the masked scores (`fold_query_heads`, `masked_scores`, `unfold_query_heads`) are shared
-with the dense path (`decoder.attend_kv_major`).
+with the dense path (`dense_attention.attend_kv_major`).
 
 Masking is the dense path's: key slot s is visible to query slot t when s <= t and the key
 is a real token (`key_mask_BS`); a masked score is float32's most negative value, so a
@@ -124,7 +124,7 @@ def online_softmax_update(carry, scores_BKGTS, v_BKSE):
 
 
 def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
-  """`decoder.attend_kv_major` (T queries over the S slots of a KV cache, [B, K, S, E],
+  """`dense_attention.attend_kv_major` (T queries over the S slots of a KV cache, [B, K, S, E],
   any [B, T, S] mask) in key blocks of `block` slots with the online softmax above, over
   the blocks that hold a key visible to some query only: slots before the first visible
   key and after the last one (a cache's padding and its free room) are never read. When

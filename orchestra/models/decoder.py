@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from orchestra.models.blockwise_attention import (attend_blockwise, attend_cache_blockwise,
-                                                  fold_query_heads, masked_scores,
-                                                  unfold_query_heads)
+from orchestra.models.blockwise_attention import attend_blockwise, attend_cache_blockwise
+from orchestra.models.dense_attention import attend_kv_major
 from orchestra.models.fused_attention import attend_fused
 from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.kv_cache import KVCache
@@ -75,23 +74,6 @@ def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
   (fresh projections): `attend_kv_major` after moving the kv-head axis forward."""
   return attend_kv_major(q_BTHE, k_BSKE.transpose(0, 2, 1, 3), v_BSKE.transpose(0, 2, 1, 3),
                          mask_BTS)
-
-
-def attend_kv_major(q_BTHE, k_BKSE, v_BKSE, mask_BTS):
-  """Grouped-query softmax attention: softmax(q k^T / sqrt(E) + mask) v, with keys/values
-  in the KV cache's layout [B, K, S, E].
-
-  Query heads are folded onto their kv heads (`fold_query_heads`), so both products are
-  plain batched matmuls; in this layout neither copies the keys or values (a decode step
-  reads the cache as is). Masked logits are set to the most negative float32
-  (`masked_scores`), so a row with no visible key (a padding query) gives a finite average
-  instead of NaN.
-  """
-  b, k, s, e = k_BKSE.shape
-  logits_BKGTS = masked_scores(fold_query_heads(q_BTHE, k), k_BKSE, mask_BTS)
-  _, _, g, t, _ = logits_BKGTS.shape
-  probs_BKXS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BKSE.dtype).reshape(b, k, g * t, s)
-  return unfold_query_heads(jnp.matmul(probs_BKXS, v_BKSE).reshape(b, k, g, t, e))
 
 
 DENSE_SCORES_MAX_BYTES = 2**24

@@ -10,7 +10,8 @@ from flax import nnx
 
 from orchestra.models import CausalLM, DecoderConfig, MemoryOptions
 from orchestra.models.blockwise_attention import attend_blockwise, attend_cache_blockwise
-from orchestra.models.decoder import attend, attend_kv_major
+from orchestra.models.decoder import attend
+from orchestra.models.dense_attention import attend_kv_major
 from orchestra.models.fused_attention import attend_fused
 from orchestra.models.token_stats import token_stats
 from orchestra.rl.losses import token_entropy, token_logprobs
