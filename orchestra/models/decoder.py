@@ -324,11 +324,14 @@ class CausalLM(nnx.Module):
     hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
     return self.logits(hidden_BTD)
 
-  def token_stats(self, input_ids_BT, attention_mask_BT=None, temperature: float = 1.0):
-    """(logp_BT, entropy_BT) of every token given the ones before it, `logits_chunk`
-    positions at a time (`orchestra.models.token_stats`): never the whole [T, V] logits."""
+  def token_stats(self, input_ids_BT, attention_mask_BT=None, temperature: float = 1.0,
+                  first_token: int = 1):
+    """(logp_BT, entropy_BT) of every token from `first_token` on (0 before it) given the
+    ones before it, `logits_chunk` positions at a time (`orchestra.models.token_stats`):
+    never the whole [T, V] logits, and no logits at all before `first_token`."""
     hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT)
-    return token_stats(hidden_BTD, input_ids_BT, self.logits, temperature, self.logits_chunk)
+    return token_stats(hidden_BTD, input_ids_BT, self.logits, temperature, self.logits_chunk,
+                       first_token)
 
   def forward_with_cache(self, input_ids_BT, cache: KVCache, attention_mask_BT=None):
     """(logits [B, T, V], cache) for T new tokens appended to the cache."""

@@ -12,6 +12,10 @@ A packed batch is a dict of [B, T] arrays:
   ref_logp        float   reference-policy log-probs, needed only when kl_coef > 0
   returns, old_values     value-model batches (PPO)
 
+and, inside the compiled step, `first_token`: a Python int (`first_loss_token`, set by
+`Learner.update`) before which no row has a loss token; the policy and SFT losses take no
+logits there (`CausalLM.token_stats`).
+
 One `Learner.update` call applies one optimizer step: the batch (one array batch, or
 several of different lengths, e.g. rows bucketed by length) is split into
 `num_micro_batches` whose gradients are summed in a `lax.scan`. Token weights for the
@@ -26,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -36,6 +41,20 @@ from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
 
 Batch = dict[str, jax.Array]
 LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+
+FIRST_TOKEN_MULTIPLE = 64     # `first_loss_token` rounds down to this: fewer compiled variants
+
+
+def first_loss_token(loss_mask_BT) -> int:
+  """The first token index any row trains on, rounded down to a multiple of
+  `FIRST_TOKEN_MULTIPLE` (at least 1). It is a static of the compiled update, hence the
+  rounding; 1 (every position) when the mask is empty or not all on this host."""
+  if isinstance(loss_mask_BT, jax.Array) and not loss_mask_BT.is_fully_addressable:
+    return 1
+  columns = np.flatnonzero(np.asarray(loss_mask_BT).astype(bool).any(axis=0))
+  if columns.size == 0:
+    return 1
+  return max(1, int(columns[0]) // FIRST_TOKEN_MULTIPLE * FIRST_TOKEN_MULTIPLE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +154,8 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
 
   def loss_fn(model, batch):
     _require(batch, required, "policy")
-    logp, entropy = model.token_stats(batch["tokens"], batch["attention_mask"], cfg.temperature)
+    logp, entropy = model.token_stats(batch["tokens"], batch["attention_mask"], cfg.temperature,
+                                      batch.get("first_token", 1))
     old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
     pg, clipped = clipped_policy_loss(
         logp, old_logp, batch["advantages"], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
@@ -168,7 +188,8 @@ def sft_loss_fn(temperature: float = 1.0) -> LossFn:
 
   def loss_fn(model, batch):
     _require(batch, ("tokens", "attention_mask"), "sft")
-    nll = -model.token_stats(batch["tokens"], batch["attention_mask"], temperature)[0]
+    nll = -model.token_stats(batch["tokens"], batch["attention_mask"], temperature,
+                             batch.get("first_token", 1))[0]
     return (nll * batch["loss_weight"]).sum(), {"nll": (nll * batch["token_weight"]).sum()}
 
   return loss_fn
@@ -205,8 +226,8 @@ def optimizer_shardings(optimizer: optax.GradientTransformation, params, mesh: M
 
 def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggregation: str,
                          norm_constant: float | None):
-  """grads_of(params, rest, batch, totals) -> (grads, metrics), each summed over the M
-  micro-batches of one array batch (a `lax.scan`), with the batch's per-token weights
+  """grads_of(params, rest, batch, totals, first_token) -> (grads, metrics), each summed over
+  the M micro-batches of one array batch (a `lax.scan`), with the batch's per-token weights
 
       loss_weight = aggregation_weights(loss_mask, aggregation, norm_constant, totals)
       token_weight = aggregation_weights(loss_mask, "token_mean", totals=totals)
@@ -214,7 +235,7 @@ def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggr
   computed over the whole step (`totals`), so the sum equals one pass over all rows."""
   m = num_micro_batches
 
-  def grads_of(params, rest, batch, totals):
+  def grads_of(params, rest, batch, totals, first_token: int = 1):
     batch = dict(batch)
     mask = batch["loss_mask"]
     batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant, totals)
@@ -225,7 +246,7 @@ def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggr
 
     def micro_step(grads, mb):
       def loss(p):
-        return loss_fn(nnx.merge(graphdef, p, rest), mb)
+        return loss_fn(nnx.merge(graphdef, p, rest), {**mb, "first_token": first_token})
       (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
       return jax.tree.map(jnp.add, grads, g), (value, metrics)
 
@@ -274,8 +295,8 @@ class Learner:
     grads_of = micro_batch_grads_fn(graphdef, loss_fn, num_micro_batches, aggregation,
                                     norm_constant)
 
-    def accumulate(grads, metrics, params, rest, batch, totals):
-      more, more_metrics = grads_of(params, rest, batch, totals)
+    def accumulate(grads, metrics, params, rest, batch, totals, first_token):
+      more, more_metrics = grads_of(params, rest, batch, totals, first_token)
       return jax.tree.map(jnp.add, grads, more), jax.tree.map(jnp.add, metrics, more_metrics)
 
     def apply_grads(params, opt_state, grads, metrics):
@@ -283,9 +304,10 @@ class Learner:
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, metrics
 
-    self._grads = jax.jit(grads_of, in_shardings=(param_shardings, None, data, None),
+    self._grads = jax.jit(grads_of, static_argnums=(4,),
+                          in_shardings=(param_shardings, None, data, None),
                           out_shardings=(param_shardings, None))
-    self._accumulate = jax.jit(accumulate, donate_argnums=(0,),
+    self._accumulate = jax.jit(accumulate, donate_argnums=(0,), static_argnums=(6,),
                                in_shardings=(param_shardings, None, param_shardings, None,
                                              data, None),
                                out_shardings=(param_shardings, None))
@@ -319,12 +341,14 @@ class Learner:
       if b["tokens"].shape[0] % self.num_micro_batches:
         raise ValueError(f"batch of {b['tokens'].shape[0]} rows does not split into "
                          f"{self.num_micro_batches} micro-batches")
+    first = [first_loss_token(b["loss_mask"]) for b in batches]     # from the host arrays
     if self._data_sharding is not None:   # no-op for arrays already split over (data, fsdp)
       batches = [jax.device_put(dict(b), self._data_sharding) for b in batches]
     totals = batch_totals([b["loss_mask"] for b in batches])    # over all of `batch`
-    grads, metrics = self._grads(self.params, self.rest, batches[0], totals)
-    for b in batches[1:]:
-      grads, metrics = self._accumulate(grads, metrics, self.params, self.rest, b, totals)
+    grads, metrics = self._grads(self.params, self.rest, batches[0], totals, first[0])
+    for b, first_token in zip(batches[1:], first[1:], strict=True):
+      grads, metrics = self._accumulate(grads, metrics, self.params, self.rest, b, totals,
+                                        first_token)
     self.params, self.opt_state, metrics = self._apply_grads(self.params, self.opt_state,
                                                              grads, metrics)
     return metrics

@@ -147,6 +147,29 @@ def test_chunked_token_stats_equal_the_whole_logits_ones():
     np.testing.assert_allclose(entropy, token_entropy(logits, 0.7), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("first_token", [1, 2, 30, 44, 45, 60])
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_token_stats_from_a_first_token(first_token, chunk):
+  """Tokens from `first_token` on: the whole-logits values and the same gradient for a loss
+  on them; zeros before (and everywhere when no position is left)."""
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  ids = jax.random.randint(jax.random.key(1), (3, 45), 0, CFG.vocab_size)
+  hidden, _ = forward(model.model, ids, _masks(3, 45))
+  logits = nnx.jit(lambda model, hidden: model.logits(hidden))(model, hidden)
+  kept = jnp.arange(45) >= first_token
+
+  def stats(hidden, first):
+    return token_stats(hidden, ids, model.logits, 0.7, chunk, first)
+  logp, entropy = jax.jit(stats, static_argnums=1)(hidden, first_token)
+  np.testing.assert_allclose(logp, jnp.where(kept, token_logprobs(logits, ids, 0.7), 0),
+                             atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(entropy, jnp.where(kept, token_entropy(logits, 0.7), 0),
+                             atol=1e-5, rtol=1e-5)
+  loss = lambda first: lambda h: (jnp.where(kept, sum(stats(h, first)), 0) ** 2).sum()
+  np.testing.assert_allclose(jax.jit(jax.grad(loss(first_token)))(hidden),
+                             jax.jit(jax.grad(loss(1)))(hidden), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("memory", [MemoryOptions(attention="blockwise", logits_chunk=16),
                                     MemoryOptions("dots", "blockwise", 16),
                                     MemoryOptions("full", "dense", 1024),

@@ -127,9 +127,10 @@ class FixedLogits:
   def __init__(self, logits_BTV):
     self.logits_BTV = logits_BTV
 
-  def token_stats(self, tokens_BT, attention_mask_BT, temperature):
-    return (token_logprobs(self.logits_BTV, tokens_BT, temperature),
-            token_entropy(self.logits_BTV, temperature))
+  def token_stats(self, tokens_BT, attention_mask_BT, temperature, first_token=1):
+    before = jnp.arange(tokens_BT.shape[1]) < first_token
+    return (jnp.where(before, 0.0, token_logprobs(self.logits_BTV, tokens_BT, temperature)),
+            jnp.where(before, 0.0, token_entropy(self.logits_BTV, temperature)))
 
 
 def test_approx_kl_sampler_is_kl_of_sampler_from_learner():
@@ -221,3 +222,48 @@ def test_schedules():
 def test_optimizer_config_validates_itself_naming_the_field(field, value, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     OptimizerConfig(**{field: value})
+
+
+def test_first_loss_token_rounds_down_to_the_multiple():
+  from orchestra.rl.update import FIRST_TOKEN_MULTIPLE, first_loss_token
+  assert FIRST_TOKEN_MULTIPLE == 64
+  mask = np.zeros((3, 256), bool)
+  assert first_loss_token(mask) == 1                        # no loss token at all
+  mask[1, 200:] = True
+  assert first_loss_token(mask) == 192
+  mask[2, 130:140] = True
+  assert first_loss_token(mask) == 128                      # the earliest row decides
+  mask[0, 63] = True
+  assert first_loss_token(mask) == 1                        # rounded down to 0 -> 1
+  assert first_loss_token(jnp.asarray(mask[1:])) == 128     # device arrays too
+
+
+@pytest.mark.parametrize("kind", ["policy", "sft"])
+def test_update_skipping_the_prompt_logits_equals_the_full_update(kind, monkeypatch):
+  """A batch whose loss starts at token 70: the update takes no logits before token 64
+  (`first_loss_token`), and its parameters equal an update that takes them all."""
+  from orchestra.rl import update as update_module
+  from orchestra.rl.update import sft_loss_fn
+  rng = np.random.RandomState(3)
+  tokens = rng.randint(0, CFG.vocab_size, (8, 128)).astype(np.int32)
+  loss_mask = np.zeros((8, 128), bool)
+  loss_mask[:, 70:] = True
+  loss_mask[3, 70:100] = False                    # a row whose answer starts later
+  batch = {"tokens": tokens, "attention_mask": np.ones((8, 128), bool), "loss_mask": loss_mask,
+           "advantages": rng.randn(8, 128).astype(np.float32),
+           "behaviour_logp": np.zeros((8, 128), np.float32)}
+  assert update_module.first_loss_token(loss_mask) == 64
+
+  def updated_params():
+    model = CausalLM(CFG, rngs=nnx.Rngs(0))
+    loss = policy_loss_fn(PolicyLossConfig()) if kind == "policy" else sft_loss_fn()
+    learner = Learner(model, optax.sgd(0.5), loss)
+    metrics = jax.device_get(learner.update(batch))
+    return jax.device_get(learner.params), metrics
+  windowed, windowed_metrics = updated_params()
+  monkeypatch.setattr(update_module, "first_loss_token", lambda mask: 1)
+  full, full_metrics = updated_params()
+  for key in full_metrics:
+    np.testing.assert_allclose(windowed_metrics[key], full_metrics[key], rtol=1e-5, atol=1e-6)
+  for got, want in zip(jax.tree.leaves(windowed), jax.tree.leaves(full), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
