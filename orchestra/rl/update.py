@@ -12,9 +12,9 @@ A packed batch is a dict of [B, T] arrays:
   ref_logp        float   reference-policy log-probs, needed only when kl_coef > 0
   returns, old_values     value-model batches (PPO)
 
-and, inside the compiled step, `first_token`: a Python int (`first_loss_token`, set by
-`Learner.update`) before which no row has a loss token; the policy and SFT losses take no
-logits there (`CausalLM.token_stats`).
+and, inside the compiled step of a loss marked `reads_first_token` (the policy and SFT
+losses), `first_token`: a Python int (`first_loss_token`, set by `Learner.update`) before
+which no row has a loss token; those losses take no logits there (`CausalLM.token_stats`).
 
 One `Learner.update` call applies one optimizer step: the batch (one array batch, or
 several of different lengths, e.g. rows bucketed by length) is split into
@@ -55,6 +55,14 @@ def first_loss_token(loss_mask_BT) -> int:
   if columns.size == 0:
     return 1
   return max(1, int(columns[0]) // FIRST_TOKEN_MULTIPLE * FIRST_TOKEN_MULTIPLE)
+
+
+def reads_first_token(loss_fn: LossFn) -> LossFn:
+  """Marks a loss that reads `batch["first_token"]`. Only such losses get it: it is a
+  static of the compiled step, so a loss that ignores it (the value loss) would compile
+  once per first token for nothing."""
+  loss_fn.reads_first_token = True
+  return loss_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +160,7 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
   required = ("tokens", "attention_mask", "loss_mask", "advantages", "behaviour_logp")
   required += ("ref_logp",) if cfg.kl_coef else ()
 
+  @reads_first_token
   def loss_fn(model, batch):
     _require(batch, required, "policy")
     logp, entropy = model.token_stats(batch["tokens"], batch["attention_mask"], cfg.temperature,
@@ -186,6 +195,7 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
 def sft_loss_fn(temperature: float = 1.0) -> LossFn:
   """Supervised warm start: loss = -sum_t w_t log p(token_t) over the demonstration's policy tokens."""
 
+  @reads_first_token
   def loss_fn(model, batch):
     _require(batch, ("tokens", "attention_mask"), "sft")
     nll = -model.token_stats(batch["tokens"], batch["attention_mask"], temperature,
@@ -279,6 +289,7 @@ class Learner:
     aggregation_weights(jnp.ones((1, 1)), aggregation, norm_constant)   # validate early
     self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
     self.num_micro_batches = num_micro_batches
+    self._reads_first_token = getattr(loss_fn, "reads_first_token", False)
     if mesh is not None:
       param_shardings = state_shardings(params, mesh, rules)
       params = jax.device_put(params, param_shardings)
@@ -341,7 +352,8 @@ class Learner:
       if b["tokens"].shape[0] % self.num_micro_batches:
         raise ValueError(f"batch of {b['tokens'].shape[0]} rows does not split into "
                          f"{self.num_micro_batches} micro-batches")
-    first = [first_loss_token(b["loss_mask"]) for b in batches]     # from the host arrays
+    first = [first_loss_token(b["loss_mask"]) if self._reads_first_token else 1
+             for b in batches]                                       # from the host arrays
     if self._data_sharding is not None:   # no-op for arrays already split over (data, fsdp)
       batches = [jax.device_put(dict(b), self._data_sharding) for b in batches]
     totals = batch_totals([b["loss_mask"] for b in batches])    # over all of `batch`

@@ -267,3 +267,24 @@ def test_update_skipping_the_prompt_logits_equals_the_full_update(kind, monkeypa
     np.testing.assert_allclose(windowed_metrics[key], full_metrics[key], rtol=1e-5, atol=1e-6)
   for got, want in zip(jax.tree.leaves(windowed), jax.tree.leaves(full), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_only_losses_that_read_the_first_token_compile_per_first_token():
+  """Loss masks starting at token 2 and at token 70 (first tokens 1 and 64): the policy
+  update compiles once for each, the value update, whose loss takes no logits, once."""
+  rng = np.random.RandomState(4)
+
+  def batch(start):
+    loss_mask = np.zeros((8, 128), bool)
+    loss_mask[:, start:] = True
+    values = rng.randn(8, 128).astype(np.float32)
+    return {"tokens": rng.randint(0, CFG.vocab_size, (8, 128)).astype(np.int32),
+            "attention_mask": np.ones((8, 128), bool), "loss_mask": loss_mask,
+            "advantages": values, "behaviour_logp": np.zeros((8, 128), np.float32),
+            "returns": values, "old_values": values}
+  policy = policy_learner()
+  critic = Learner(ValueModel(CFG, rngs=nnx.Rngs(1)), optax.sgd(0.1), value_loss_fn(0.5))
+  for start in (2, 70):
+    jax.device_get((policy.update(batch(start)), critic.update(batch(start))))
+  assert policy._grads._cache_size() == 2
+  assert critic._grads._cache_size() == 1
