@@ -31,11 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from orchestra.models.kv_cache import map_slots, pad_or_cut
+
 
 @dataclasses.dataclass
 class CachedSequence:
-  """One stored sequence: tokens [L] and per-layer keys/values [K, L', E], L' >= L (the
-  first L slots are the tokens'; the engine keeps them on its device)."""
+  """One stored sequence: tokens [L] and per-layer keys [K, E, L'] and values [K, L', E]
+  (`KVCache`'s layout, one row), L' >= L (the first L slots are the tokens'; the engine
+  keeps them on its device)."""
 
   tokens: np.ndarray
   keys: Sequence[Any]
@@ -126,9 +129,9 @@ class PrefixCache:
 
 def prefix_keys_values(hits: Sequence[tuple[CachedSequence | None, int]], length: int
                        ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
-  """Per layer [rows, K, `length`, E] keys and values holding each hit's first m tokens in
-  its last m slots (`decoding.CachedPrefix`'s right-aligned layout), built on device: the
-  entries never leave it. Slots before a row's m tokens, and rows without a hit (given
+  """Per layer keys [rows, K, E, `length`] and values [rows, K, `length`, E] holding each
+  hit's first m tokens in its last m slots (`decoding.CachedPrefix`'s right-aligned
+  layout), built on device: the entries never leave it. Slots before a row's m tokens, and rows without a hit (given
   another row's arrays), hold finite values that the prefix mask hides."""
   placed = {}
   for entry, m in hits:
@@ -141,14 +144,11 @@ def prefix_keys_values(hits: Sequence[tuple[CachedSequence | None, int]], length
 
 @functools.partial(jax.jit, static_argnames="length")
 def _right_aligned(keys, values, used, *, length: int):
-  """Per-layer [K, L', E] arrays cut or zero-padded to `length` slots, then rolled so that
-  their first `used` slots end at the last one."""
-  def place(a_KLE):
-    have = a_KLE.shape[1]
-    a_KLE = a_KLE[:, :length] if have >= length else jnp.pad(
-        a_KLE, ((0, 0), (0, length - have), (0, 0)))
-    return jnp.roll(a_KLE, length - used, axis=1)
-  return tuple(map(place, keys)), tuple(map(place, values))
+  """One row's per-layer keys [K, E, L'] and values [K, L', E] cut or zero-padded to
+  `length` slots, then rolled so that their first `used` slots end at the last one."""
+  def place(a, axis):
+    return jnp.roll(pad_or_cut(a, axis, length), length - used, axis=axis)
+  return map_slots(place, keys, values, batched=False)
 
 
 @jax.jit

@@ -37,8 +37,9 @@ def next_pow2(n: int) -> int:
 class EndedRow:
   """A request whose row ended: its tokens, their log-probs, why it ended, and (when the
   batch keeps them) its cached tokens' keys/values: (L, keys, values), per layer
-  [K, L', E] device arrays (L' >= L, bucketed) whose first L slots hold the row's real
-  tokens in order: its prompt, then every generated token but the last (never fed back)."""
+  [K, E, L'] and [K, L', E] device arrays (L' >= L, bucketed) whose first L slots hold the
+  row's real tokens in order: its prompt, then every generated token but the last (never
+  fed back)."""
   request: Any
   tokens: list[int]
   logps: list[float]

@@ -50,13 +50,14 @@ def unfold_query_heads(out_BKGTE):
   return out_BKGTE.transpose(0, 3, 1, 2, 4).reshape(b, t, k * g, e)
 
 
-def masked_scores(q_BKXE, k_BKSE, visible_BTS):
-  """Float32 scores q k^T / sqrt(E) of folded queries, [B, K, G, T, S]; a key not visible
-  to a query (False in `visible_BTS`, broadcast over B as needed) scores float32's minimum."""
+def masked_scores(q_BKXE, k_BKES, visible_BTS):
+  """Float32 scores q k^T / sqrt(E) of folded queries over transposed keys [B, K, E, S],
+  [B, K, G, T, S]; a key not visible to a query (False in `visible_BTS`, broadcast over B
+  as needed) scores float32's minimum. (Keys [B, K, S, E] go in as `swapaxes(k, -1, -2)`:
+  XLA folds the transpose into the product.)"""
   b, k, x, e = q_BKXE.shape
-  t, s = visible_BTS.shape[1], k_BKSE.shape[2]
-  scores = jnp.matmul(q_BKXE, jnp.swapaxes(k_BKSE, -1, -2),
-                      preferred_element_type=jnp.float32) * (e ** -0.5)
+  t, s = visible_BTS.shape[1], k_BKES.shape[3]
+  scores = jnp.matmul(q_BKXE, k_BKES, preferred_element_type=jnp.float32) * (e ** -0.5)
   return jnp.where(visible_BTS[:, None, None], scores.reshape(b, k, x // t, t, s), _MASKED)
 
 
@@ -99,7 +100,8 @@ def _key_block(q_BKGCE, qi, c: int, carry, ki, k_BKCE, v_BKCE, mask_BC):
     b, k, g, _, e = q_BKGCE.shape
     causal_CS = ki * c + jnp.arange(c)[None, :] <= qi * c + jnp.arange(c)[:, None]
     visible_BCS = causal_CS[None] & mask_BC[:, None, :]
-    scores = masked_scores(q_BKGCE.reshape(b, k, g * c, e), k_BKCE, visible_BCS)
+    scores = masked_scores(q_BKGCE.reshape(b, k, g * c, e), jnp.swapaxes(k_BKCE, -1, -2),
+                           visible_BCS)
     return online_softmax_update(carry, scores, v_BKCE)
 
   return jax.lax.cond(ki <= qi, update, lambda carry: carry, carry)
@@ -123,10 +125,10 @@ def online_softmax_update(carry, scores_BKGTS, v_BKSE):
   return acc_BKGTE * correction[..., None] + pv_BKXE.reshape(acc_BKGTE.shape), new_max, denom
 
 
-def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
-  """`dense_attention.attend_kv_major` (T queries over the S slots of a KV cache, [B, K, S, E],
-  any [B, T, S] mask) in key blocks of `block` slots with the online softmax above, over
-  the blocks that hold a key visible to some query only: slots before the first visible
+def attend_cache_blockwise(q_BTHE, k_BKES, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
+  """`dense_attention.attend_cache_dense` (T queries over the S slots of a KV cache: keys
+  [B, K, E, S], values [B, K, S, E]; any [B, T, S] mask) in key blocks of `block` slots
+  with the online softmax above, over the blocks that hold a key visible to some query only: slots before the first visible
   key and after the last one (a cache's padding and its free room) are never read. When
   `block` does not divide S the last block ends at S (one loop body, so one compiled
   program, not a loop and a tail) and its slots already seen score -inf (weight 0; a
@@ -143,16 +145,17 @@ def attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS, block: int = KEY_BL
   pass, the blocks stay in cache. A single query (a decode step) or small scores are
   faster dense (`decoder.attend_cache` picks).
   """
-  k, s = k_BKSE.shape[1], k_BKSE.shape[2]
+  k, s = k_BKES.shape[1], k_BKES.shape[3]
   q_BKXE = fold_query_heads(q_BTHE, k)
   width = min(block, s)
 
   def key_block(i, carry):
     start = jnp.minimum(i * width, s - width)
-    slot = lambda x: jax.lax.dynamic_slice_in_dim(x, start, width, 2)  # noqa: E731
-    scores = masked_scores(q_BKXE, slot(k_BKSE), slot(mask_BTS))
+    slot = lambda x, axis: jax.lax.dynamic_slice_in_dim(x, start, width, axis)  # noqa: E731
+    scores = masked_scores(q_BKXE, slot(k_BKES, 3), slot(mask_BTS, 2))
     seen_before = start + jnp.arange(width) < i * width
-    return online_softmax_update(carry, jnp.where(seen_before, -jnp.inf, scores), slot(v_BKSE))
+    return online_softmax_update(carry, jnp.where(seen_before, -jnp.inf, scores),
+                                 slot(v_BKSE, 2))
 
   b, t, h, e = q_BTHE.shape
   zeros = jnp.zeros((b, k, h // k, t), jnp.float32)

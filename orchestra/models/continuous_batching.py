@@ -26,15 +26,15 @@ from flax import nnx
 
 from orchestra.models.decoding import (CachedPrefix, DecodeState, Sampler, decode_steps,
                                        prefill)
-from orchestra.models.kv_cache import KVCache
+from orchestra.models.kv_cache import (KEY_SLOT_AXIS, VALUE_SLOT_AXIS, KVCache, map_slots,
+                                       pad_or_cut, zero_keys_values)
 
 
 def empty_state(config, rows: int, slots: int, max_new_tokens: int, dtype, pad_id: int
                 ) -> DecodeState:
   """B = `rows` idle slots with a cache of S = `slots` and N = `max_new_tokens` columns."""
-  shape = (0, config.num_kv_heads, 0, config.head_dim)
-  none = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-  cache = KVCache(keys=none, values=none, mask_BS=jnp.zeros((0, 0), jnp.bool_),
+  keys, values = zero_keys_values(config, 0, 0, dtype)
+  cache = KVCache(keys=keys, values=values, mask_BS=jnp.zeros((0, 0), jnp.bool_),
                   next_position_B=jnp.zeros(0, jnp.int32), index=jnp.zeros((), jnp.int32))
   nothing = DecodeState(cache=cache, tokens_BN=jnp.zeros((0, 0), jnp.int32),
                         logps_BN=jnp.zeros((0, 0), jnp.float32),
@@ -76,12 +76,17 @@ def insert_rows(state: DecodeState, new: DecodeState, slot_K, lead=0) -> DecodeS
   l_L = jnp.arange(length)
   slots_KL = jnp.where(l_L >= lead, c.index - length + l_L, slots)[None, :]  # S: dropped
   rows_K1 = slot_K[:, None]
-  put = lambda dst, src: dst.at[rows_K1, :, slots_KL].set(  # noqa: E731
-      src.transpose(0, 2, 1, 3).astype(dst.dtype), mode="drop")   # indexed shape [k, L, K, E]
+
+  def put(dst, src, axis):
+    """dst[slot_K[i], ..., slots_KL[i, l], ...] = src[i, ..., l, ...], the slots on `axis`."""
+    at = (rows_K1,) + (slice(None),) * (axis - 1) + (slots_KL,)
+    # Advanced indices apart go first: the indexed shape is [k, L, the other two axes].
+    return dst.at[at].set(jnp.moveaxis(src, axis, 1).astype(dst.dtype), mode="drop")
   mask_BS = c.mask_BS.at[slot_K].set(False).at[rows_K1, slots_KL].set(small.mask_BS,
                                                                       mode="drop")
-  cache = c.replace(keys=tuple(map(put, c.keys, small.keys)),
-                    values=tuple(map(put, c.values, small.values)), mask_BS=mask_BS,
+  cache = c.replace(keys=tuple(put(d, s, KEY_SLOT_AXIS) for d, s in zip(c.keys, small.keys)),
+                    values=tuple(put(d, s, VALUE_SLOT_AXIS)
+                                 for d, s in zip(c.values, small.values)), mask_BS=mask_BS,
                     next_position_B=c.next_position_B.at[slot_K].set(small.next_position_B))
   return state.replace(cache=cache, **{f: getattr(state, f).at[slot_K].set(getattr(new, f))
                                        for f in _ROW_FIELDS})
@@ -89,10 +94,10 @@ def insert_rows(state: DecodeState, new: DecodeState, slot_K, lead=0) -> DecodeS
 
 @jax.jit
 def take_slots(cache: KVCache, row, slots_L) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
-  """Row `row`'s keys and values at the cache slots `slots_L`, per layer [K, L, E]: new
-  device arrays (a prefix cache entry), valid after the cache is donated."""
-  take = lambda a: a[row][:, slots_L]  # noqa: E731
-  return tuple(map(take, cache.keys)), tuple(map(take, cache.values))
+  """Row `row`'s keys and values at the cache slots `slots_L`, per layer [K, E, L] and
+  [K, L, E]: new device arrays (a prefix cache entry), valid after the cache is donated."""
+  return map_slots(lambda a, axis: jnp.take(a[row], slots_L, axis=axis - 1), cache.keys,
+                   cache.values)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -116,21 +121,12 @@ def shift(state: DecodeState, delta) -> DecodeState:
   slots rolled around from the other end are masked out (the caller keeps live rows
   inside [0, S))."""
   c = state.cache
-  roll = lambda a: jnp.roll(a, delta, axis=2)  # noqa: E731
+  keys, values = map_slots(lambda a, axis: jnp.roll(a, delta, axis=axis), c.keys, c.values)
   index = c.index + delta
   visible_S = jnp.arange(c.mask_BS.shape[1]) < index
   return state.replace(cache=c.replace(
-      keys=tuple(map(roll, c.keys)), values=tuple(map(roll, c.values)),
+      keys=keys, values=values,
       mask_BS=jnp.roll(c.mask_BS, delta, axis=1) & visible_S[None], index=index))
-
-
-def _fit(a, axis: int, size: int, value=0):
-  """`a` padded with `value` or cut at the end to `size` along `axis`."""
-  if size <= a.shape[axis]:
-    return jax.lax.slice_in_dim(a, 0, size, axis=axis)
-  widths = [(0, 0)] * a.ndim
-  widths[axis] = (0, size - a.shape[axis])
-  return jnp.pad(a, widths, constant_values=value)
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "slots", "max_new_tokens", "pad_id"))
@@ -140,15 +136,17 @@ def resize(state: DecodeState, *, rows: int, slots: int, max_new_tokens: int, pa
   cache slots added at the end, or the last ones cut: the caller has moved the live ones
   below `slots`) and N = `max_new_tokens` (>= N: pad columns)."""
   c = state.cache
-  kv = lambda a: _fit(_fit(a, 0, rows), 2, slots)  # noqa: E731
-  row = lambda a: _fit(a, 0, rows)  # noqa: E731
+  keys, values = map_slots(lambda a, axis: pad_or_cut(pad_or_cut(a, 0, rows), axis, slots),
+                           c.keys, c.values)
+  row = lambda a: pad_or_cut(a, 0, rows)  # noqa: E731
   more_b = rows - c.mask_BS.shape[0]
   idle_keys = jax.vmap(jax.random.key)(jnp.zeros(more_b, jnp.uint32))
   return DecodeState(
-      cache=c.replace(keys=tuple(map(kv, c.keys)), values=tuple(map(kv, c.values)),
-                      mask_BS=_fit(row(c.mask_BS), 1, slots),
+      cache=c.replace(keys=keys, values=values,
+                      mask_BS=pad_or_cut(row(c.mask_BS), 1, slots),
                       next_position_B=row(c.next_position_B)),
-      tokens_BN=_fit(_fit(state.tokens_BN, 0, rows, pad_id), 1, max_new_tokens, pad_id),
-      logps_BN=_fit(row(state.logps_BN), 1, max_new_tokens),
+      tokens_BN=pad_or_cut(pad_or_cut(state.tokens_BN, 0, rows, pad_id), 1, max_new_tokens,
+                           pad_id),
+      logps_BN=pad_or_cut(row(state.logps_BN), 1, max_new_tokens),
       last_B=row(state.last_B), count_B=row(state.count_B), limit_B=row(state.limit_B),
       active_B=row(state.active_B), keys_B=jnp.concatenate([state.keys_B, idle_keys]))

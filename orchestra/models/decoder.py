@@ -21,10 +21,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from orchestra.models.blockwise_attention import attend_blockwise, attend_cache_blockwise
-from orchestra.models.dense_attention import attend_kv_major
+from orchestra.models.dense_attention import attend_cache_dense, attend_kv_major
 from orchestra.models.fused_attention import attend_fused
 from orchestra.models.config import DecoderConfig, MemoryOptions
-from orchestra.models.kv_cache import KVCache
+from orchestra.models.kv_cache import KEY_SLOT_AXIS, KVCache
 from orchestra.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from orchestra.models.token_stats import token_stats
 
@@ -79,16 +79,17 @@ def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
 DENSE_SCORES_MAX_BYTES = 2**24
 
 
-def attend_cache(q_BTHE, k_BKSE, v_BKSE, mask_BTS):
-  """Attention of T new tokens over a KV cache ([B, K, S, E]): `attend_kv_major`, or, when
-  its float32 scores [B, H, T, S] would pass `DENSE_SCORES_MAX_BYTES` and T > 1 (a prefill
-  after a long cached prefix, not a decode step), `attend_cache_blockwise`, which gets the
-  same result in key blocks that stay in the CPU's cache (3.7x faster at 8 x 448 tokens
-  over 3.6k slots; a decode step is faster dense)."""
+def attend_cache(q_BTHE, k_BKES, v_BKSE, mask_BTS):
+  """Attention of T new tokens over a KV cache (`KVCache`'s layout: keys [B, K, E, S],
+  values [B, K, S, E]): `attend_cache_dense`, or, when its float32 scores [B, H, T, S]
+  would pass `DENSE_SCORES_MAX_BYTES` and T > 1 (a prefill after a long cached prefix, not
+  a decode step), `attend_cache_blockwise`, which gets the same result in key blocks that
+  stay in the CPU's cache (3.7x faster at 8 x 448 tokens over 3.6k slots; a decode step is
+  faster dense)."""
   b, t, h, _ = q_BTHE.shape
-  if t > 1 and 4 * b * h * t * k_BKSE.shape[2] > DENSE_SCORES_MAX_BYTES:
-    return attend_cache_blockwise(q_BTHE, k_BKSE, v_BKSE, mask_BTS)
-  return attend_kv_major(q_BTHE, k_BKSE, v_BKSE, mask_BTS)
+  if t > 1 and 4 * b * h * t * k_BKES.shape[KEY_SLOT_AXIS] > DENSE_SCORES_MAX_BYTES:
+    return attend_cache_blockwise(q_BTHE, k_BKES, v_BKSE, mask_BTS)
+  return attend_cache_dense(q_BTHE, k_BKES, v_BKSE, mask_BTS)
 
 
 class Attention(nnx.Module):
@@ -123,7 +124,7 @@ class Attention(nnx.Module):
   def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
     """Returns the attention output [B, T, D] and the (keys, values) attended to.
 
-    With `cached_kv=(k_BKSE, v_BKSE)` (the cache's layout) the new keys/values are
+    With `cached_kv=(k_BKES, v_BKSE)` (the cache's layout) the new keys/values are
     written at slot `index` and attention runs over all S slots; otherwise over the T
     new tokens.
     `mask` is [B, T, S] (visible keys of each query: `attend`), or the [B, T] key mask
@@ -145,12 +146,11 @@ class Attention(nnx.Module):
       else:
         out_BTHE = attend(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     else:
-      cache_k, cache_v = cached_kv                          # [B, K, S, E]
-      start = (0, 0, index, 0)
+      cache_k, cache_v = cached_kv                          # [B, K, E, S], [B, K, S, E]
       keys = jax.lax.dynamic_update_slice(
-          cache_k, k_BTKE.transpose(0, 2, 1, 3).astype(cache_k.dtype), start)
+          cache_k, k_BTKE.transpose(0, 2, 3, 1).astype(cache_k.dtype), (0, 0, 0, index))
       values = jax.lax.dynamic_update_slice(
-          cache_v, v_BTKE.transpose(0, 2, 1, 3).astype(cache_v.dtype), start)
+          cache_v, v_BTKE.transpose(0, 2, 1, 3).astype(cache_v.dtype), (0, 0, index, 0))
       out_BTHE = attend_cache(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
     b, t, h, e = out_BTHE.shape
     out_BTD = token_matmul(out_BTHE.reshape(b, t, h * e),

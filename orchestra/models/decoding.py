@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from orchestra.models.decoder import CausalLM
-from orchestra.models.kv_cache import KVCache
+from orchestra.models.kv_cache import KVCache, map_slots, pad_or_cut, zero_keys_values
 
 
 def processed_logprobs(logits_BV, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
@@ -103,25 +103,23 @@ class CachedPrefix:
   arrays (`mask_BC` marks them); their keys carry RoPE at positions 0..C_b - 1, so the
   prompt that follows continues at position C_b. Layout as `KVCache`'s.
   """
-  keys: tuple[jax.Array, ...]      # per layer [B, K, C, E]
+  keys: tuple[jax.Array, ...]      # per layer [B, K, E, C]
   values: tuple[jax.Array, ...]    # per layer [B, K, C, E]
   mask_BC: jax.Array               # bool
   length_B: jax.Array              # int32: C_b
 
   @classmethod
   def empty(cls, config, batch_size: int, dtype) -> "CachedPrefix":
-    shape = (batch_size, config.num_kv_heads, 0, config.head_dim)
-    none = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-    return cls(none, none, jnp.zeros((batch_size, 0), jnp.bool_),
+    return cls(*zero_keys_values(config, batch_size, 0, dtype), jnp.zeros((batch_size, 0), jnp.bool_),
                jnp.zeros((batch_size,), jnp.int32))
 
 
 def _cache_after(prefix: CachedPrefix, room: int) -> KVCache:
   """A cache holding `prefix` with `room` empty slots after it."""
-  pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, room), (0, 0)))  # noqa: E731
   c = prefix.mask_BC.shape[1]
-  return KVCache(keys=tuple(map(pad, prefix.keys)), values=tuple(map(pad, prefix.values)),
-                 mask_BS=jnp.pad(prefix.mask_BC, ((0, 0), (0, room))),
+  keys, values = map_slots(lambda a, axis: pad_or_cut(a, axis, c + room), prefix.keys,
+                           prefix.values)
+  return KVCache(keys=keys, values=values, mask_BS=jnp.pad(prefix.mask_BC, ((0, 0), (0, room))),
                  next_position_B=prefix.length_B, index=jnp.asarray(c, jnp.int32))
 
 

@@ -1,5 +1,12 @@
 """Key/value cache for incremental decoding.
 
+Layout: per layer, keys [B, K, E, S] (transposed) and values [B, K, S, E]. A decode
+step's two products, q k^T over the keys and p v over the values, are then both plain
+batched matmuls that read the cache as it lies; with keys [B, K, S, E] the first product
+contracts both operands' last axis, a form XLA:CPU repacks on every call (the anchors'
+32-row rollout: 0.151 -> 0.128 s, greedy decode 14.1k -> 17.5k tokens/s on 2 cores). Code
+that works along the slot axis takes it from `KEY_SLOT_AXIS` / `VALUE_SLOT_AXIS` or `map_slots`.
+
 The cache is a plain pytree (not NNX state) so a jitted decode step can take
 it as an argument and donate it. All rows share one write index: a step with
 T new tokens writes slots [index, index + T) of every row. Rows of different
@@ -17,10 +24,38 @@ import jax.numpy as jnp
 from orchestra.models.config import DecoderConfig
 
 
+KEY_SLOT_AXIS, VALUE_SLOT_AXIS = 3, 2      # keys [B, K, E, S], values [B, K, S, E]
+
+
+def zero_keys_values(config: DecoderConfig, batch_size: int, slots: int, dtype
+                     ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+  """(keys, values): per layer zeros of [B, K, E, S] and [B, K, S, E]."""
+  b, k, e, s = batch_size, config.num_kv_heads, config.head_dim, slots
+  return (tuple(jnp.zeros((b, k, e, s), dtype) for _ in range(config.num_layers)),
+          tuple(jnp.zeros((b, k, s, e), dtype) for _ in range(config.num_layers)))
+
+
+def map_slots(fn, keys, values, *, batched: bool = True):
+  """(tuple(fn(a, slot axis) for a in keys), the same for values): one function for any work
+  along the slots. `batched=False` for one row's arrays (no leading B axis)."""
+  drop = 0 if batched else 1
+  return (tuple(fn(a, KEY_SLOT_AXIS - drop) for a in keys),
+          tuple(fn(a, VALUE_SLOT_AXIS - drop) for a in values))
+
+
+def pad_or_cut(a, axis: int, size: int, value=0):
+  """`a` padded with `value` or cut at the end to `size` along `axis`."""
+  if size <= a.shape[axis]:
+    return jax.lax.slice_in_dim(a, 0, size, axis=axis)
+  widths = [(0, 0)] * a.ndim
+  widths[axis] = (0, size - a.shape[axis])
+  return jnp.pad(a, widths, constant_values=value)
+
+
 @flax.struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]      # per layer [B, K, S, E] (kv-head major: a decode step
-  values: tuple[jax.Array, ...]    # per layer [B, K, S, E]  reads it without a transpose)
+  keys: tuple[jax.Array, ...]      # per layer [B, K, E, S]
+  values: tuple[jax.Array, ...]    # per layer [B, K, S, E]
   mask_BS: jax.Array               # bool: slot s of row b holds a real token
   next_position_B: jax.Array       # int32: position id of row b's next real token
   index: jax.Array                 # int32 scalar: next slot to write (all rows)
@@ -29,11 +64,10 @@ class KVCache:
   def init(cls, config: DecoderConfig, batch_size: int, max_length: int,
            dtype=jnp.float32) -> "KVCache":
     """An empty cache able to hold `max_length` slots per row."""
-    shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
-    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    keys, values = zero_keys_values(config, batch_size, max_length, dtype)
     return cls(
-        keys=zeros(),
-        values=zeros(),
+        keys=keys,
+        values=values,
         mask_BS=jnp.zeros((batch_size, max_length), jnp.bool_),
         next_position_B=jnp.zeros((batch_size,), jnp.int32),
         index=jnp.zeros((), jnp.int32),

@@ -131,17 +131,18 @@ def test_entries_stay_on_device_and_are_right_aligned_for_a_prefill():
   from orchestra.models import continuous_batching as cb
   from orchestra.models.kv_cache import KVCache
   rng = np.random.RandomState(0)
-  keys = tuple(rng.randn(3, 2, 12, 4).astype(np.float32) for _ in range(2))      # [B, K, S, E]
-  values = tuple(rng.randn(3, 2, 12, 4).astype(np.float32) for _ in range(2))
+  keys = tuple(rng.randn(3, 2, 4, 12).astype(np.float32) for _ in range(2))      # [B, K, E, S]
+  values = tuple(rng.randn(3, 2, 12, 4).astype(np.float32) for _ in range(2))    # [B, K, S, E]
   cache = KVCache(keys, values, np.ones((3, 12), bool), np.zeros(3, np.int32), np.int32(12))
   slots = np.array([2, 3, 5, 6, 7, 7, 7, 7], np.int32)       # 5 real slots, bucketed to 8
   got_k, got_v = cb.take_slots(cache, np.int32(1), slots)
   assert all(isinstance(a, jax.Array) for a in got_k + got_v)
-  np.testing.assert_array_equal(got_k[1], keys[1][1][:, slots])
+  np.testing.assert_array_equal(got_k[1], keys[1][1][:, :, slots])
+  np.testing.assert_array_equal(got_v[1], values[1][1][:, slots])
   stored = CachedSequence(np.arange(5, dtype=np.int32), got_k, got_v)
   rows_k, rows_v = prefix_keys_values([(stored, 4), (None, 0), (stored, 2)], 6)
   for layer in range(2):
-    assert rows_k[layer].shape == (3, 2, 6, 4)
-    np.testing.assert_array_equal(rows_k[layer][0, :, 2:], keys[layer][1][:, slots[:4]])
+    assert rows_k[layer].shape == (3, 2, 4, 6) and rows_v[layer].shape == (3, 2, 6, 4)
+    np.testing.assert_array_equal(rows_k[layer][0, :, :, 2:], keys[layer][1][:, :, slots[:4]])
     np.testing.assert_array_equal(rows_v[layer][2, :, 4:], values[layer][1][:, slots[:2]])
     assert np.isfinite(rows_k[layer][1]).all() and np.isfinite(rows_v[layer][1]).all()

@@ -1,11 +1,12 @@
-"""Dense attention's hand-written backward pass equals autodiff of the textbook formula."""
+"""Dense attention's hand-written backward pass equals autodiff of the textbook formula; the
+KV cache's forward (keys transposed) equals the formula too."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from orchestra.models.dense_attention import attend_kv_major
+from orchestra.models.dense_attention import attend_cache_dense, attend_kv_major
 
 
 def _reference(q_BTHE, k_BKSE, v_BKSE, mask_BTS):
@@ -49,6 +50,14 @@ def test_gradients_equal_autodiff_float32(t, s):
   for name, got, want in zip("qkv", grads, want_grads, strict=True):
     assert got.dtype == jnp.float32, name
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("t,s", [(1, 7), (5, 13)])
+def test_cache_layout_forward_equals_the_formula(t, s):
+  """`attend_cache_dense` reads keys as the KV cache holds them, [B, K, E, S]."""
+  q, k, v, mask, _ = _inputs(t, s, jnp.float32, seed=3)
+  got = jax.jit(attend_cache_dense)(q, jnp.swapaxes(k, 2, 3), v, mask)
+  np.testing.assert_allclose(got, _reference(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_bfloat16_gradients_are_close_to_float32():

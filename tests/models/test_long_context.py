@@ -68,7 +68,7 @@ def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
 
 @pytest.mark.parametrize("t,s,block", [(7, 40, 8), (16, 64, 16), (5, 20, 64), (1, 33, 8)])
 def test_cache_blockwise_attention_equals_dense(t, s, block):
-  """T queries over S cache slots ([B, K, S, E]) in key blocks (a tail block when S is not a
+  """T queries over S cache slots (keys [B, K, E, S], values [B, K, S, E]) in key blocks (a tail block when S is not a
   multiple; one partial block when S < block): the dense result, for a causal mask over
   left-padded rows, a random mask, and a row that sees no key (the dense path's uniform
   average)."""
@@ -81,7 +81,7 @@ def test_cache_blockwise_attention_equals_dense(t, s, block):
   mask[1] &= np.asarray(jax.random.bernoulli(km, 0.7, (t, s)))  # any mask
   mask[2] = False                                               # no visible key
   mask = jnp.asarray(mask)
-  np.testing.assert_allclose(_cache_blockwise(q, k, v, mask, block),
+  np.testing.assert_allclose(_cache_blockwise(q, jnp.swapaxes(k, 2, 3), v, mask, block),
                              _kv_major(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
@@ -99,7 +99,7 @@ def test_cache_blockwise_attention_reads_only_the_blocks_with_visible_keys():
   unread = np.zeros(s, bool)
   unread[:32] = unread[80:] = True                     # outside blocks [32, 80)
   poison = lambda x: jnp.where(unread[None, None, :, None], jnp.nan, x)  # noqa: E731
-  got = _cache_blockwise(q, poison(k), poison(v), jnp.asarray(mask), block)
+  got = _cache_blockwise(q, jnp.swapaxes(poison(k), 2, 3), poison(v), jnp.asarray(mask), block)
   np.testing.assert_allclose(got, _kv_major(q, k, v, jnp.asarray(mask)),
                              atol=1e-5, rtol=1e-5)
 
