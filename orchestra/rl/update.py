@@ -327,10 +327,11 @@ class Learner:
                                               None),
                                 out_shardings=(param_shardings, opt_shardings, None))
 
-    def logprobs(params, rest, tokens, attention_mask, temperature):
-      return nnx.merge(graphdef, params, rest).token_stats(tokens, attention_mask, temperature)[0]
+    def logprobs(params, rest, tokens, attention_mask, temperature, first_token):
+      return nnx.merge(graphdef, params, rest).token_stats(tokens, attention_mask, temperature,
+                                                           first_token)[0]
 
-    self._logprobs = jax.jit(logprobs, static_argnums=(4,),
+    self._logprobs = jax.jit(logprobs, static_argnums=(4, 5),
                              in_shardings=(param_shardings, None, data, data),
                              out_shardings=data)
 
@@ -365,11 +366,18 @@ class Learner:
                                                              grads, metrics)
     return metrics
 
-  def logprobs(self, tokens, attention_mask, temperature: float = 1.0) -> jax.Array:
-    """Current policy log-probs [B, T] (for `old_logp`, or `ref_logp` of a frozen copy)."""
+  def logprobs(self, tokens, attention_mask, temperature: float = 1.0,
+               loss_mask=None) -> jax.Array:
+    """Current policy log-probs [B, T] (for `old_logp`, or `ref_logp` of a frozen copy).
+
+    With the batch's `loss_mask`, only tokens from `first_loss_token(loss_mask)` on get a
+    log-prob (0 before it, where no loss reads one), so the prompt skips the LM head as in
+    `update`."""
+    first_token = 1 if loss_mask is None else first_loss_token(loss_mask)
     if self._data_sharding is not None:
       tokens, attention_mask = jax.device_put((tokens, attention_mask), self._data_sharding)
-    return self._logprobs(self.params, self.rest, tokens, attention_mask, float(temperature))
+    return self._logprobs(self.params, self.rest, tokens, attention_mask, float(temperature),
+                          first_token)
 
   def apply(self, tokens, attention_mask) -> jax.Array:
     """The model's output on a batch (`ValueModel`: values [B, T]), jitted."""

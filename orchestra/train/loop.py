@@ -491,7 +491,7 @@ def _update_step(config: ConfigDict, learner: Learner, trajs: list[Trajectory], 
   if reference is not None:
     for batch in batches:
       batch["ref_logp"] = reference.logprobs(batch["tokens"], batch["attention_mask"],
-                                             e.temperature)
+                                             e.temperature, loss_mask=batch["loss_mask"])
   update = jax.device_get(learner.update(batches))
   metrics = {"update_s": time.perf_counter() - start, "length_buckets": len(batches)}
   metrics["train_tokens_per_s"] = float(sum(b["attention_mask"].sum() for b in batches)

@@ -288,3 +288,18 @@ def test_only_losses_that_read_the_first_token_compile_per_first_token():
     jax.device_get((policy.update(batch(start)), critic.update(batch(start))))
   assert policy._grads._cache_size() == 2
   assert critic._grads._cache_size() == 1
+
+
+def test_logprobs_with_a_loss_mask_equal_the_full_ones_where_a_loss_reads_them():
+  """`Learner.logprobs(..., loss_mask=)` (the KL reference's `ref_logp`): from the first loss
+  token's window on (64 here, the loss starts at 70) the full log-probs, 0 before it."""
+  rng = np.random.RandomState(5)
+  tokens = rng.randint(0, CFG.vocab_size, (4, 128)).astype(np.int32)
+  attention = np.ones((4, 128), bool)
+  loss_mask = np.zeros((4, 128), bool)
+  loss_mask[:, 70:] = True
+  learner = policy_learner()
+  full = np.asarray(learner.logprobs(tokens, attention, 0.7))
+  windowed = np.asarray(learner.logprobs(tokens, attention, 0.7, loss_mask=loss_mask))
+  np.testing.assert_allclose(windowed[:, 64:], full[:, 64:], rtol=1e-5, atol=1e-6)
+  assert (windowed[:, :64] == 0).all() and (full[:, 1:64] != 0).all()
