@@ -1,16 +1,19 @@
 """Dense grouped-query attention with a hand-written backward pass.
 
     S = q k^T / sqrt(E), masked        P = softmax(S)        out = P v
-    dV = P^T dO                        dP = dO v^T
+    dV^T = dO^T P                      dP = dO v^T
     dS = P * (dP - rowsum(dP * P)) / sqrt(E), 0 where masked
-    dQ = dS k                          dK = dS^T q
+    dQ = dS k                          dK^T = q^T dS
 
-Autodiff takes the same products, but XLA folds the transposes of P and dS into the dots
-that form dV and dK (contracting their first non-batch axis), a form XLA:CPU's YNNPACK
-does not take: those two dots ran on the generic path at ~16 GFLOP/s. Here P^T and dS^T
-are materialised first, behind an optimization barrier so the simplifier cannot fold them
-back, and all five products are plain batched matmuls (one layer of the anchors' model,
-32 x 128 tokens, fwd+bwd on 2 cores: 15.5 -> 10.4 ms). The forward pass is unchanged.
+Autodiff forms dV = P^T dO and dK = dS^T q, dots that contract the first non-batch axis of
+both operands, a form XLA:CPU's YNNPACK does not take: they ran on the generic path at
+~16 GFLOP/s. Here q^T and dO^T ([E, X], a quarter of P's [X, S] at the anchors' shapes)
+are materialised first, behind an optimization barrier so the simplifier cannot fold the
+transposes back, every product is a plain batched matmul, and the small [E, S] results
+are transposed back. (Materialising P^T and dS^T instead, the previous version, moved 4x
+the bytes: the anchors' fwd+bwd, 32 x 128 tokens on 2 cores, 216-220 -> 210-212 ms; with
+autodiff's dots one layer took 15.5 ms, 10.4 with P^T and dS^T.) The forward pass is
+unchanged.
 
 Query heads are folded onto their kv heads (`fold_query_heads`, X = G*T rows per kv head).
 `attend_cache_dense` is the same forward over a KV cache's layout (keys transposed).
@@ -73,13 +76,14 @@ def _backward(residuals, d_out_BTHE):
   # A query with no visible key has uniform P over masked keys; their scores are constants.
   d_scores_BKXS = jnp.where(mask_BTS[:, None, None], d_scores_BKXS.reshape(b, k, x // t, t, s),
                             0.0).reshape(b, k, x, s)
-  probs_BKSX, d_scores_BKSX = jax.lax.optimization_barrier(
-      (jnp.swapaxes(probs_BKXS, -1, -2).astype(v_BKSE.dtype),
-       jnp.swapaxes(d_scores_BKXS, -1, -2).astype(k_BKSE.dtype)))
+  q_BKEX, d_out_BKEX = jax.lax.optimization_barrier(
+      (jnp.swapaxes(q_BKXE, -1, -2), jnp.swapaxes(d_out_BKXE, -1, -2).astype(v_BKSE.dtype)))
   d_q_BKXE = jnp.matmul(d_scores_BKXS.astype(k_BKSE.dtype), k_BKSE,
                         preferred_element_type=jnp.float32)
-  d_k_BKSE = jnp.matmul(d_scores_BKSX, q_BKXE, preferred_element_type=jnp.float32)
-  d_v_BKSE = jnp.matmul(probs_BKSX, d_out_BKXE, preferred_element_type=jnp.float32)
+  # In the operands' dtype: XLA:CPU has no bfloat16 x bfloat16 -> float32 kernel for these.
+  d_k_BKES = jnp.matmul(q_BKEX, d_scores_BKXS.astype(k_BKSE.dtype))
+  d_v_BKES = jnp.matmul(d_out_BKEX, probs_BKXS.astype(v_BKSE.dtype))
+  d_k_BKSE, d_v_BKSE = jnp.swapaxes(d_k_BKES, -1, -2), jnp.swapaxes(d_v_BKES, -1, -2)
   d_q_BTHE = unfold_query_heads(d_q_BKXE.reshape(b, k, x // t, t, e))
   return (d_q_BTHE.astype(q_BKXE.dtype), d_k_BKSE.astype(k_BKSE.dtype),
           d_v_BKSE.astype(v_BKSE.dtype), None)
