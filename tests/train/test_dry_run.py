@@ -116,15 +116,20 @@ def test_activation_plan_is_the_compiled_steps_scaled_by_layers():
   decoder = declared_model_config(config)
   plan = activation_plan(decoder, config, data_parallel=1)
   assert plan["rows_per_device"] == 16 and plan["tokens"] == 512     # rows padded to 16
-  temp = {(n, t): step_temp_bytes(dataclasses.replace(decoder, num_layers=n), MemoryOptions(),
-                                  jnp.float32, policy_loss_config(config), 16, t)
-          for n in (2, 3) for t in (SHORT_TOKENS, 512)}
-  act = {n: temp[n, 512] - temp[n, SHORT_TOKENS] for n in (2, 3)}
-  expected = (act[2] + (decoder.num_layers - 2) * (act[3] - act[2])) / 2**30
-  assert plan["activation_gib_per_device"] == pytest.approx(expected)
+  def expected_gib(memory):
+    temp = {(n, t): step_temp_bytes(dataclasses.replace(decoder, num_layers=n), memory,
+                                    jnp.float32, policy_loss_config(config), 16, t)
+            for n in (2, 3) for t in (SHORT_TOKENS, 512)}
+    act = {n: temp[n, 512] - temp[n, SHORT_TOKENS] for n in (2, 3)}
+    return (act[2] + (decoder.num_layers - 2) * (act[3] - act[2])) / 2**30
+  assert plan["activation_gib_per_device"] == pytest.approx(expected_gib(MemoryOptions()))
   config.model.remat, config.model.attention = "full", "blockwise"
   lean = activation_plan(decoder, config, data_parallel=1)
-  assert lean["activation_gib_per_device"] < 0.5 * plan["activation_gib_per_device"]
+  assert lean["activation_gib_per_device"] == pytest.approx(
+      expected_gib(MemoryOptions(remat="full", attention="blockwise")))
+  # 0.53x at these shapes (0.37 against 0.69 GiB); the dense backward's temporaries set the
+  # ratio (it was under 0.5x while that backward transposed the [T, S] probabilities).
+  assert lean["activation_gib_per_device"] < 0.6 * plan["activation_gib_per_device"]
   assert rows_per_device(config, data_parallel=8) == 2                # 16 rows over 8
 
 
