@@ -131,8 +131,9 @@ def prefix_keys_values(hits: Sequence[tuple[CachedSequence | None, int]], length
                        ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
   """Per layer keys [rows, K, E, `length`] and values [rows, K, `length`, E] holding each
   hit's first m tokens in its last m slots (`decoding.CachedPrefix`'s right-aligned
-  layout), built on device: the entries never leave it. Slots before a row's m tokens, and rows without a hit (given
-  another row's arrays), hold finite values that the prefix mask hides."""
+  layout), built on device: the entries never leave it. Slots before a row's m tokens, and
+  rows without a hit (given another row's arrays), hold finite values that the prefix mask
+  hides."""
   placed = {}
   for entry, m in hits:
     if m and (id(entry), m) not in placed:

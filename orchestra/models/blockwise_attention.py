@@ -128,8 +128,9 @@ def online_softmax_update(carry, scores_BKGTS, v_BKSE):
 def attend_cache_blockwise(q_BTHE, k_BKES, v_BKSE, mask_BTS, block: int = KEY_BLOCK):
   """`dense_attention.attend_cache_dense` (T queries over the S slots of a KV cache: keys
   [B, K, E, S], values [B, K, S, E]; any [B, T, S] mask) in key blocks of `block` slots
-  with the online softmax above, over the blocks that hold a key visible to some query only: slots before the first visible
-  key and after the last one (a cache's padding and its free room) are never read. When
+  with the online softmax above, over the blocks that hold a key visible to some query
+  only: slots before the first visible key and after the last one (a cache's padding and
+  its free room) are never read. When
   `block` does not divide S the last block ends at S (one loop body, so one compiled
   program, not a loop and a tail) and its slots already seen score -inf (weight 0; a
   masked slot scores float32's minimum, as in the dense path).

@@ -110,7 +110,8 @@ class CachedPrefix:
 
   @classmethod
   def empty(cls, config, batch_size: int, dtype) -> "CachedPrefix":
-    return cls(*zero_keys_values(config, batch_size, 0, dtype), jnp.zeros((batch_size, 0), jnp.bool_),
+    return cls(*zero_keys_values(config, batch_size, 0, dtype),
+               jnp.zeros((batch_size, 0), jnp.bool_),
                jnp.zeros((batch_size,), jnp.int32))
 
 

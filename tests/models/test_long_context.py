@@ -68,10 +68,10 @@ def test_blockwise_attention_equals_dense_outputs_and_gradients(t, block):
 
 @pytest.mark.parametrize("t,s,block", [(7, 40, 8), (16, 64, 16), (5, 20, 64), (1, 33, 8)])
 def test_cache_blockwise_attention_equals_dense(t, s, block):
-  """T queries over S cache slots (keys [B, K, E, S], values [B, K, S, E]) in key blocks (a tail block when S is not a
-  multiple; one partial block when S < block): the dense result, for a causal mask over
-  left-padded rows, a random mask, and a row that sees no key (the dense path's uniform
-  average)."""
+  """T queries over S cache slots (keys [B, K, E, S], values [B, K, S, E]) in key blocks (a
+  tail block when S is not a multiple; one partial block when S < block): the dense
+  result, for a causal mask over left-padded rows, a random mask, and a row that sees no
+  key (the dense path's uniform average)."""
   kq, kk, kv, km = jax.random.split(jax.random.key(1), 4)
   q = jax.random.normal(kq, (4, t, 4, 8))
   k, v = jax.random.normal(kk, (4, 2, s, 8)), jax.random.normal(kv, (4, 2, s, 8))
