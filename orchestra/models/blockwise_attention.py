@@ -130,10 +130,10 @@ def attend_cache_blockwise(q_BTHE, k_BKES, v_BKSE, mask_BTS, block: int = KEY_BL
   [B, K, E, S], values [B, K, S, E]; any [B, T, S] mask) in key blocks of `block` slots
   with the online softmax above, over the blocks that hold a key visible to some query
   only: slots before the first visible key and after the last one (a cache's padding and
-  its free room) are never read. When
-  `block` does not divide S the last block ends at S (one loop body, so one compiled
-  program, not a loop and a tail) and its slots already seen score -inf (weight 0; a
-  masked slot scores float32's minimum, as in the dense path).
+  its free room) are never read. When `block` does not divide S the last block ends at S
+  (one loop body, so one compiled program, not a loop and a tail) and its slots already
+  seen score -inf (weight 0; a masked slot scores float32's minimum, as in the dense
+  path).
 
   Same result within float32 rounding for every query that sees a key (a skipped block
   adds exactly nothing: before the first visible key the running sums are multiplied by
