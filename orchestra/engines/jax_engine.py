@@ -37,7 +37,7 @@ from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, prefix_keys_values
 from orchestra.engines.slot_batch import EndedRow, SlotBatch, next_pow2
 from orchestra.models.decoder import CausalLM
-from orchestra.models.decoding import CachedPrefix
+from orchestra.models.decoding import CachedPrefix, distinct_rows
 from orchestra.shapes import bucket_length
 
 
@@ -228,15 +228,18 @@ class JaxEngine:
     rows = next_pow2(len(admitted))
     fill = admitted + [admitted[0]] * (rows - len(admitted))    # filler = row 0
     hits = self._hits(fill, len(admitted))
-    suffixes = [r.prompt[m:] for r, (_, m) in zip(fill, hits)]
+    suffixes = [tuple(r.prompt[m:]) for r, (_, m) in zip(fill, hits)]
+    # requests with the same prompt and hit (a GRPO group, the fillers) prefill it once
+    first_U, source_K = distinct_rows([(id(e), m, x) for (e, m), x in zip(hits, suffixes)])
+    hits, suffixes = [hits[i] for i in first_U], [suffixes[i] for i in first_U]
     p = bucket_length(max(len(x) for x in suffixes), self.prompt_bucket)
-    ids = np.full((rows, p), self.pad_id, np.int32)
-    mask = np.zeros((rows, p), bool)
+    ids = np.full((len(first_U), p), self.pad_id, np.int32)
+    mask = np.zeros((len(first_U), p), bool)
     for i, suffix in enumerate(suffixes):
       ids[i, p - len(suffix):] = suffix
       mask[i, p - len(suffix):] = True
     prefix = self._prefix_arrays(hits) if any(m for _, m in hits) else None
-    batch.admit(fill, len(admitted), ids, mask, prefix)
+    batch.admit(fill, len(admitted), ids, mask, prefix, source_K)
 
   def _worth_storing(self, request: _Request, num_tokens: int) -> bool:
     """Whether a row ended long enough (>= `prefix_min_saving` tokens) to be reused."""

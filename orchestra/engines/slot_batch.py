@@ -92,23 +92,25 @@ class SlotBatch:
     """Slots a new request can take now, counting the growth to `max_rows`."""
     return self.max_rows - self.live
 
-  def admit(self, fill: list, count: int, prompt_ids_KP: np.ndarray,
-            prompt_mask_KP: np.ndarray, prefix: CachedPrefix | None) -> None:
-    """Prefills the k = len(`fill`) requests, rows of `prompt_ids_KP` (left-padded, after
-    `prefix`), and puts the first `count` in free slots; the rest are fillers repeating
-    `fill[0]` (so `insert_rows` may write them to its slot again)."""
+  def admit(self, fill: list, count: int, prompt_ids_UP: np.ndarray,
+            prompt_mask_UP: np.ndarray, prefix: CachedPrefix | None,
+            source_K: np.ndarray | None = None) -> None:
+    """Prefills the k = len(`fill`) requests and puts the first `count` in free slots; the
+    rest are fillers repeating `fill[0]` (so `insert_rows` may write them to its slot
+    again). Request i's prompt is row source_K[i] of `prompt_ids_UP` (left-padded, after
+    `prefix`), row i when `source_K` is None."""
     k, requests = len(fill), fill[:count]
     if prefix is None:
-      prefix = CachedPrefix.empty(self.config, k, self.dtype)
+      prefix = CachedPrefix.empty(self.config, len(prompt_ids_UP), self.dtype)
     lead = _leading_padding(np.concatenate([np.asarray(prefix.mask_BC, bool),
-                                            np.asarray(prompt_mask_KP, bool)], axis=1))
-    length = prefix.mask_BC.shape[1] + prompt_ids_KP.shape[1] - lead   # slots the rows keep
+                                            np.asarray(prompt_mask_UP, bool)], axis=1))
+    length = prefix.mask_BC.shape[1] + prompt_ids_UP.shape[1] - lead   # slots the rows keep
     limits = [r.sampling.max_tokens for r in requests]
     self._make_room(len(requests), max(length + n for n in limits), max(limits), length)
     new = cb.prefill_rows(
-        self.graphdef, self.params, prefix, prompt_ids_KP, prompt_mask_KP,
+        self.graphdef, self.params, prefix, prompt_ids_UP, prompt_mask_UP,
         jax.vmap(jax.random.key)(np.asarray([r.seed for r in fill], np.uint32)),
-        np.asarray([r.sampling.max_tokens for r in fill], np.int32),
+        np.asarray([r.sampling.max_tokens for r in fill], np.int32), source_K,
         max_new_tokens=self.state.tokens_BN.shape[1], select=self.select,
         stop_ids=self.stop_ids, pad_id=self.pad_id)
     slots = [j for j, r in enumerate(self.requests) if r is None][:len(requests)]

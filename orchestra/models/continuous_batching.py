@@ -46,14 +46,16 @@ def empty_state(config, rows: int, slots: int, max_new_tokens: int, dtype, pad_i
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
                                              "pad_id"))
-def prefill_rows(graphdef, params, prefix: CachedPrefix, prompt_ids_KP, prompt_mask_KP, keys_K,
-                 limit_K, *, max_new_tokens: int, select: Sampler, stop_ids: tuple[int, ...],
-                 pad_id: int) -> DecodeState:
+def prefill_rows(graphdef, params, prefix: CachedPrefix, prompt_ids_UP, prompt_mask_UP, keys_K,
+                 limit_K, source_K=None, *, max_new_tokens: int, select: Sampler,
+                 stop_ids: tuple[int, ...], pad_id: int) -> DecodeState:
   """k new rows (left-padded prompts after their cached prefixes), each with its first
-  token; their cache holds exactly L = C + P slots (no room: they decode in the slots)."""
-  return prefill(nnx.merge(graphdef, params), prefix, prompt_ids_KP, prompt_mask_KP, keys_K,
+  token; their cache holds exactly L = C + P slots (no room: they decode in the slots).
+  With `source_K`, the prompts and prefixes are U distinct rows and row i continues
+  prompt source_K[i] (`decoding.prefill`)."""
+  return prefill(nnx.merge(graphdef, params), prefix, prompt_ids_UP, prompt_mask_UP, keys_K,
                  limit_K, room=0, max_new_tokens=max_new_tokens, select=select,
-                 stop_ids=stop_ids, pad_id=pad_id)
+                 stop_ids=stop_ids, pad_id=pad_id, source_B=source_K)
 
 
 _ROW_FIELDS = ("tokens_BN", "logps_BN", "last_B", "count_B", "limit_B", "active_B", "keys_B")

@@ -92,6 +92,12 @@ class KVCache:
         index=self.index + t,
     )
 
+  def take_rows(self, rows_B: jax.Array) -> "KVCache":
+    """The cache whose row b is this one's row `rows_B[b]` (a row may be taken twice)."""
+    return self.replace(keys=tuple(a[rows_B] for a in self.keys),
+                        values=tuple(a[rows_B] for a in self.values),
+                        mask_BS=self.mask_BS[rows_B], next_position_B=self.next_position_B[rows_B])
+
   def key_mask(self, mask_BT: jax.Array) -> jax.Array:
     """mask_BS with the T new tokens written at `index`."""
     return jax.lax.dynamic_update_slice(self.mask_BS, mask_BT.astype(jnp.bool_), (0, self.index))

@@ -38,6 +38,30 @@ def test_concurrent_requests_match_a_forward_pass_and_are_batched():
     np.testing.assert_allclose(out.logprobs, ref[len(p):], atol=1e-4)
 
 
+def test_a_group_sharing_a_prompt_prefills_it_once_and_samples_as_if_alone(monkeypatch):
+  """2 prompts x 4 requests arrive together: the admission prefills 2 rows, not 8 (nor the
+  fillers), and every completion is the one that request gets alone (same seed)."""
+  from orchestra.engines.slot_batch import SlotBatch
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  prefilled, admit = [], SlotBatch.admit
+  monkeypatch.setattr(SlotBatch, "admit", lambda batch, fill, count, ids, *rest: (
+      prefilled.append((len(fill), len(ids))) or admit(batch, fill, count, ids, *rest)))
+  group = [p for p in prompts(2, seed=4) for _ in range(4)]
+  sampling = [SamplingParams(max_tokens=6, temperature=1.0, seed=30 + i) for i in range(8)]
+
+  async def together():
+    engine = JaxEngine(model, prompt_bucket=16)
+    return await asyncio.gather(*(engine.generate(p, s) for p, s in zip(group, sampling)))
+
+  outs = asyncio.run(together())
+  assert prefilled == [(8, 2)]
+  for p, s, out in zip(group, sampling, outs):
+    alone = asyncio.run(JaxEngine(model, prompt_bucket=16).generate(p, s))
+    assert out.token_ids == alone.token_ids
+    np.testing.assert_allclose(out.logprobs, alone.logprobs, atol=1e-5)
+  assert len({tuple(out.token_ids) for out in outs}) > 2
+
+
 def test_stop_tokens_and_settings_groups():
   engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)))
   p = prompts(1)[0]

@@ -66,8 +66,8 @@ def test_rows_keep_only_their_real_slots_after_a_cached_prefix(monkeypatch):
   admissions = []
   admit = SlotBatch.admit
 
-  def spied(batch, fill, count, ids, mask, prefix):
-    admit(batch, fill, count, ids, mask, prefix)
+  def spied(batch, fill, count, ids, mask, prefix, source=None):
+    admit(batch, fill, count, ids, mask, prefix, source)
     cached = 0 if prefix is None else prefix.mask_BC.shape[1]
     spans = [batch.span[j] for j, r in enumerate(batch.requests) if r in fill[:count]]
     admissions.append((max(len(r.prompt) for r in fill[:count]), max(spans),

@@ -11,7 +11,8 @@ from orchestra.checkpoint import load_hf
 
 from orchestra.models import KVCache, MemoryOptions
 from orchestra.models.blockwise_attention import attend_cache_blockwise
-from orchestra.models.decoding import GREEDY, Sampler, generate, processed_logprobs
+from orchestra.models.decoding import (GREEDY, CachedPrefix, Sampler, distinct_rows, generate,
+                                       processed_logprobs)
 
 
 @pytest.fixture(scope="module", params=["qwen3", "llama3"])
@@ -115,6 +116,35 @@ def test_seeds_make_rows_independent_of_their_batch(pair):
   np.testing.assert_array_equal(np.asarray(both)[2], np.asarray(alone)[0])
   again, _ = generate(model, ids, mask, max_new_tokens=8, select=Sampler(1.0), seeds=[11, 12, 14])
   assert not np.array_equal(np.asarray(again)[2], np.asarray(both)[2])
+
+
+def test_distinct_rows_maps_each_row_to_its_first_copy_padded_to_a_power_of_two():
+  first_U, source_B = distinct_rows(["a", "b", "a", "c", "b", "a", "a", "a"])
+  assert first_U.tolist() == [0, 1, 3, 0] and source_B.tolist() == [0, 1, 0, 2, 1, 0, 0, 0]
+  first_U, source_B = distinct_rows(["a", "b", "c", "a"])           # 3 -> 4: nothing saved
+  assert first_U.tolist() == [0, 1, 2, 3] and source_B is None
+
+
+def test_rows_sharing_a_prompt_prefill_it_once_and_sample_as_if_alone(pair, monkeypatch):
+  """A GRPO-style batch (2 prompts x 4 rows) prefills 2 rows; each row's tokens equal those of
+  the path that prefills every row (an explicit empty prefix), its log-probs within 1e-5."""
+  import orchestra.models.decoding as decoding
+  model, _ = pair
+  ids, mask, _ = padded_batch(model.config.vocab_size, batch=2, length=9, pad_left=3, seed=8)
+  ids, mask = np.repeat(ids, 4, axis=0), np.repeat(mask, 4, axis=0)
+  prefilled = []
+  prefill = decoding.prefill
+  monkeypatch.setattr(decoding, "prefill",
+                      lambda m, prefix, p, *a, **k: prefilled.append(p.shape) or prefill(m, prefix,
+                                                                                        p, *a, **k))
+  seeds, sampler = list(range(20, 28)), Sampler(1.0)
+  shared = generate(model, ids, mask, max_new_tokens=11, select=sampler, seeds=seeds)
+  every = generate(model, ids, mask, max_new_tokens=11, select=sampler, seeds=seeds,
+                   prefix=CachedPrefix.empty(model.config, 8, model.model.dtype))
+  assert prefilled == [(2, 9), (8, 9)]                  # traced once each (a fresh shape)
+  np.testing.assert_array_equal(shared[0], every[0])
+  np.testing.assert_allclose(shared[1], every[1], atol=1e-5)
+  assert len({tuple(row) for row in np.asarray(shared[0])}) > 2     # rows sample on their own
 
 
 def test_generate_rejects_right_padded_prompts(pair):
