@@ -1,5 +1,7 @@
 """Shape buckets: padded lengths come from a short list, so jit compiles a few programs.
 
+`next_pow2(n)`: batch sizes and the like, rounded up to a power of two.
+
 `bucket_length(n, multiple)`: multiples of `multiple` up to 8 x multiple, then half-octave
 steps (12, 16, 24, 32, 48, ... x multiple). Padding costs at most 1/8 extra on short
 sequences and 1/2 extra beyond 8 x multiple, and a 2k-8k-token conversation sees 5
@@ -7,6 +9,11 @@ lengths instead of a hundred.
 """
 
 from __future__ import annotations
+
+
+def next_pow2(n: int) -> int:
+  """The smallest power of two >= n (1 for n <= 1)."""
+  return 1 << max(0, (n - 1).bit_length())
 
 
 def bucket_length(n: int, multiple: int = 64) -> int:

@@ -35,10 +35,10 @@ from flax import nnx
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, prefix_keys_values
-from orchestra.engines.slot_batch import EndedRow, SlotBatch, next_pow2
+from orchestra.engines.slot_batch import EndedRow, SlotBatch
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix, distinct_rows
-from orchestra.shapes import bucket_length
+from orchestra.shapes import bucket_length, next_pow2
 
 
 def _param_shapes(model: CausalLM) -> dict[str, tuple[tuple[int, ...], Any]]:

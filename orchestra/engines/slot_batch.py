@@ -26,11 +26,7 @@ from orchestra.engines.base import SamplingParams
 from orchestra.models import continuous_batching as cb
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix, Sampler
-from orchestra.shapes import bucket_length
-
-
-def next_pow2(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
+from orchestra.shapes import bucket_length, next_pow2
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ from flax import nnx
 
 from orchestra.models.decoder import CausalLM
 from orchestra.models.kv_cache import KVCache, map_slots, pad_or_cut, zero_keys_values
+from orchestra.shapes import next_pow2
 
 
 def processed_logprobs(logits_BV, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
@@ -111,7 +112,7 @@ def inverse_cdf_sample(logp_BV, u_B):
   u * cdf_V the last possible candidate is taken.
   """
   b, v = logp_BV.shape
-  w = max(32, 1 << math.isqrt(v - 1).bit_length())
+  w = max(32, next_pow2(math.isqrt(v - 1) + 1))        # W^2 >= V: isqrt(V - 1) + 1 = ceil(sqrt V)
   n = -(-v // w)
   p_BNW = jnp.pad(jnp.exp(logp_BV), ((0, 0), (0, n * w - v))).reshape(b, n, w)
   mass_BN = p_BNW.sum(axis=-1)
@@ -199,7 +200,7 @@ def distinct_rows(row_keys: Sequence) -> tuple[np.ndarray, np.ndarray | None]:
   for b, key in enumerate(row_keys):
     first_row.setdefault(key, (len(first_row), b))
   source_B = np.asarray([first_row[key][0] for key in row_keys], np.int32)
-  u = 1 << max(0, (len(first_row) - 1).bit_length())
+  u = next_pow2(len(first_row))
   if u >= len(source_B):
     return np.arange(len(source_B), dtype=np.int32), None
   first_U = np.zeros(u, np.int32)
