@@ -26,6 +26,7 @@ from orchestra.models.fused_attention import attend_fused
 from orchestra.models.config import DecoderConfig, MemoryOptions
 from orchestra.models.kv_cache import KEY_SLOT_AXIS, KVCache
 from orchestra.models.rope import apply_rope, inverse_frequencies, rope_cos_sin
+from orchestra.models.shared_prefix import shared_prefix_hidden
 from orchestra.models.token_stats import token_stats
 
 _INIT_STD = 0.02  # matches transformers' initializer_range
@@ -79,15 +80,16 @@ def attend(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
 DENSE_SCORES_MAX_BYTES = 2**24
 
 
-def attend_cache(q_BTHE, k_BKES, v_BKSE, mask_BTS):
+def attend_cache(q_BTHE, k_BKES, v_BKSE, mask_BTS, blockwise: bool = True):
   """Attention of T new tokens over a KV cache (`KVCache`'s layout: keys [B, K, E, S],
-  values [B, K, S, E]): `attend_cache_dense`, or, when its float32 scores [B, H, T, S]
-  would pass `DENSE_SCORES_MAX_BYTES` and T > 1 (a prefill after a long cached prefix, not
-  a decode step), `attend_cache_blockwise`, which gets the same result in key blocks that
-  stay in the CPU's cache (3.7x faster at 8 x 448 tokens over 3.6k slots; a decode step is
-  faster dense)."""
+  values [B, K, S, E]): `attend_cache_dense`, or, when `blockwise`, T > 1 (a prefill
+  after a long cached prefix, not a decode step) and its float32 scores [B, H, T, S] would
+  pass `DENSE_SCORES_MAX_BYTES`, `attend_cache_blockwise`, which gets the same result in
+  key blocks that stay in the CPU's cache (3.7x faster at 8 x 448 tokens over 3.6k slots;
+  a decode step is faster dense). The blockwise path is forward only: a differentiated
+  pass sets `blockwise=False`."""
   b, t, h, _ = q_BTHE.shape
-  if t > 1 and 4 * b * h * t * k_BKES.shape[KEY_SLOT_AXIS] > DENSE_SCORES_MAX_BYTES:
+  if blockwise and t > 1 and 4 * b * h * t * k_BKES.shape[KEY_SLOT_AXIS] > DENSE_SCORES_MAX_BYTES:
     return attend_cache_blockwise(q_BTHE, k_BKES, v_BKSE, mask_BTS)
   return attend_cache_dense(q_BTHE, k_BKES, v_BKSE, mask_BTS)
 
@@ -121,12 +123,13 @@ class Attention(nnx.Module):
     bias = getattr(self, f"{name}_bias", None)
     return y if bias is None else y + bias[...].astype(self.dtype)
 
-  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None,
+               cache_blockwise: bool = True):
     """Returns the attention output [B, T, D] and the (keys, values) attended to.
 
     With `cached_kv=(k_BKES, v_BKSE)` (the cache's layout) the new keys/values are
-    written at slot `index` and attention runs over all S slots; otherwise over the T
-    new tokens.
+    written at slot `index` and attention runs over all S slots (`attend_cache`, which may
+    go blockwise when `cache_blockwise`); otherwise over the T new tokens.
     `mask` is [B, T, S] (visible keys of each query: `attend`), or the [B, T] key mask
     of causal attention over the T new tokens (`self.kernel`: `attend_blockwise`, or
     `attend_fused` for right-padded rows).
@@ -151,7 +154,8 @@ class Attention(nnx.Module):
           cache_k, k_BTKE.transpose(0, 2, 3, 1).astype(cache_k.dtype), (0, 0, 0, index))
       values = jax.lax.dynamic_update_slice(
           cache_v, v_BTKE.transpose(0, 2, 1, 3).astype(cache_v.dtype), (0, 0, index, 0))
-      out_BTHE = attend_cache(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask)
+      out_BTHE = attend_cache(q_BTHE, keys.astype(self.dtype), values.astype(self.dtype), mask,
+                              cache_blockwise)
     b, t, h, e = out_BTHE.shape
     out_BTD = token_matmul(out_BTHE.reshape(b, t, h * e),
                            self.o_proj[...].astype(self.dtype).reshape(h * e, -1))
@@ -198,8 +202,10 @@ class Block(nnx.Module):
     self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **kw)
     self.mlp = MLP(cfg, dtype=dtype, **kw)
 
-  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None):
-    attn_BTD, kv = self.attn(self.input_norm(x_BTD), cos_BTE, sin_BTE, mask, cached_kv, index)
+  def __call__(self, x_BTD, cos_BTE, sin_BTE, mask, cached_kv=None, index=None,
+               cache_blockwise: bool = True):
+    attn_BTD, kv = self.attn(self.input_norm(x_BTD), cos_BTE, sin_BTE, mask, cached_kv, index,
+                             cache_blockwise)
     x_BTD = x_BTD + attn_BTD
     x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
     return x_BTD, kv
@@ -227,7 +233,7 @@ class Transformer(nnx.Module):
     self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, input_ids_BT, attention_mask_BT=None, positions_BT=None,
-               cache: KVCache | None = None):
+               cache: KVCache | None = None, cache_blockwise: bool = True):
     """Hidden states [B, T, D] (and the updated cache when one is given).
 
     Without a cache, attention is causal over the T tokens and restricted to
@@ -236,7 +242,8 @@ class Transformer(nnx.Module):
     `attention="blockwise"` then never builds [T, T] arrays (`attend_blockwise`), nor
     does "fused" on GPUs (`attend_fused`: right padding only, as training batches are).
     With a cache, the T tokens are appended at `cache.index` and attend to
-    every real token before them (`attend_cache`).
+    every real token before them (`attend_cache`; `cache_blockwise=False` keeps that
+    dense, for a pass that is differentiated).
     """
     b, t = input_ids_BT.shape
     if attention_mask_BT is None:
@@ -268,7 +275,7 @@ class Transformer(nnx.Module):
     for i, layer in enumerate(self.layers):
       cached_kv = None if cache is None else (cache.keys[i], cache.values[i])
       index = None if cache is None else cache.index
-      x_BTD, (k, v) = layer(x_BTD, cos_BTE, sin_BTE, mask, cached_kv, index)
+      x_BTD, (k, v) = layer(x_BTD, cos_BTE, sin_BTE, mask, cached_kv, index, cache_blockwise)
       new_keys.append(k)
       new_values.append(v)
     hidden_BTD = self.final_norm(x_BTD)
@@ -324,12 +331,30 @@ class CausalLM(nnx.Module):
     hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT, positions_BT)
     return self.logits(hidden_BTD)
 
+  @property
+  def shares_prefixes(self) -> bool:
+    """Whether `token_stats` takes `shared_rows`: with the default memory options (its
+    cached forward pass has no remat and no blockwise or fused kernel)."""
+    return self.model.remat == "none" and self.model.attention == "dense"
+
   def token_stats(self, input_ids_BT, attention_mask_BT=None, temperature: float = 1.0,
-                  first_token: int = 1):
+                  first_token: int = 1, shared_rows=None):
     """(logp_BT, entropy_BT) of every token from `first_token` on (0 before it) given the
     ones before it, `logits_chunk` positions at a time (`orchestra.models.token_stats`):
-    never the whole [T, V] logits, and no logits at all before `first_token`."""
-    hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT)
+    never the whole [T, V] logits, and no logits at all before `first_token`.
+
+    `shared_rows=(first_U, source_B)`: rows whose first `first_token` tokens are equal run
+    them once (`orchestra.models.shared_prefix`; needs `shares_prefixes`)."""
+    if attention_mask_BT is None:
+      attention_mask_BT = jnp.ones(input_ids_BT.shape, jnp.bool_)
+    if shared_rows is None:
+      hidden_BTD, _ = self.model(input_ids_BT, attention_mask_BT)
+    else:
+      if not self.shares_prefixes:
+        raise ValueError("shared_rows needs the default memory options (remat 'none', "
+                         f"dense attention), not {self.model.remat!r} / {self.model.attention!r}")
+      hidden_BTD = shared_prefix_hidden(self.model, input_ids_BT, attention_mask_BT,
+                                        first_token, *shared_rows)
     return token_stats(hidden_BTD, input_ids_BT, self.logits, temperature, self.logits_chunk,
                        first_token)
 

@@ -14,7 +14,10 @@ A packed batch is a dict of [B, T] arrays:
 
 and, inside the compiled step of a loss marked `reads_first_token` (the policy and SFT
 losses), `first_token`: a Python int (`first_loss_token`, set by `Learner.update`) before
-which no row has a loss token; those losses take no logits there (`CausalLM.token_stats`).
+which no row has a loss token; those losses take no logits there (`CausalLM.token_stats`),
+and `prefix_rows` U with the arrays `prefix_first` and `prefix_source` (from
+`shared_prefix_rows`): rows (a GRPO group) that begin with the same `first_token` tokens,
+which the model then runs once for each of the U distinct ones.
 
 One `Learner.update` call applies one optimizer step: the batch (one array batch, or
 several of different lengths, e.g. rows bucketed by length) is split into
@@ -26,6 +29,7 @@ gradient exactly, whatever the aggregation mode.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -35,14 +39,16 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from orchestra.models.decoding import distinct_rows
 from orchestra.rl.losses import (KL_ESTIMATORS, aggregation_weights, batch_totals,
                                  clipped_policy_loss, clipped_value_loss, kl_penalty)
-from orchestra.sharding.rules import Rules, batch_sharding, state_shardings
+from orchestra.sharding.rules import BATCH_AXES, Rules, batch_sharding, state_shardings
 
 Batch = dict[str, jax.Array]
 LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict[str, jax.Array]]]
 
 FIRST_TOKEN_MULTIPLE = 64     # `first_loss_token` rounds down to this: fewer compiled variants
+MIN_SHARED_SAVING = 0.25      # `shared_prefix_rows`: the least share of a batch's tokens saved
 
 
 def first_loss_token(loss_mask_BT) -> int:
@@ -55,6 +61,47 @@ def first_loss_token(loss_mask_BT) -> int:
   if columns.size == 0:
     return 1
   return max(1, int(columns[0]) // FIRST_TOKEN_MULTIPLE * FIRST_TOKEN_MULTIPLE)
+
+
+def shared_prefix_rows(tokens_BT, attention_mask_BT, length: int, num_micro_batches: int = 1,
+                       min_saving: float = MIN_SHARED_SAVING
+                       ) -> tuple[int, np.ndarray, np.ndarray] | None:
+  """Rows whose first `length` tokens (and padding) are equal, per micro-batch (rows i,
+  i + M, i + 2M, ...: `micro_batch_grads_fn`'s split): (U, first_B, source_B), the batch's
+  `prefix_rows`, `prefix_first` and `prefix_source`. Micro-batch i's slice of first_B
+  begins with its distinct rows (`decoding.distinct_rows`, padded to the largest count U),
+  and its slice of source_B gives each of its rows' prefix among them, both as indices
+  into the micro-batch. None when some micro-batch would not shrink, or when the tokens
+  saved, (B - U) x `length` of B x T per micro-batch, are under `min_saving` of them: the
+  shared pass is another compiled program, worth it for a large saving only (a GRPO
+  group's long prompt, not 64 tokens of a long multi-turn episode)."""
+  b, m = len(tokens_BT), num_micro_batches
+  if length < 2:
+    return None
+  tokens = np.asarray(tokens_BT)[:, :length]
+  mask = np.asarray(attention_mask_BT, bool)[:, :length]
+  plans = [distinct_rows([tokens[r].tobytes() + mask[r].tobytes() for r in range(i, b, m)])
+           for i in range(m)]
+  if any(source is None for _, source in plans):
+    return None
+  u = max(len(first) for first, _ in plans)
+  rows = b // m
+  if (rows - u) * length < min_saving * rows * np.shape(tokens_BT)[1]:
+    return None
+  first_B, source_B = np.zeros(b, np.int32), np.zeros(b, np.int32)
+  for i, (first, source) in enumerate(plans):
+    first_B[i::m][:len(first)] = first
+    source_B[i::m] = source
+  return u, first_B, source_B
+
+
+def model_token_stats(model, batch: Batch, temperature: float):
+  """`model.token_stats` of the batch's tokens from its `first_token` on, running shared
+  prefixes once when the batch has `prefix_rows` (`shared_prefix_rows`)."""
+  u = batch.get("prefix_rows", 0)
+  shared = {"shared_rows": (batch["prefix_first"][:u], batch["prefix_source"])} if u else {}
+  return model.token_stats(batch["tokens"], batch["attention_mask"], temperature,
+                           batch.get("first_token", 1), **shared)
 
 
 def reads_first_token(loss_fn: LossFn) -> LossFn:
@@ -163,8 +210,7 @@ def policy_loss_fn(cfg: PolicyLossConfig) -> LossFn:
   @reads_first_token
   def loss_fn(model, batch):
     _require(batch, required, "policy")
-    logp, entropy = model.token_stats(batch["tokens"], batch["attention_mask"], cfg.temperature,
-                                      batch.get("first_token", 1))
+    logp, entropy = model_token_stats(model, batch, cfg.temperature)
     old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
     pg, clipped = clipped_policy_loss(
         logp, old_logp, batch["advantages"], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
@@ -198,8 +244,7 @@ def sft_loss_fn(temperature: float = 1.0) -> LossFn:
   @reads_first_token
   def loss_fn(model, batch):
     _require(batch, ("tokens", "attention_mask"), "sft")
-    nll = -model.token_stats(batch["tokens"], batch["attention_mask"], temperature,
-                             batch.get("first_token", 1))[0]
+    nll = -model_token_stats(model, batch, temperature)[0]
     return (nll * batch["loss_weight"]).sum(), {"nll": (nll * batch["token_weight"]).sum()}
 
   return loss_fn
@@ -236,7 +281,8 @@ def optimizer_shardings(optimizer: optax.GradientTransformation, params, mesh: M
 
 def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggregation: str,
                          norm_constant: float | None):
-  """grads_of(params, rest, batch, totals, first_token) -> (grads, metrics), each summed over
+  """grads_of(params, rest, batch, totals, first_token, prefix_rows) -> (grads, metrics),
+  the two last static (`reads_first_token`, `shared_prefix_rows`), each summed over
   the M micro-batches of one array batch (a `lax.scan`), with the batch's per-token weights
 
       loss_weight = aggregation_weights(loss_mask, aggregation, norm_constant, totals)
@@ -245,7 +291,7 @@ def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggr
   computed over the whole step (`totals`), so the sum equals one pass over all rows."""
   m = num_micro_batches
 
-  def grads_of(params, rest, batch, totals, first_token: int = 1):
+  def grads_of(params, rest, batch, totals, first_token: int = 1, prefix_rows: int = 0):
     batch = dict(batch)
     mask = batch["loss_mask"]
     batch["loss_weight"] = aggregation_weights(mask, aggregation, norm_constant, totals)
@@ -256,7 +302,8 @@ def micro_batch_grads_fn(graphdef, loss_fn: LossFn, num_micro_batches: int, aggr
 
     def micro_step(grads, mb):
       def loss(p):
-        return loss_fn(nnx.merge(graphdef, p, rest), {**mb, "first_token": first_token})
+        return loss_fn(nnx.merge(graphdef, p, rest),
+                       {**mb, "first_token": first_token, "prefix_rows": prefix_rows})
       (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(params)
       return jax.tree.map(jnp.add, grads, g), (value, metrics)
 
@@ -280,16 +327,23 @@ class Learner:
     num_micro_batches: gradient accumulation steps per update (must divide B).
     aggregation, norm_constant: how per-token losses are reduced (see
       `orchestra.rl.losses.aggregation_weights`).
+    share_prefixes: rows that begin with the same tokens before `first_loss_token` (a GRPO
+      group's prompt) run them once (`orchestra.models.shared_prefix`), when the loss
+      reads `first_token`, the model `shares_prefixes` and the batch is not split over
+      devices (a split batch would gather rows across them); the result is the same.
   """
 
   def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation, loss_fn: LossFn,
                *, mesh: Mesh | None = None, rules: Rules | None = None,
                num_micro_batches: int = 1, aggregation: str = "token_mean",
-               norm_constant: float | None = None):
+               norm_constant: float | None = None, share_prefixes: bool = True):
     aggregation_weights(jnp.ones((1, 1)), aggregation, norm_constant)   # validate early
     self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
     self.num_micro_batches = num_micro_batches
     self._reads_first_token = getattr(loss_fn, "reads_first_token", False)
+    batch_split = 1 if mesh is None else math.prod(mesh.shape[a] for a in BATCH_AXES)
+    self._shares_prefixes = (share_prefixes and batch_split == 1
+                             and getattr(model, "shares_prefixes", False))
     if mesh is not None:
       param_shardings = state_shardings(params, mesh, rules)
       params = jax.device_put(params, param_shardings)
@@ -306,8 +360,8 @@ class Learner:
     grads_of = micro_batch_grads_fn(graphdef, loss_fn, num_micro_batches, aggregation,
                                     norm_constant)
 
-    def accumulate(grads, metrics, params, rest, batch, totals, first_token):
-      more, more_metrics = grads_of(params, rest, batch, totals, first_token)
+    def accumulate(grads, metrics, params, rest, batch, totals, first_token, prefix_rows):
+      more, more_metrics = grads_of(params, rest, batch, totals, first_token, prefix_rows)
       return jax.tree.map(jnp.add, grads, more), jax.tree.map(jnp.add, metrics, more_metrics)
 
     def apply_grads(params, opt_state, grads, metrics):
@@ -315,10 +369,10 @@ class Learner:
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, metrics
 
-    self._grads = jax.jit(grads_of, static_argnums=(4,),
+    self._grads = jax.jit(grads_of, static_argnums=(4, 5),
                           in_shardings=(param_shardings, None, data, None),
                           out_shardings=(param_shardings, None))
-    self._accumulate = jax.jit(accumulate, donate_argnums=(0,), static_argnums=(6,),
+    self._accumulate = jax.jit(accumulate, donate_argnums=(0,), static_argnums=(6, 7),
                                in_shardings=(param_shardings, None, param_shardings, None,
                                              data, None),
                                out_shardings=(param_shardings, None))
@@ -327,13 +381,12 @@ class Learner:
                                               None),
                                 out_shardings=(param_shardings, opt_shardings, None))
 
-    def logprobs(params, rest, tokens, attention_mask, temperature, first_token):
-      return nnx.merge(graphdef, params, rest).token_stats(tokens, attention_mask, temperature,
-                                                           first_token)[0]
+    def logprobs(params, rest, batch, temperature, first_token, prefix_rows):
+      batch = {**batch, "first_token": first_token, "prefix_rows": prefix_rows}
+      return model_token_stats(nnx.merge(graphdef, params, rest), batch, temperature)[0]
 
-    self._logprobs = jax.jit(logprobs, static_argnums=(4, 5),
-                             in_shardings=(param_shardings, None, data, data),
-                             out_shardings=data)
+    self._logprobs = jax.jit(logprobs, static_argnums=(3, 4, 5),
+                             in_shardings=(param_shardings, None, data), out_shardings=data)
 
     def apply(params, rest, tokens, attention_mask):
       return nnx.merge(graphdef, params, rest)(tokens, attention_mask)
@@ -355,16 +408,33 @@ class Learner:
                          f"{self.num_micro_batches} micro-batches")
     first = [first_loss_token(b["loss_mask"]) if self._reads_first_token else 1
              for b in batches]                                       # from the host arrays
+    batches, shared = zip(*(self._with_shared_prefixes(b, f, self.num_micro_batches)
+                            for b, f in zip(batches, first)))
     if self._data_sharding is not None:   # no-op for arrays already split over (data, fsdp)
       batches = [jax.device_put(dict(b), self._data_sharding) for b in batches]
     totals = batch_totals([b["loss_mask"] for b in batches])    # over all of `batch`
-    grads, metrics = self._grads(self.params, self.rest, batches[0], totals, first[0])
-    for b, first_token in zip(batches[1:], first[1:], strict=True):
+    grads, metrics = self._grads(self.params, self.rest, batches[0], totals, first[0],
+                                 shared[0])
+    for b, first_token, u in zip(batches[1:], first[1:], shared[1:], strict=True):
       grads, metrics = self._accumulate(grads, metrics, self.params, self.rest, b, totals,
-                                        first_token)
+                                        first_token, u)
     self.params, self.opt_state, metrics = self._apply_grads(self.params, self.opt_state,
                                                              grads, metrics)
     return metrics
+
+  def _with_shared_prefixes(self, batch: Batch, first_token: int, micro_batches: int
+                            ) -> tuple[Batch, int]:
+    """(the batch with `prefix_first` and `prefix_source`, U) when its rows share their
+    first `first_token` tokens (`shared_prefix_rows`), else (the batch, 0)."""
+    tokens = batch["tokens"]
+    if not self._shares_prefixes or (isinstance(tokens, jax.Array)
+                                     and not tokens.is_fully_addressable):
+      return batch, 0
+    plan = shared_prefix_rows(tokens, batch["attention_mask"], first_token, micro_batches)
+    if plan is None:
+      return batch, 0
+    u, first_B, source_B = plan
+    return {**batch, "prefix_first": first_B, "prefix_source": source_B}, u
 
   def logprobs(self, tokens, attention_mask, temperature: float = 1.0,
                loss_mask=None) -> jax.Array:
@@ -372,12 +442,13 @@ class Learner:
 
     With the batch's `loss_mask`, only tokens from `first_loss_token(loss_mask)` on get a
     log-prob (0 before it, where no loss reads one), so the prompt skips the LM head as in
-    `update`."""
+    `update`, and rows sharing their tokens before it run them once (`share_prefixes`)."""
     first_token = 1 if loss_mask is None else first_loss_token(loss_mask)
+    batch, u = self._with_shared_prefixes({"tokens": tokens, "attention_mask": attention_mask},
+                                          first_token, 1)
     if self._data_sharding is not None:
-      tokens, attention_mask = jax.device_put((tokens, attention_mask), self._data_sharding)
-    return self._logprobs(self.params, self.rest, tokens, attention_mask, float(temperature),
-                          first_token)
+      batch = jax.device_put(batch, self._data_sharding)
+    return self._logprobs(self.params, self.rest, batch, float(temperature), first_token, u)
 
   def apply(self, tokens, attention_mask) -> jax.Array:
     """The model's output on a batch (`ValueModel`: values [B, T]), jitted."""

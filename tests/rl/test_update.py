@@ -13,6 +13,7 @@ from flax import nnx
 from orchestra.models import CausalLM, DecoderConfig, ValueModel
 from orchestra.rl import gae, token_entropy, token_logprobs
 from orchestra.rl.update import (Learner, OptimizerConfig, PolicyLossConfig, make_optimizer,
+                                 shared_prefix_rows,
                                  make_schedule, policy_loss_fn, value_loss_fn)
 from orchestra.sharding import make_mesh
 
@@ -303,3 +304,61 @@ def test_logprobs_with_a_loss_mask_equal_the_full_ones_where_a_loss_reads_them()
   windowed = np.asarray(learner.logprobs(tokens, attention, 0.7, loss_mask=loss_mask))
   np.testing.assert_allclose(windowed[:, 64:], full[:, 64:], rtol=1e-5, atol=1e-6)
   assert (windowed[:, :64] == 0).all() and (full[:, 1:64] != 0).all()
+
+
+def grpo_groups_batch(seed=6):
+  """16 rows of 96 tokens: 4 prompts x 4 completions, the loss from token 70 on (first
+  token 64), one prompt left-padded; rows 12-15 differ in their first 64 tokens: 12 and 14
+  begin alike, 13 and 15 begin alike (five distinct starts, two in each half)."""
+  rng = np.random.RandomState(seed)
+  prompts = rng.randint(1, CFG.vocab_size, (4, 70))
+  tokens = np.concatenate([np.repeat(prompts, 4, axis=0),
+                           rng.randint(1, CFG.vocab_size, (16, 26))], 1).astype(np.int32)
+  tokens[12:16, :64] = np.tile(rng.randint(1, CFG.vocab_size, (2, 64)), (2, 1))
+  attention = np.ones((16, 96), bool)
+  attention[4:8, :10] = False
+  loss_mask = np.zeros((16, 96), bool)
+  loss_mask[:, 70:] = True
+  return {"tokens": tokens, "attention_mask": attention, "loss_mask": loss_mask,
+          "advantages": np.repeat(rng.randn(16, 1), 96, 1).astype(np.float32),
+          "behaviour_logp": -np.abs(rng.randn(16, 96)).astype(np.float32) * loss_mask}
+
+
+def test_shared_prefix_rows_per_micro_batch():
+  batch = grpo_groups_batch()
+  tokens, attention = batch["tokens"], batch["attention_mask"]
+  for micro in (1, 2):
+    u, first_B, source_B = shared_prefix_rows(tokens, attention, 64, micro)
+    for i in range(micro):
+      rows = np.arange(i, 16, micro)             # micro-batch i, as `micro_batch_grads_fn` splits
+      first, source = first_B[i::micro][:u], source_B[i::micro]
+      np.testing.assert_array_equal(tokens[rows[first[source]], :64], tokens[rows, :64])
+      np.testing.assert_array_equal(attention[rows[first[source]], :64], attention[rows, :64])
+      assert len(set(source)) == (5 if micro == 1 else 4)
+    assert u == (8 if micro == 1 else 4)          # padded to a power of two
+  assert shared_prefix_rows(tokens, attention, 1) is None
+  # 8 of 16 rows' 64 tokens: a third of 16 x 96 saved, worth it at 0.33, not at 0.34
+  assert shared_prefix_rows(tokens, attention, 64, min_saving=0.33) is not None
+  assert shared_prefix_rows(tokens, attention, 64, min_saving=0.34) is None
+  assert shared_prefix_rows(tokens[12:14], attention[12:14], 64) is None   # nothing shared
+  assert shared_prefix_rows(tokens[11:15], attention[11:15], 64, 2) is None   # half shares
+
+
+@pytest.mark.parametrize("micro", [1, 2])
+def test_an_update_sharing_prompts_equals_the_plain_update(micro):
+  """The same update, its metrics and log-probs with and without `share_prefixes` (plain
+  SGD, so the parameter change is the gradient)."""
+  batch = grpo_groups_batch()
+  learners = [policy_learner(micro=micro, opt=optax.sgd(0.5), share_prefixes=share)
+              for share in (True, False)]
+  assert learners[0]._with_shared_prefixes(batch, 64, micro)[1] == 8 // micro
+  assert learners[1]._with_shared_prefixes(batch, 64, micro)[1] == 0
+  logps = [np.asarray(lr.logprobs(batch["tokens"], batch["attention_mask"], 0.9,
+                                  loss_mask=batch["loss_mask"])) for lr in learners]
+  np.testing.assert_allclose(logps[0], logps[1], atol=2e-5, rtol=0)
+  shared, plain = (jax.device_get(lr.update(batch)) for lr in learners)
+  for key in plain:
+    np.testing.assert_allclose(shared[key], plain[key], rtol=1e-5, atol=1e-6)
+  for got, want in zip(jax.tree.leaves(learners[0].params), jax.tree.leaves(learners[1].params),
+                       strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
