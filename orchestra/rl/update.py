@@ -329,8 +329,9 @@ class Learner:
       `orchestra.rl.losses.aggregation_weights`).
     share_prefixes: rows that begin with the same tokens before `first_loss_token` (a GRPO
       group's prompt) run them once (`orchestra.models.shared_prefix`), when the loss
-      reads `first_token`, the model `shares_prefixes` and the batch is not split over
-      devices (a split batch would gather rows across them); the result is the same.
+      reads `first_token`, that saves `MIN_SHARED_SAVING` of the batch's tokens, the model
+      `shares_prefixes` and the batch is not split over devices (a split batch would gather
+      rows across them); the result is the same.
   """
 
   def __init__(self, model: nnx.Module, optimizer: optax.GradientTransformation, loss_fn: LossFn,
