@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from orchestra.models.decoder import CausalLM
-from orchestra.models.kv_cache import KVCache, map_slots, pad_or_cut, zero_keys_values
+from orchestra.models.kv_cache import KVCache, zero_keys_values
 from orchestra.shapes import next_pow2
 
 
@@ -158,10 +158,9 @@ class CachedPrefix:
 def _cache_after(prefix: CachedPrefix, room: int) -> KVCache:
   """A cache holding `prefix` with `room` empty slots after it."""
   c = prefix.mask_BC.shape[1]
-  keys, values = map_slots(lambda a, axis: pad_or_cut(a, axis, c + room), prefix.keys,
-                           prefix.values)
-  return KVCache(keys=keys, values=values, mask_BS=jnp.pad(prefix.mask_BC, ((0, 0), (0, room))),
-                 next_position_B=prefix.length_B, index=jnp.asarray(c, jnp.int32))
+  return KVCache(keys=prefix.keys, values=prefix.values, mask_BS=prefix.mask_BC,
+                 next_position_B=prefix.length_B,
+                 index=jnp.asarray(c, jnp.int32)).with_slots(c + room)
 
 
 @flax.struct.dataclass

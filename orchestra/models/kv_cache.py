@@ -92,6 +92,12 @@ class KVCache:
         index=self.index + t,
     )
 
+  def with_slots(self, slots: int) -> "KVCache":
+    """This cache with S = `slots`: empty slots added after the last one, or the last ones
+    cut."""
+    keys, values = map_slots(lambda a, axis: pad_or_cut(a, axis, slots), self.keys, self.values)
+    return self.replace(keys=keys, values=values, mask_BS=pad_or_cut(self.mask_BS, 1, slots))
+
   def take_rows(self, rows_B: jax.Array) -> "KVCache":
     """The cache whose row b is this one's row `rows_B[b]` (a row may be taken twice)."""
     return self.replace(keys=tuple(a[rows_B] for a in self.keys),

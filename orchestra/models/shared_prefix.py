@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from orchestra.models.kv_cache import KVCache, map_slots, pad_or_cut
+from orchestra.models.kv_cache import KVCache
 
 
 def shared_prefix_hidden(transformer, input_ids_BT, attention_mask_BT, length: int, first_U,
@@ -38,9 +38,7 @@ def shared_prefix_hidden(transformer, input_ids_BT, attention_mask_BT, length: i
   cache = KVCache.init(transformer.config, first_U.shape[0], length, transformer.dtype)
   prefix_USD, cache = transformer(input_ids_BT[first_U, :length], mask_BT[first_U, :length],
                                   cache=cache, cache_blockwise=False)
-  cache = cache.take_rows(source_B)
-  keys, values = map_slots(lambda a, axis: pad_or_cut(a, axis, t), cache.keys, cache.values)
-  cache = cache.replace(keys=keys, values=values, mask_BS=pad_or_cut(cache.mask_BS, 1, t))
+  cache = cache.take_rows(source_B).with_slots(t)
   rest_BRD, _ = transformer(input_ids_BT[:, length:], mask_BT[:, length:], cache=cache,
                             cache_blockwise=False)
   last_B1D = prefix_USD[:, length - 1:][source_B]
