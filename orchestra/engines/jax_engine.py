@@ -198,11 +198,8 @@ class JaxEngine:
         or _batch_key(batch.sampling) != _batch_key(self._pending[0].sampling))):
       if not self._pending:
         return []
-      first = self._pending[0].sampling
-      matching = sum(_batch_key(r.sampling) == _batch_key(first) for r in self._pending)
       batch = self._batch = SlotBatch(
-          self.model, self.weight_version, first,
-          rows=min(self.max_batch_size, next_pow2(matching)), max_rows=self.max_batch_size,
+          self.model, self.weight_version, self._pending[0].sampling, max_rows=self.max_batch_size,
           pad_id=self.pad_id, prompt_bucket=self.prompt_bucket, chunk_steps=self.chunk_steps,
           keep_cache_row=self._worth_storing if self.prefix_cache is not None else None)
     if batch.version != self.weight_version or (batch.live and not self.refill):

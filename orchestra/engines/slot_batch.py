@@ -56,7 +56,7 @@ class SlotBatch:
     model: the weights every row of this batch samples from.
     version: their weight version (reported with each completion).
     sampling: the batch's sampling settings (temperature, top-k/p, stop ids).
-    rows: initial number of slots (grown up to `max_rows` when requests wait).
+    max_rows: most slots (requests decoded at once).
     pad_id: padding token id.
     prompt_bucket: cache lengths are `bucket_length(n, prompt_bucket)`.
     chunk_steps: most decode steps between two visits of the host.
@@ -64,7 +64,7 @@ class SlotBatch:
       row's keys/values (for a prefix cache); None: never.
   """
 
-  def __init__(self, model: CausalLM, version: int, sampling: SamplingParams, *, rows: int,
+  def __init__(self, model: CausalLM, version: int, sampling: SamplingParams, *,
                max_rows: int, pad_id: int, prompt_bucket: int, chunk_steps: int = 32,
                keep_cache_row: Callable[[Any, int], bool] | None = None):
     self.config, self.version, self.sampling = model.config, version, sampling
@@ -74,9 +74,9 @@ class SlotBatch:
     self.stop_ids = tuple(int(s) for s in sampling.stop_token_ids)
     self.max_rows, self.pad_id, self.bucket = max_rows, pad_id, prompt_bucket
     self.chunk_steps, self.keep_cache_row = chunk_steps, keep_cache_row
-    self.requests: list[Any] = [None] * rows
-    self.span = [0] * rows              # slots from the row's first one to the write index
-    self.final = [0] * rows             # the most slots the row can ever span
+    self.requests: list[Any] = []       # per slot: its request, None when idle
+    self.span: list[int] = []           # slots from the row's first one to the write index
+    self.final: list[int] = []          # the most slots the row can ever span
     self.index = 0
     self.state = None                   # made at the first admission, sized for it
 
@@ -92,29 +92,44 @@ class SlotBatch:
             prompt_mask_UP: np.ndarray, prefix: CachedPrefix | None,
             source_K: np.ndarray | None = None) -> None:
     """Prefills the k = len(`fill`) requests and puts the first `count` in free slots; the
-    rest are fillers repeating `fill[0]` (so `insert_rows` may write them to its slot
-    again). Request i's prompt is row source_K[i] of `prompt_ids_UP` (left-padded, after
-    `prefix`), row i when `source_K` is None."""
+    rest are fillers repeating `fill[0]`. Request i's prompt is row source_K[i] of
+    `prompt_ids_UP` (left-padded, after `prefix`), row i when `source_K` is None.
+
+    With rows live, the new rows are prefilled alone and copied into free slots
+    (`insert_rows`; fillers write `fill[0]`'s values to its slot again). With none, the
+    prefilled batch, made with room for the decode steps, becomes the state: no copy of
+    the cache, nor an empty one to copy into (fillers are idle slots)."""
     k, requests = len(fill), fill[:count]
     if prefix is None:
       prefix = CachedPrefix.empty(self.config, len(prompt_ids_UP), self.dtype)
+    full = prefix.mask_BC.shape[1] + prompt_ids_UP.shape[1]
     lead = _leading_padding(np.concatenate([np.asarray(prefix.mask_BC, bool),
                                             np.asarray(prompt_mask_UP, bool)], axis=1))
-    length = prefix.mask_BC.shape[1] + prompt_ids_UP.shape[1] - lead   # slots the rows keep
-    limits = [r.sampling.max_tokens for r in requests]
-    self._make_room(len(requests), max(length + n for n in limits), max(limits), length)
+    length = full - lead                                 # slots the rows keep
+    limit_K = np.asarray([r.sampling.max_tokens for r in fill], np.int32)
+    limits = limit_K[:count]
+    fresh = not self.live
+    if fresh:
+      width = -(-int(limits.max()) // 16) * 16
+      limit_K[count:] = 1                              # fillers: done at their first token
+    else:
+      self._make_room(count, length + int(limits.max()), int(limits.max()), length)
+      width = self.state.tokens_BN.shape[1]
     new = cb.prefill_rows(
         self.graphdef, self.params, prefix, prompt_ids_UP, prompt_mask_UP,
-        jax.vmap(jax.random.key)(np.asarray([r.seed for r in fill], np.uint32)),
-        np.asarray([r.sampling.max_tokens for r in fill], np.int32), source_K,
-        max_new_tokens=self.state.tokens_BN.shape[1], select=self.select,
+        jax.vmap(jax.random.key)(np.asarray([r.seed for r in fill], np.uint32)), limit_K,
+        source_K, room=width if fresh else 0, max_new_tokens=width, select=self.select,
         stop_ids=self.stop_ids, pad_id=self.pad_id)
-    slots = [j for j, r in enumerate(self.requests) if r is None][:len(requests)]
-    for j, r in zip(slots, requests):
-      self.requests[j], self.span[j] = r, length
-      self.final[j] = length + r.sampling.max_tokens
-    slot_k = np.asarray(slots + [slots[0]] * (k - len(slots)), np.int32)   # fillers: row 0
-    self.state = cb.insert_rows(self.state, new, slot_k, np.int32(lead))
+    if fresh:
+      self.state, self.index = new, full
+      self.requests, self.span, self.final = [None] * k, [0] * k, [0] * k
+      slots = list(range(count))
+    else:
+      slots = [j for j, r in enumerate(self.requests) if r is None][:count]
+      slot_k = np.asarray(slots + [slots[0]] * (k - count), np.int32)   # fillers: row 0
+      self.state = cb.insert_rows(self.state, new, slot_k, np.int32(lead))
+    for j, r, n in zip(slots, requests, limits):
+      self.requests[j], self.span[j], self.final[j] = r, length, length + int(n)
 
   def cancel(self, slots: list[int]) -> None:
     """Stops the rows in `slots` (their requests were cancelled) and frees the slots."""
@@ -180,13 +195,6 @@ class SlotBatch:
     `length` (their prefilled slots) and every live span."""
     rows = min(self.max_rows, next_pow2(self.live + new_rows))
     slots, width = bucket_length(span, self.bucket), -(-width // 16) * 16
-    if self.state is None:
-      self._grow_rows(rows)
-      state = cb.empty_state(self.config, len(self.requests), slots, width, self.dtype,
-                             self.pad_id)
-      self.index = length
-      self.state = state.replace(cache=state.cache.replace(index=np.int32(length)))
-      return
     b, s = self.state.cache.mask_BS.shape
     self._resize(max(b, rows), max(s, slots), max(self.state.tokens_BN.shape[1], width))
     self._arrange(max(length, self._longest_span()))
@@ -207,11 +215,14 @@ class SlotBatch:
 
   def _arrange(self, need: int, at_least_free: int | None = None) -> None:
     """Shifts the cache so that the write index is >= `need` (the longest span) and, when
-    fewer than `at_least_free` (default `chunk_steps`) slots are free after it, as low as
-    `need` allows."""
+    fewer than `at_least_free` slots are free after it (default: the steps the next chunk
+    can use, `chunk_steps` or the most any live row has left), as low as `need` allows."""
     free = self.state.cache.mask_BS.shape[1] - self.index
+    if at_least_free is None:
+      at_least_free = min([self.chunk_steps] + [f - sp for f, sp, r in zip(
+          self.final, self.span, self.requests) if r is not None])
     target = self.index
-    if self.index < need or (free < (at_least_free or self.chunk_steps) and self.index > need):
+    if self.index < need or (free < at_least_free and self.index > need):
       target = need
     if target != self.index:
       self.state = cb.shift(self.state, np.int32(target - self.index))

@@ -3,13 +3,15 @@
 A `DecodeState` of B rows (slots) decodes in chunks (`decode_chunk`: up to `steps` steps,
 or until a row ends when requests are waiting). Between chunks the host takes the ended
 rows' tokens and puts new requests in their slots: `prefill_rows` runs k new prompts in a
-batch of their own, `insert_rows` copies them into free slots. Rows of all ages share the
-cache's one write index I, so a new row of L prefilled slots goes in at slots [I - L, I),
-right-aligned like a left-padded prompt (less the leading slots that are padding in every
-new row: `insert_rows`' `lead`); `shift` rolls the whole cache along its slots
-so that every live row and the next chunk fit (I >= the longest row, I + steps <= S), and
-`resize` grows S (or the token width N) when a longer request comes. `take_slots` copies
-an ended row's keys and values out, on device, for the prefix cache.
+batch of their own, `insert_rows` copies them into free slots. When no row is live, the
+prefilled batch, made with room to decode in, is the new state itself (no copy).
+Rows of all ages share the cache's one write index I, so a new row of L prefilled slots
+goes in at slots [I - L, I), right-aligned like a left-padded prompt (less the leading
+slots that are padding in every new row: `insert_rows`' `lead`); `shift` rolls the whole
+cache along its slots so that every live row and the next chunk fit (I >= the longest
+row, I + steps <= S), and `resize` grows S (or the token width N) when a longer request
+comes. `take_slots` copies an ended row's keys and values out, on device, for the prefix
+cache.
 
 A row's result does not depend on when it joined or who shares the cache: masking is
 exact, its RoPE positions are its own, and its samples use its own key folded with its own
@@ -27,34 +29,21 @@ from flax import nnx
 from orchestra.models.decoding import (CachedPrefix, DecodeState, Sampler, decode_steps,
                                        prefill)
 from orchestra.models.kv_cache import (KEY_SLOT_AXIS, VALUE_SLOT_AXIS, KVCache, map_slots,
-                                       pad_or_cut, zero_keys_values)
+                                       pad_or_cut)
 
 
-def empty_state(config, rows: int, slots: int, max_new_tokens: int, dtype, pad_id: int
-                ) -> DecodeState:
-  """B = `rows` idle slots with a cache of S = `slots` and N = `max_new_tokens` columns."""
-  keys, values = zero_keys_values(config, 0, 0, dtype)
-  cache = KVCache(keys=keys, values=values, mask_BS=jnp.zeros((0, 0), jnp.bool_),
-                  next_position_B=jnp.zeros(0, jnp.int32), index=jnp.zeros((), jnp.int32))
-  nothing = DecodeState(cache=cache, tokens_BN=jnp.zeros((0, 0), jnp.int32),
-                        logps_BN=jnp.zeros((0, 0), jnp.float32),
-                        last_B=jnp.zeros(0, jnp.int32), count_B=jnp.zeros(0, jnp.int32),
-                        limit_B=jnp.zeros(0, jnp.int32), active_B=jnp.zeros(0, jnp.bool_),
-                        keys_B=jax.vmap(jax.random.key)(jnp.zeros(0, jnp.uint32)))
-  return resize(nothing, rows=rows, slots=slots, max_new_tokens=max_new_tokens, pad_id=pad_id)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "select", "stop_ids",
-                                             "pad_id"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "room", "max_new_tokens", "select",
+                                             "stop_ids", "pad_id"))
 def prefill_rows(graphdef, params, prefix: CachedPrefix, prompt_ids_UP, prompt_mask_UP, keys_K,
-                 limit_K, source_K=None, *, max_new_tokens: int, select: Sampler,
-                 stop_ids: tuple[int, ...], pad_id: int) -> DecodeState:
+                 limit_K, source_K=None, *, room: int = 0, max_new_tokens: int,
+                 select: Sampler, stop_ids: tuple[int, ...], pad_id: int) -> DecodeState:
   """k new rows (left-padded prompts after their cached prefixes), each with its first
-  token; their cache holds exactly L = C + P slots (no room: they decode in the slots).
-  With `source_K`, the prompts and prefixes are U distinct rows and row i continues
-  prompt source_K[i] (`decoding.prefill`)."""
+  token; their cache holds L = C + P slots and `room` empty ones after them (0: the rows
+  go into another state's slots; > 0: the state decodes as it is). With `source_K`, the
+  prompts and prefixes are U distinct rows and row i continues prompt source_K[i]
+  (`decoding.prefill`)."""
   return prefill(nnx.merge(graphdef, params), prefix, prompt_ids_UP, prompt_mask_UP, keys_K,
-                 limit_K, room=0, max_new_tokens=max_new_tokens, select=select,
+                 limit_K, room=room, max_new_tokens=max_new_tokens, select=select,
                  stop_ids=stop_ids, pad_id=pad_id, source_B=source_K)
 
 

@@ -76,6 +76,37 @@ def test_refilled_slots_give_each_request_its_solo_result():
     assert len(out.token_ids) <= sampling.max_tokens
 
 
+def test_a_wave_into_an_idle_engine_decodes_in_its_prefilled_cache(monkeypatch):
+  """With no row live, the prefilled batch is the decode state: nothing is copied into an
+  empty cache, the filler row (3 requests prefill as 4) stays idle, and each request gets
+  its solo result."""
+  from orchestra.engines.slot_batch import SlotBatch
+  from orchestra.models import continuous_batching as cb
+  model = CausalLM(CFG, rngs=nnx.Rngs(0))
+  engine = JaxEngine(model, max_batch_size=8, prompt_bucket=16, prefix_cache_mb=0)
+  inserts, admitted = [], []
+  insert, admit = cb.insert_rows, SlotBatch.admit
+  monkeypatch.setattr(cb, "insert_rows", lambda *a: (inserts.append(a[2]), insert(*a))[1])
+
+  def spied(batch, *args):
+    admit(batch, *args)
+    admitted.append(([r is not None for r in batch.requests],
+                     np.asarray(batch.state.active_B).tolist()))
+  monkeypatch.setattr(SlotBatch, "admit", spied)
+  requests = staggered_requests(3, seed=4)
+
+  async def wave():
+    return await asyncio.gather(*(engine.generate(p, s) for p, s in requests))
+
+  outs = asyncio.run(wave())
+  assert not inserts
+  assert admitted == [([True, True, True, False], [True, True, True, False])]
+  for (prompt, sampling), out in zip(requests, outs, strict=True):
+    tokens, logps = alone(model, prompt, sampling, sampling.seed, decode_steps=70)
+    assert out.token_ids == tokens
+    np.testing.assert_allclose(out.logprobs, logps, atol=1e-5)
+
+
 def test_a_long_prompt_grows_the_cache_of_a_running_batch():
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   engine = JaxEngine(model, max_batch_size=4, prompt_bucket=16, chunk_steps=4,

@@ -57,9 +57,10 @@ def test_cached_turns_equal_the_uncached_engine_and_a_forward_pass():
 
 def test_rows_keep_only_their_real_slots_after_a_cached_prefix(monkeypatch):
   """A prefix hit is padded to its bucket (right-aligned) and the new tokens to theirs; the
-  slots that are padding in every admitted row are not copied into the decode cache, so a
-  row spans its longest prompt plus at most the new tokens' bucket padding, not both
-  buckets -- and the results stay the uncached ones (the test above)."""
+  slots that are padding in every admitted row are not part of a row's span (nor copied
+  when rows join a running batch), so a row spans its longest prompt plus at most the new
+  tokens' bucket padding, not both buckets -- and the results stay the uncached ones (the
+  test above)."""
   from orchestra.engines.slot_batch import SlotBatch
   model = CausalLM(CFG, rngs=nnx.Rngs(0))
   engine = JaxEngine(model, prompt_bucket=16, prefix_min_saving=0)
