@@ -281,9 +281,9 @@ def _tool_calls_message(reply) -> dict:
               else json.dumps(c["arguments"])}} for c in reply.tool_calls]}
 
 
-async def _run_call(call: dict, env, extras: dict, res: EpisodeResult) -> bool:
-  """Runs one tool call on an extra tool or the domain env, appends its record and its tool
-  message to `res` (whose history is the conversation) and returns whether it failed."""
+async def _run_call(call: dict, env, extras: dict, res: EpisodeResult) -> None:
+  """Runs one tool call on an extra tool or the domain env and appends its record (with
+  whether it failed) and its tool message to `res`."""
   name, args = call["name"], call["arguments"]
   t0 = time.perf_counter()
   if name in extras:
@@ -299,7 +299,6 @@ async def _run_call(call: dict, env, extras: dict, res: EpisodeResult) -> bool:
   res.tool_calls.append({"name": name, "arguments": args, "output": text, "error": failed})
   res.messages.append({"role": "tool", "tool_call_id": call["id"], "name": name,
                        "content": text})
-  return failed
 
 
 async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
@@ -327,57 +326,64 @@ async def run_conversation(domain: Domain, task: Task, agent: Any, user: Any, *,
     raise ValueError(f"extra tools {clash} clash with {domain.name} domain tool names")
   tools = domain.tool_schemas() + [t.schema() for t in extra_tools]
   system = system_prompt if system_prompt is not None else agent_system_prompt(domain.policy)
-  history: list[dict] = [{"role": "assistant", "content": FIRST_AGENT_MESSAGE}]
-  res = EpisodeResult(task.id, trial, history, [], "", 1)
-  errors = 0
+  res = EpisodeResult(task.id, trial, [{"role": "assistant", "content": FIRST_AGENT_MESSAGE}],
+                      [], "", 1)
   start = time.perf_counter()
+  ended = None
+  while ended is None:
+    ended = await _user_turn(user, task, res, max_steps)
+    if ended is None:
+      ended = await _agent_turns(agent, system, tools, env, extras, res, max_steps, max_errors)
+  res.termination, res.error = ended
+  res.final_db_hash = env.db_hash()
+  res.wall_s = time.perf_counter() - start
+  return res
 
-  def finish(termination: str, error: Optional[str] = None) -> EpisodeResult:
-    res.termination, res.error = termination, error
-    res.final_db_hash = env.db_hash()
-    res.wall_s = time.perf_counter() - start
-    return res
 
+async def _user_turn(user, task: Task, res: EpisodeResult, max_steps: int
+                     ) -> tuple[str, Optional[str]] | None:
+  """The user's next message, appended to `res.messages`; (termination, error) when the
+  episode ends with it, else None."""
+  try:
+    reply = await user.respond(task, [m for m in res.messages
+                                      if m["role"] in ("user", "assistant") and m.get("content")])
+  except Exception as e:  # noqa: BLE001 - an endpoint failure ends the episode, recorded
+    return "user_error", f"{type(e).__name__}: {e}"
+  res.user_cost_usd += reply.cost_usd
+  res.user_latency_s += reply.latency_s
+  res.messages.append({"role": "user", "content": reply.content})
+  res.steps += 1
+  if _user_stopped(reply.content):
+    return "user_stop", None
+  return ("max_steps", None) if res.steps >= max_steps else None
+
+
+async def _agent_turns(agent, system: str, tools: list, env, extras: dict, res: EpisodeResult,
+                       max_steps: int, max_errors: int) -> tuple[str, Optional[str]] | None:
+  """The agent's replies, and their tool calls run, until it writes to the user (None) or
+  the episode ends ((termination, error)). Failed calls count over the whole episode."""
   while True:
-    # ---- user turn
     try:
-      reply = await user.respond(task, [m for m in history if m["role"] in ("user", "assistant")
-                                        and m.get("content")])
-    except Exception as e:  # noqa: BLE001 - an endpoint failure ends the episode, recorded
-      return finish("user_error", f"{type(e).__name__}: {e}")
-    res.user_cost_usd += reply.cost_usd
-    res.user_latency_s += reply.latency_s
-    history.append({"role": "user", "content": reply.content})
+      reply = await agent.respond(system, res.messages, tools)
+    except Exception as e:  # noqa: BLE001
+      return "agent_error", f"{type(e).__name__}: {e}"
+    res.agent_prompt_tokens += reply.prompt_tokens
+    res.agent_completion_tokens += reply.completion_tokens
+    res.agent_cost_usd += reply.cost_usd
+    res.agent_latency_s += reply.latency_s
     res.steps += 1
-    if _user_stopped(reply.content):
-      return finish("user_stop")
+    if not reply.tool_calls:
+      res.messages.append({"role": "assistant", "content": reply.content})
+      if STOP in reply.content:
+        return "agent_stop", None
+      return ("max_steps", None) if res.steps >= max_steps else None
+    res.messages.append(_tool_calls_message(reply))
+    if res.steps >= max_steps:  # the cut comes before the calls run, as in tau2
+      return "max_steps", None
+    for call in reply.tool_calls:
+      await _run_call(call, env, extras, res)
+    res.steps += 1  # the results of one reply's calls come back as one step
+    if sum(c["error"] for c in res.tool_calls) > max_errors:
+      return "too_many_errors", None
     if res.steps >= max_steps:
-      return finish("max_steps")
-    # ---- agent turns until it talks to the user
-    while True:
-      try:
-        reply = await agent.respond(system, history, tools)
-      except Exception as e:  # noqa: BLE001
-        return finish("agent_error", f"{type(e).__name__}: {e}")
-      res.agent_prompt_tokens += reply.prompt_tokens
-      res.agent_completion_tokens += reply.completion_tokens
-      res.agent_cost_usd += reply.cost_usd
-      res.agent_latency_s += reply.latency_s
-      res.steps += 1
-      if not reply.tool_calls:
-        history.append({"role": "assistant", "content": reply.content})
-        if STOP in reply.content:
-          return finish("agent_stop")
-        if res.steps >= max_steps:
-          return finish("max_steps")
-        break
-      history.append(_tool_calls_message(reply))
-      if res.steps >= max_steps:  # the cut comes before the calls run, as in tau2
-        return finish("max_steps")
-      for call in reply.tool_calls:
-        errors += await _run_call(call, env, extras, res)
-      res.steps += 1  # the results of one reply's calls come back as one step
-      if errors > max_errors:
-        return finish("too_many_errors")
-      if res.steps >= max_steps:
-        return finish("max_steps")
+      return "max_steps", None
