@@ -49,6 +49,12 @@ def _leading_padding(mask_KL: np.ndarray) -> int:
   return int(np.argmax(used_L)) if used_L.any() else 0
 
 
+def _token_columns(max_tokens: int) -> int:
+  """N, the decode state's token columns for rows of up to `max_tokens`: a multiple of 16,
+  so few programs compile."""
+  return -(-max_tokens // 16) * 16
+
+
 class SlotBatch:
   """Continuous batching over `rows` slots of one model version and sampling setting.
 
@@ -110,7 +116,7 @@ class SlotBatch:
     limits = limit_K[:count]
     fresh = not self.live
     if fresh:
-      width = -(-int(limits.max()) // 16) * 16
+      width = _token_columns(int(limits.max()))
       limit_K[count:] = 1                              # fillers: done at their first token
     else:
       self._make_room(count, length + int(limits.max()), int(limits.max()), length)
@@ -194,7 +200,7 @@ class SlotBatch:
     """Grows B, S and N as the admitted rows need, then places the write index at or past
     `length` (their prefilled slots) and every live span."""
     rows = min(self.max_rows, next_pow2(self.live + new_rows))
-    slots, width = bucket_length(span, self.bucket), -(-width // 16) * 16
+    slots, width = bucket_length(span, self.bucket), _token_columns(width)
     b, s = self.state.cache.mask_BS.shape
     self._resize(max(b, rows), max(s, slots), max(self.state.tokens_BN.shape[1], width))
     self._arrange(max(length, self._longest_span()))
