@@ -1,16 +1,20 @@
-"""Zero-copy reading of a safetensors file: each tensor a read-only view of the mapped file.
+"""Zero-copy reading of a safetensors file (each tensor a read-only view of the mapped file),
+and streaming writing of one (each tensor's bytes written as it is produced).
 
 The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 length N, N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]},
 "__metadata__": {...}}, then the tensors' bytes, offsets relative to the end of the header.
 `safetensors.safe_open(...).get_tensor` copies every tensor out of the file; loading
 converts the layout anyway (HF [out, in] -> ours), so a view here makes that conversion
-the one copy a tensor costs.
+the one copy a tensor costs. `safetensors.numpy.save_file` needs every tensor in memory at
+once and copies each into `bytes` before writing; `write_safetensors` takes them one at a
+time, straight from the array's buffer.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -61,3 +65,31 @@ class SafetensorsView:
       raise ValueError(f"{self._path}: {name}'s offsets [{begin}, {end}) do not fit its "
                        f"shape {shape} and dtype {entry['dtype']} inside the file")
     return self._body[begin:end].view(dtype).reshape(shape)
+
+
+def write_safetensors(path: str, specs: Sequence[tuple[str, tuple[int, ...], np.dtype]],
+                      arrays: Iterable[np.ndarray], metadata: dict[str, str] | None = None):
+  """Writes a safetensors file of the tensors `specs` (name, shape, dtype) announces, their
+  bytes taken from `arrays` in the same order, one at a time (none is copied or kept).
+
+  The header is padded with spaces to a multiple of 8 bytes, as the reference writer does,
+  so every tensor starts aligned. Raises ValueError when an array does not match its spec.
+  """
+  names = {np.dtype(v): k for k, v in DTYPES.items()}
+  header, offset = {}, 0
+  for name, shape, dtype in specs:
+    size = np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
+    header[name] = {"dtype": names[np.dtype(dtype)], "shape": list(shape),
+                    "data_offsets": [offset, offset + size]}
+    offset += size
+  if metadata:
+    header["__metadata__"] = metadata
+  text = json.dumps(header, separators=(",", ":")).encode()
+  text += b" " * (-len(text) % 8)
+  with open(path, "wb") as f:
+    f.write(len(text).to_bytes(8, "little") + text)
+    for (name, shape, dtype), array in zip(specs, arrays, strict=True):
+      if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ValueError(f"{path}: {name} is {array.dtype}{list(array.shape)}, its header "
+                         f"says {np.dtype(dtype)}{list(shape)}")
+      f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
