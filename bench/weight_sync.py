@@ -93,4 +93,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from orchestra.host_memory import reexec_with_host_allocator
+  reexec_with_host_allocator()      # first: the trainer that exports runs with this allocator
   app.run(main)

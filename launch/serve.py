@@ -68,6 +68,7 @@ def main(argv):
   engine = JaxEngine(model, max_batch_size=FLAGS.max_batch_size, max_wait_s=FLAGS.batch_wait_s,
                      max_gather_s=FLAGS.max_batch_wait_s, pad_id=pad,
                      prefix_cache_mb=FLAGS.prefix_cache_mb)
+  del model                         # the engine's: freed at the first reload, not kept here
   api_key = None
   if FLAGS.api_key_env:
     api_key = os.environ.get(FLAGS.api_key_env)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import random
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from flax import nnx
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, prefix_keys_values
 from orchestra.engines.slot_batch import EndedRow, SlotBatch
+from orchestra.host_memory import release_free_memory
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix, distinct_rows
 from orchestra.shapes import bucket_length, next_pow2
@@ -48,7 +50,11 @@ def _param_shapes(model: CausalLM) -> dict[str, tuple[tuple[int, ...], Any]]:
 
 
 def _check_same_shapes(served: CausalLM, new: CausalLM) -> None:
-  """Raises ValueError unless `new` has exactly the parameters (names and shapes) of `served`."""
+  """Raises ValueError unless `new` has exactly the parameters (names and shapes) of `served`.
+  The same config builds the same parameters: only models of different configs are compared
+  parameter by parameter (a rollout server reloads the same config every step)."""
+  if served.config == new.config:
+    return
   old_shapes, new_shapes = _param_shapes(served), _param_shapes(new)
   shape = lambda shapes, name: str(shapes[name][0]) if name in shapes else "no such parameter"
   for name in sorted(old_shapes.keys() | new_shapes.keys()):
@@ -130,9 +136,10 @@ class JaxEngine:
     weights it replaces). A model or folder whose parameter shapes differ from
     the served model's is refused with a ValueError naming the first mismatch.
     """
-    if isinstance(source, (str, os.PathLike)):
+    loaded = isinstance(source, (str, os.PathLike))
+    if loaded:
       from orchestra.checkpoint.hf import load_hf
-      dtype = str(next(iter(_param_shapes(self.model).values()))[1])   # keep the served dtype
+      dtype = str(self.model.model.embed[...].dtype)                   # keep the served dtype
       source = await asyncio.to_thread(load_hf, source, dtype)
     if isinstance(source, CausalLM):
       _check_same_shapes(self.model, source)
@@ -144,6 +151,9 @@ class JaxEngine:
     self.weight_version = int(version)
     if self.prefix_cache is not None:
       self.prefix_cache.clear()
+    if loaded:      # the old weights go back to the system now (unless rows still use them):
+      gc.collect()  # in a server, cycles held a replaced model until the cyclic GC ran
+      release_free_memory()
 
   async def _run(self):
     while self._pending or (self._batch is not None and self._batch.live):
