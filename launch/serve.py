@@ -12,6 +12,7 @@ only with VLLM_SERVER_DEV_MODE=1 in the environment, and --api_key_env guards /v
 like vLLM's --api-key. --strict refuses request fields vLLM does not know (tests).
 """
 
+import gc
 import os
 import socket
 
@@ -55,6 +56,9 @@ def main(argv):
     compilation_cache.enable(FLAGS.compilation_cache)
   except OSError as e:
     raise app.UsageError(str(e)) from None
+  # The modules imported so far are never garbage: kept out of the collection each weight
+  # reload runs (JaxEngine.update_weights), a tiny model's reload takes 14 ms, not 71.
+  gc.freeze()
   try:
     model = load_hf(FLAGS.model_dir, dtype=FLAGS.dtype)
     tokenizer = load_tokenizer(FLAGS.model_dir)

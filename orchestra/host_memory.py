@@ -36,7 +36,6 @@ does not (it builds its own).
 
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
 import os
 import sys
@@ -81,20 +80,6 @@ def reexec_with_host_allocator() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
-
-
-def release_free_memory() -> None:
-  """Returns the memory this process has freed to the system now, not when the allocator
-  would. mimalloc keeps freed pages for `MIMALLOC_PURGE_DELAY` (10 s) to reuse them, which a
-  step's scratch buffers want; a rollout server that swaps in new weights frees a whole model
-  at once, and without this kept a second copy resident between reloads (a 250 MB model's
-  `launch/serve.py`: +247 MiB after six reloads; with it, +4-9 MiB).
-  `mi_collect(force)` under mimalloc, `malloc_trim(0)` under glibc."""
-  process = ctypes.CDLL(None)
-  if hasattr(process, "mi_collect"):
-    process.mi_collect(ctypes.c_bool(True))
-  elif hasattr(process, "malloc_trim"):
-    process.malloc_trim(ctypes.c_size_t(0))
 
 
 def mimalloc_library() -> str | None:

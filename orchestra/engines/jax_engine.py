@@ -37,7 +37,6 @@ from flax import nnx
 from orchestra.engines.base import Completion, EngineError, SamplingParams
 from orchestra.engines.prefix_cache import CachedSequence, PrefixCache, prefix_keys_values
 from orchestra.engines.slot_batch import EndedRow, SlotBatch
-from orchestra.host_memory import release_free_memory
 from orchestra.models.decoder import CausalLM
 from orchestra.models.decoding import CachedPrefix, distinct_rows
 from orchestra.shapes import bucket_length, next_pow2
@@ -151,9 +150,8 @@ class JaxEngine:
     self.weight_version = int(version)
     if self.prefix_cache is not None:
       self.prefix_cache.clear()
-    if loaded:      # the old weights go back to the system now (unless rows still use them):
-      gc.collect()  # in a server, cycles held a replaced model until the cyclic GC ran
-      release_free_memory()
+    if loaded:      # free the old weights now (unless rows still use them): each nnx Param
+      gc.collect()  # sits in a reference cycle, so only the cyclic GC frees their arrays
 
   async def _run(self):
     while self._pending or (self._batch is not None and self._batch.live):
