@@ -383,6 +383,14 @@ def _hf_tensor(w: jax.Array, layout: Layout, dtype) -> jax.Array:
   return layout.to_hf(w).astype(dtype)
 
 
+def _exported(value, layout: Layout, np_dtype) -> np.ndarray:
+  """One parameter on the host in its HF layout and dtype, converted where it lives; a host
+  array (a multi-process run's gathered policy) on the CPU backend, never an accelerator."""
+  if not isinstance(value, jax.Array):
+    value = jax.device_put(value, jax.devices("cpu")[0])
+  return np.asarray(jax.device_get(_hf_tensor(value, layout, np_dtype)))
+
+
 def _write_weights(flat, entries: list[TensorMap], np_dtype, out_dir: str, max_shard_bytes: int):
   """Writes safetensors files of at most `max_shard_bytes` (plus an index if > 1).
 
@@ -407,8 +415,7 @@ def _write_weights(flat, entries: list[TensorMap], np_dtype, out_dir: str, max_s
   written: list[tuple[str, list[str]]] = []   # (temporary file name, tensor names)
   for i, shard in enumerate(shards):
     name = f"part-{i:05d}.safetensors"
-    arrays = (np.asarray(jax.device_get(_hf_tensor(flat[t.path][...], t.layout, np_dtype)))
-              for t, _ in shard)
+    arrays = (_exported(flat[t.path][...], t.layout, np_dtype) for t, _ in shard)
     write_safetensors(os.path.join(out_dir, name),
                       [(t.hf_name, shape, np_dtype) for t, shape in shard], arrays,
                       metadata={"format": "pt"})

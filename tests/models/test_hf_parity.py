@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,6 +89,22 @@ def test_import_of_export_is_bit_identical(family, tmp_path):
   assert a.keys() == b.keys()
   for key in a:
     assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_policy_in_host_memory_exports_the_same_files(tmp_path, dtype):
+  """A multi-process run exports the gathered policy from numpy arrays (`rollout_policy`
+  with on_device=False): the same bytes as an export from device arrays."""
+  path = tmp_path / "src"
+  make_hf_model("qwen3", path)
+  model = load_hf(path)
+  graphdef, state = nnx.split(model)
+  on_host = nnx.merge(graphdef, jax.tree.map(np.asarray, state))
+  assert isinstance(on_host.model.embed[...], np.ndarray)
+  files = [os.path.join(save_hf(m, tmp_path / name, dtype=dtype), "model.safetensors")
+           for m, name in ((model, "from_device"), (on_host, "from_host"))]
+  with open(files[0], "rb") as a, open(files[1], "rb") as b:
+    assert a.read() == b.read()
 
 
 def test_sharded_safetensors_with_index_round_trip(tmp_path):
