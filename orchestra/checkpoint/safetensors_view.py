@@ -70,10 +70,12 @@ class SafetensorsView:
 def write_safetensors(path: str, specs: Sequence[tuple[str, tuple[int, ...], np.dtype]],
                       arrays: Iterable[np.ndarray], metadata: dict[str, str] | None = None):
   """Writes a safetensors file of the tensors `specs` (name, shape, dtype) announces, their
-  bytes taken from `arrays` in the same order, one at a time (none is copied or kept).
+  bytes taken from `arrays` in the same order, one at a time: none is kept, and only a
+  non-contiguous one is copied (to C order) before it is written.
 
   The header is padded with spaces to a multiple of 8 bytes, as the reference writer does,
-  so every tensor starts aligned. Raises ValueError when an array does not match its spec.
+  so every tensor starts aligned. Raises ValueError when an array does not match its spec
+  or the counts differ.
   """
   names = {np.dtype(v): k for k, v in DTYPES.items()}
   header, offset = {}, 0
