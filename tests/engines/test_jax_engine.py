@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from reference_logprobs import forward_logprobs
 
-from orchestra.checkpoint import save_hf
+from orchestra.checkpoint import load_hf, save_hf
 from orchestra.engines import JaxEngine, SamplingParams
 from orchestra.models import CausalLM, DecoderConfig
 
@@ -138,22 +138,51 @@ def test_requests_that_trickle_in_are_gathered_into_one_batch(monkeypatch):
 
 
 def test_a_reload_from_a_folder_frees_the_old_parameters_at_once(tmp_path):
-  """Each nnx Param sits in a reference cycle: without a collection at the swap, a rollout
-  server kept every replaced model's arrays until Python's cyclic GC happened to run (a 630M
-  model's `launch/serve.py` grew from 2.7 to 10.4 GB over four reloads). Weak references to
-  the old arrays tell when they are freed."""
+  """Each nnx Param sits in a reference cycle: without help, a rollout server kept every
+  replaced model's arrays until Python's cyclic GC happened to run (a 630M model's
+  `launch/serve.py` grew from 2.7 to 10.4 GB over four reloads). The caller's model goes at
+  the first reload (a weak reference tells); the engine's own loaded weights are deleted."""
   folder = str(save_hf(CausalLM(CFG, rngs=nnx.Rngs(3)), tmp_path / "export"))
   engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)))
+  greedy = SamplingParams(max_tokens=4, temperature=0)
 
   async def reload_three_times():             # one event loop, as in a server
-    olds = []
-    for version in (1, 2, 3):
-      olds.append(weakref.ref(engine.model.model.embed[...]))
+    callers = weakref.ref(engine.model.model.embed[...])
+    await engine.update_weights(folder, version=1)
+    loaded = []
+    for version in (2, 3):
+      loaded.append(engine.model.model.embed[...])
       await engine.update_weights(folder, version=version)
-    return [old() is None for old in olds]
+    out = await engine.generate([1, 2, 3], greedy)
+    return callers() is None, [a.is_deleted() for a in loaded], out.weight_version
 
   gc.disable()                               # only the engine's own collection may run
   try:
-    assert asyncio.run(reload_three_times()) == [True, True, True]
+    assert asyncio.run(reload_three_times()) == (True, [True, True], 3)
   finally:
     gc.enable()
+
+
+def test_weights_replaced_during_a_row_are_deleted_once_the_row_ends(tmp_path):
+  a = str(save_hf(CausalLM(CFG, rngs=nnx.Rngs(3)), tmp_path / "a"))
+  b = str(save_hf(CausalLM(CFG, rngs=nnx.Rngs(4)), tmp_path / "b"))
+  engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)), prompt_bucket=16, chunk_steps=2)
+  prompt, sampling = [3, 4, 5, 6], SamplingParams(max_tokens=40, temperature=0)
+
+  async def main():
+    await engine.update_weights(a, version=1)
+    on_a = engine.model.model.embed[...]
+    running = asyncio.ensure_future(engine.generate(prompt, sampling))
+    while engine._batch is None or not engine._batch.live:
+      await asyncio.sleep(0.001)
+    await engine.update_weights(b, version=2)
+    deleted_mid_row = on_a.is_deleted()
+    before = await running
+    await asyncio.wait_for(engine._worker, 60)
+    return before, deleted_mid_row, on_a.is_deleted()
+
+  before, deleted_mid_row, deleted_after = asyncio.run(main())
+  reference = asyncio.run(JaxEngine(load_hf(a, "float32")).generate(prompt, sampling))
+  assert before.weight_version == 1
+  assert before.token_ids == reference.token_ids
+  assert (deleted_mid_row, deleted_after) == (False, True)
