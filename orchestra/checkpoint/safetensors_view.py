@@ -75,11 +75,14 @@ def write_safetensors(path: str, specs: Sequence[tuple[str, tuple[int, ...], np.
 
   The header is padded with spaces to a multiple of 8 bytes, as the reference writer does,
   so every tensor starts aligned. Raises ValueError when an array does not match its spec
-  or the counts differ.
+  or the counts differ, or a dtype safetensors cannot hold (a `DTYPES` value).
   """
   names = {np.dtype(v): k for k, v in DTYPES.items()}
   header, offset = {}, 0
   for name, shape, dtype in specs:
+    if np.dtype(dtype) not in names:
+      raise ValueError(f"{path}: {name} has dtype {np.dtype(dtype)}; safetensors here holds "
+                       f"{sorted(str(np.dtype(v)) for v in DTYPES.values())}")
     size = np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
     header[name] = {"dtype": names[np.dtype(dtype)], "shape": list(shape),
                     "data_offsets": [offset, offset + size]}

@@ -78,6 +78,8 @@ def test_the_streaming_writer_refuses_an_array_that_is_not_its_spec(tmp_path):
   with pytest.raises(ValueError):                           # fewer arrays than specs
     write_safetensors(path, [("w", (2,), np.float32), ("v", (2,), np.float32)],
                       [np.zeros(2, np.float32)])
+  with pytest.raises(ValueError, match="w has dtype complex64"):
+    write_safetensors(path, [("w", (2,), np.complex64)], [np.zeros(2, np.complex64)])
 
 
 @pytest.mark.parametrize("bias", [False, True])
