@@ -172,9 +172,11 @@ class JaxEngine:
     """Deletes the parameter arrays of replaced models the engine loaded itself, once no
     batch can still be sampling from them."""
     if self._batch is None:
+      served = {id(p[...]) for _, p in nnx.to_flat_state(nnx.state(self.model, nnx.Param))}
       for model in self._retired:
         for _, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-          param[...].delete()
+          if id(param[...]) not in served:    # (an update may hand back the same arrays)
+            param[...].delete()
       self._retired.clear()
 
   async def _run(self):
@@ -184,6 +186,8 @@ class JaxEngine:
       cancelled = self._cancelled_slots()
       admitted = self._take_admissions(freed=len(cancelled))
       batch = self._batch
+      if batch is None:                 # every waiting request was cancelled meanwhile
+        continue
       try:
         ended = await asyncio.to_thread(self._step, batch, admitted, cancelled)
       except Exception as e:  # noqa: BLE001 - every waiting request learns why

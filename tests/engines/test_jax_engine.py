@@ -186,3 +186,34 @@ def test_weights_replaced_during_a_row_are_deleted_once_the_row_ends(tmp_path):
   assert before.weight_version == 1
   assert before.token_ids == reference.token_ids
   assert (deleted_mid_row, deleted_after) == (False, True)
+
+
+def test_an_update_that_hands_back_the_served_arrays_keeps_them(tmp_path):
+  """After a folder reload the engine owns its weights and deletes them when replaced, but
+  not when the update is those same arrays (re-tagging the served weights)."""
+  folder = str(save_hf(CausalLM(CFG, rngs=nnx.Rngs(3)), tmp_path / "export"))
+  engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)))
+  greedy = SamplingParams(max_tokens=4, temperature=0)
+
+  async def main():
+    await engine.update_weights(folder, version=1)
+    before = await engine.generate([1, 2, 3], greedy)
+    await engine.update_weights(nnx.state(engine.model, nnx.Param), version=2)
+    await engine.update_weights(engine.model, version=3)
+    return before, await engine.generate([1, 2, 3], greedy)
+
+  before, after = asyncio.run(main())
+  assert (after.token_ids, after.weight_version) == (before.token_ids, 3)
+
+
+def test_a_request_cancelled_while_the_worker_gathers_leaves_it_clean():
+  engine = JaxEngine(CausalLM(CFG, rngs=nnx.Rngs(0)), max_wait_s=0.05, max_gather_s=0.2)
+
+  async def main():
+    request = asyncio.ensure_future(engine.generate([1, 2, 3], SamplingParams(max_tokens=4)))
+    await asyncio.sleep(0.01)                        # the worker is gathering a batch
+    request.cancel()
+    await asyncio.wait_for(asyncio.wait([engine._worker]), 30)
+    return engine._worker.exception()
+
+  assert asyncio.run(main()) is None
