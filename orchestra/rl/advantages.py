@@ -16,11 +16,12 @@ def group_advantages(rewards, eps: float = 1e-6, clip: float | None = 3.0,
       A_i = clip((R_i - mean(R)) / (std(R) + eps), -clip, clip)
 
   with the sample standard deviation (ddof=1). `scale_by_std=False` gives
-  A_i = R_i - mean(R) (Dr.GRPO, Liu et al. 2025). A group of one has A = 0.
+  A_i = R_i - mean(R) (Dr.GRPO, Liu et al. 2025). A group of one, or of equal rewards,
+  has A = 0 exactly.
   """
   rewards = jnp.asarray(rewards, jnp.float32)
   n = rewards.shape[0]
-  centred = rewards - rewards.mean()
+  centred = _centred(rewards)
   if scale_by_std:
     std = jnp.sqrt((centred ** 2).sum() / max(n - 1, 1))
     centred = centred / (std + eps)
@@ -32,13 +33,19 @@ def rloo_advantages(rewards) -> jax.Array:
 
       A_i = R_i - mean_{j != i} R_j = n / (n - 1) * (R_i - mean(R)),
 
-  and 0 for a group of one.
+  and 0 for a group of one or of equal rewards.
   """
   rewards = jnp.asarray(rewards, jnp.float32)
   n = rewards.shape[0]
   if n < 2:
     return jnp.zeros_like(rewards)
-  return n / (n - 1) * (rewards - rewards.mean())
+  return n / (n - 1) * _centred(rewards)
+
+
+def _centred(rewards):
+  """R - mean(R), exactly 0 for equal rewards (a float32 mean of eight 0.2s is not 0.2, and
+  the z-score would divide that rounding by ~eps)."""
+  return jnp.where(rewards.max() > rewards.min(), rewards - rewards.mean(), 0.0)
 
 
 def gae(rewards_BT, values_BT, mask_BT, gamma: float = 1.0, lam: float = 1.0):

@@ -30,6 +30,9 @@ def test_group_advantages_clip_at_three():
 def test_group_advantages_degenerate_groups():
   np.testing.assert_array_equal(group_advantages([0.7]), [0.0])
   np.testing.assert_array_equal(group_advantages([0.5, 0.5, 0.5]), [0.0, 0.0, 0.0])
+  for reward in (0.2, 0.7, 1.7125):       # float32 means of these are not exact
+    np.testing.assert_array_equal(group_advantages(np.full(8, reward)), np.zeros(8))
+    np.testing.assert_array_equal(rloo_advantages(np.full(8, reward)), np.zeros(8))
 
 
 def test_rloo():
