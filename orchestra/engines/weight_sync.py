@@ -44,10 +44,14 @@ class InProcessSync:
 def export_policy(model: CausalLM, sync_dir: str, version: int, tokenizer_dir: str, dtype: str,
                   keep: int = 2) -> str:
   """Writes `sync_dir/step_<version>` (HF safetensors under a temporary name, then renamed:
-  a server never sees half a folder), removes exports older than the newest `keep`."""
+  a server never sees half a folder) and keeps it and the `keep - 1` newest before it.
+  Exports of later versions are removed: they are a killed run's, past the checkpoint this
+  run resumed from, and a restarted server must never load them."""
   path = os.path.join(sync_dir, f"step_{version}")
   save_hf(model, path, tokenizer_dir=tokenizer_dir, dtype=dtype)
-  for old in _export_steps(sync_dir)[:-keep]:
+  older = [s for s in _export_steps(sync_dir) if s < version]
+  stale = [s for s in _export_steps(sync_dir) if s > version] + older[:max(len(older) - keep + 1, 0)]
+  for old in stale:
     shutil.rmtree(os.path.join(sync_dir, f"step_{old}"), ignore_errors=True)
   return path
 

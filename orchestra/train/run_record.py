@@ -61,18 +61,11 @@ def _frozen(field: str) -> bool:
   return field.startswith(FROZEN_PREFIXES) and field not in MUTABLE_IN_FROZEN
 
 
-def record_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
-  """Writes `config.json` on a new run; on a relaunch checks and logs the changes.
-
-  Call after the config is validated. Returns the accepted changes ({} on a new run);
-  raises `RunRecordError` for changes to the model shape or the data.
-  """
+def check_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
+  """The changes from the folder's recorded config ({} on a new run), writing nothing;
+  raises `RunRecordError` for changes to the model shape or the data."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
     return {}
   with open(path) as f:
     recorded = json.load(f)
@@ -83,6 +76,24 @@ def record_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
     raise RunRecordError(f"{workdir} is a run of a different model or data ({listed}); "
                          "start a new --workdir, or relaunch with the recorded values "
                          f"(see {path})")
+  return changes
+
+
+def record_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
+  """Writes `config.json` on a new run; on a relaunch checks and logs the changes
+  (`check_config`).
+
+  Call once the config is validated and the run's setup built: a launch that fails
+  before that records nothing. Returns the accepted changes ({} on a new run).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  changes = check_config(config, workdir)
+  if not os.path.exists(path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)
+    return {}
   if changes:
     with open(os.path.join(workdir, OVERRIDES_FILE), "a") as f:
       f.write(json.dumps({"time": datetime.datetime.now().isoformat(timespec="seconds"),

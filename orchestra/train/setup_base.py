@@ -304,6 +304,9 @@ def run_tokenizer(setup, path: str):
     return load_tokenizer(path)
   init_from = setup.config.model.init_from
   if init_from:
+    if not os.path.isfile(os.path.join(init_from, "config.json")):
+      raise ConfigValueError(f"config.model.init_from={init_from!r}: not a Hugging Face model "
+                             "folder (no config.json there)")
     tokenizer = load_tokenizer(init_from)
     if not tokenizer.chat_template:
       raise ConfigValueError(f"config.model.init_from={init_from!r}: its tokenizer has no chat "

@@ -76,6 +76,17 @@ def test_a_rejected_launch_leaves_the_recorded_config_unchanged(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_first_launch_that_fails_its_setup_records_nothing(tmp_path):
+  """A mistake the setup catches (here a starting policy folder that does not exist) must
+  not become the run folder's record, or the corrected relaunch is refused as 'a different
+  model'."""
+  out = train(f"--config={CONFIG}", f"--workdir={tmp_path}", "--config.model.init_from=/no/qwen")
+  assert out.returncode != 0
+  assert "config.model.init_from='/no/qwen': not a Hugging Face model folder" in out.stderr
+  assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--config=configs/no_such.py"], "--config=configs/no_such.py: no such file"),
     (["--config.rl.totl_steps=3"], "config.rl.totl_steps: no such field; nearest valid: "
