@@ -130,30 +130,43 @@ class MetricsWriter:
   """
 
   def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
-    self.enabled = enabled
-    if not enabled:
-      return
-    from tensorboardX import SummaryWriter
+    self.enabled, self.workdir, self.resume_step = enabled, workdir, resume_step
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+
+  def _open(self):
+    """At the first write, so a resume that fails before any step keeps the rows: drops the
+    rows after the resumed step (and a torn last line), and opens TensorBoard purging them."""
+    from tensorboardX import SummaryWriter
     if os.path.exists(self.path):
       with open(self.path) as f:
         rows = [line for line in f if line.strip()]
-      kept = [line for line in rows if json.loads(line)["step"] <= resume_step]
+      kept = [line for line in rows if _row_step(line) <= self.resume_step]
       if len(kept) < len(rows):
         with open(self.path + ".tmp", "w") as f:
           f.writelines(kept)
         os.replace(self.path + ".tmp", self.path)
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self.tb = SummaryWriter(os.path.join(self.workdir, "tb"), purge_step=self.resume_step + 1)
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
       return
+    if self.tb is None:
+      self._open()
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": step, **metrics}) + "\n")
     for key, value in metrics.items():
       if isinstance(value, (int, float)):
         self.tb.add_scalar(key, value, step)
     self.tb.flush()
+
+
+def _row_step(line: str) -> float:
+  """A metrics row's step; infinity for a line a kill tore (dropped on resume)."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
 
 
 def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage: str,
@@ -193,9 +206,14 @@ def make_reference(setup, workdir: str, mesh: Mesh | None) -> Learner | None:
   if not config.rl.loss.kl_coef:
     return None
   if config.sft.steps > 0:
-    reference, _ = restore_policy(os.path.join(workdir, SFT_DIR), mesh=mesh,
-                                  compute_dtype=compute_dtype(config),
-                                  memory=memory_options(config))
+    sft_dir = os.path.join(workdir, SFT_DIR)
+    try:
+      reference, _ = restore_policy(sft_dir, mesh=mesh, compute_dtype=compute_dtype(config),
+                                    memory=memory_options(config))
+    except StepNotRestored as e:     # not a step of the main folder: falling back cannot help
+      raise CheckpointError(f"the KL reference (the SFT result in {sft_dir}) does not restore: "
+                            f"{e}. Retrain SFT in a new --workdir, or set "
+                            "config.rl.loss.kl_coef=0") from None
   else:
     reference = starting_policy(config, setup.model_config, mesh)
   return Learner(reference, optax.set_to_zero(), sft_loss_fn(), mesh=mesh)

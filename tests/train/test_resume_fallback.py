@@ -56,3 +56,33 @@ def test_resume_and_export_skip_a_damaged_newest_step(tmp_path):
     rows = [json.loads(line) for line in f]
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
   assert [r["stage"] for r in rows] == ["sft"] * 4 + ["rl"]
+
+
+def test_a_damaged_kl_reference_stops_the_resume_once_and_keeps_the_metrics(tmp_path):
+  """The KL reference lives in `sft/`, not among the main folder's steps: a damaged one is
+  one clear error (it used to retry forever), and a resume that fails before its first step
+  leaves `metrics.jsonl` as it was, a torn last line and all."""
+  workdir = str(tmp_path / "run")
+  out = run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT,
+            "--config.rl.total_steps=0")
+  assert out.returncode == 0, out.stderr[-3000:]
+  damage(os.path.join(workdir, "sft", "checkpoints", "4"))
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 5, "sta')                                  # a kill mid-write
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    before = f.read()
+
+  out = run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT,
+            "--config.rl.total_steps=1", "--config.rl.loss.kl_coef=0.1")
+  assert out.returncode != 0
+  assert "the KL reference (the SFT result in" in out.stderr, out.stderr[-3000:]
+  assert out.stderr.count("does not restore") <= 2, out.stderr[-3000:]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert f.read() == before
+
+  out = run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT,
+            "--config.rl.total_steps=1")                           # no reference needed
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]                      # the torn line is gone
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
