@@ -24,7 +24,12 @@ from orchestra.http_retry import RequestFailed, describe_error, post_with_retrie
 
 
 class ServerUnreachable(EngineError):
-  """A server that did not answer (connection refused or dropped after retries, a timeout)."""
+  """A server that did not answer (connection refused or dropped after retries, a timeout),
+  or said it cannot now (`UNAVAILABLE`): its requests move to another server."""
+
+
+# HTTP statuses that say "not now" about the server, not "no" about the request.
+UNAVAILABLE = (429, 502, 503, 504)
 
 
 class HTTPEngine:
@@ -137,6 +142,8 @@ class HTTPEngine:
       /reset_prefix_cache -> /update_weight_version {"new_version": "<version>"} -> /resume
 
     (vLLM 0.33's routes and payloads; they need VLLM_SERVER_DEV_MODE=1 on the server.)
+    A server whose sequence fails is resumed and marked down (no turns until the next
+    sync); the error is raised when every server failed.
     """
     if not isinstance(source, (str, os.PathLike)):
       raise TypeError("HTTP engines reload from an exported HF folder path; "
@@ -153,7 +160,17 @@ class HTTPEngine:
       finally:
         await self._post(url, "/resume")
 
-    await asyncio.gather(*(reload(u) for u in self.base_urls if u not in self.down))
+    # Every server finishes its sequence (and resumes) before anything is raised: an early
+    # raise let the caller close the session with other servers still paused.
+    targets = [u for u in self.base_urls if u not in self.down]
+    results = await asyncio.gather(*(reload(u) for u in targets), return_exceptions=True)
+    failed = [(u, r) for u, r in zip(targets, results) if isinstance(r, BaseException)]
+    for _, error in failed:
+      if not isinstance(error, Exception):
+        raise error
+    if failed and len(failed) == len(targets):
+      raise failed[0][1]
+    self.down.update(u for u, _ in failed)   # on its old weights: no turns until the next sync
     self.weight_version = int(version)
 
   async def _post(self, url: str, route: str, **kwargs):
@@ -168,9 +185,15 @@ class HTTPEngine:
                                          backoff_s=self.backoff_s, retry_status=(), **kwargs)
     except RequestFailed as e:
       raise ServerUnreachable(f"{url}{route}: server {e.reason}") from None
+    if response.status_code in UNAVAILABLE:
+      raise ServerUnreachable(f"{url}{route}: {describe_error(response, self._headers)}")
     if response.status_code >= 400:
       raise EngineError(f"{url}{route}: {describe_error(response, self._headers)}")
-    return response.json() if response.text else {}
+    try:
+      return response.json() if response.text else {}
+    except ValueError:
+      raise EngineError(f"{url}{route}: the answer is not JSON "
+                        f"({describe_error(response, self._headers)})") from None
 
   async def aclose(self):
     if self._client is not None:

@@ -163,19 +163,32 @@ class LocalServer:
       return "(no log)"
 
   def stop(self, grace_s: float = 10.0) -> None:
-    """SIGTERM to the server's process group, SIGKILL after `grace_s`; waits for the exit."""
-    if self.proc is None or self.proc.poll() is not None:
+    """SIGTERM to the server's process group, SIGKILL after `grace_s`, until no process of
+    the group is left: also when the server process itself has already exited (a worker
+    it started, such as vLLM's engine core, would otherwise keep running and hold its
+    accelerator)."""
+    if self.proc is None:
       return
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
       try:
         os.killpg(self.proc.pid, sig)
       except ProcessLookupError:
+        break                                   # the group is empty
+      if _group_ends(self.proc, wait_s):
         break
-      try:
-        self.proc.wait(wait_s)
-        break
-      except subprocess.TimeoutExpired:
-        continue
+
+
+def _group_ends(proc: subprocess.Popen, wait_s: float) -> bool:
+  """Whether every process of `proc`'s group (its id is `proc.pid`) exits within `wait_s`."""
+  deadline = time.monotonic() + wait_s
+  while time.monotonic() < deadline:
+    proc.poll()                                 # reaps the leader
+    try:
+      os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+      return True
+    time.sleep(0.05)
+  return False
 
 
 def _healthy(url: str) -> bool:

@@ -321,3 +321,63 @@ def test_a_failed_reload_still_resumes_the_server():
 
   paths, version = asyncio.run(main())
   assert paths == ["/pause?mode=wait", "/collective_rpc", "/resume"] and version == 0
+
+
+def test_a_server_that_is_unavailable_sends_its_turns_to_another(sleeps):
+  """503 says 'not now' about the server: its turns move on (it used to answer every turn
+  at once with an error, and least-busy routing kept picking it)."""
+  async def main():
+    async with FakeServer(errors={"/v1/completions": 503}) as bad, FakeServer() as good:
+      engine = HTTPEngine([bad.url, good.url], "m")
+      try:
+        outs = await asyncio.gather(*(engine.generate([1], GREEDY) for _ in range(8)))
+      finally:
+        await engine.aclose()
+      return outs, bad.completions, good.completions, engine.down, bad.url
+
+  outs, on_bad, on_good, down, bad_url = asyncio.run(main())
+  assert [o.token_ids for o in outs] == [[7, 8]] * 8
+  assert on_good == 8 and on_bad >= 1 and down == {bad_url}
+
+
+def test_an_answer_that_is_not_json_is_an_engine_error():
+  async def handle(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    body = b"<html>oops</html>"
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    writer.close()
+
+  async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    engine = HTTPEngine([f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"], "m")
+    try:
+      with pytest.raises(EngineError, match="the answer is not JSON .HTTP 200: <html>oops"):
+        await engine.generate([1], GREEDY)
+    finally:
+      await engine.aclose()
+      server.close()
+
+  asyncio.run(main())
+
+
+def test_a_reload_that_fails_on_one_server_resumes_all_and_benches_that_one():
+  """Every server goes through to /resume before anything is raised, the failed one is
+  left out of the next turns, and the sync only fails when every server failed."""
+  async def main():
+    async with FakeServer(errors={"/collective_rpc": 400}) as bad, FakeServer() as good:
+      engine = HTTPEngine([bad.url, good.url], "m")
+      try:
+        await engine.update_weights("/ckpt/step_2", version=2)
+        await engine.generate([1], GREEDY)
+      finally:
+        await engine.aclose()
+      return ([p for _, p, _ in bad.requests], [p for _, p, _ in good.requests], engine.down,
+              bad.url, engine.weight_version, good.completions)
+
+  bad_paths, good_paths, down, bad_url, version, on_good = asyncio.run(main())
+  assert bad_paths == ["/pause?mode=wait", "/collective_rpc", "/resume"]
+  assert good_paths == ["/pause?mode=wait", "/collective_rpc", "/reset_prefix_cache",
+                        "/update_weight_version", "/resume", "/v1/completions"]
+  assert down == {bad_url} and version == 2 and on_good == 1
