@@ -14,17 +14,26 @@ small child program (`sandbox_child.py`) sets up layers 2-4 and then
    written file (`max_file_mb`), no core dumps, 256 open files.
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only, a network namespace with no interface up, then a user
-   namespace, which drops all capabilities over the host (the mounts cannot be
-   undone; other processes' `/proc/<pid>/environ` and `mem` become
-   unreadable). As non-root: a user plus network namespace (file permissions
-   already stop writes). A step that fails (e.g. a container without
-   CAP_SYS_ADMIN, or user namespaces disabled) is skipped silently.
+   remounted read-only, a network namespace with no interface up; then the
+   child becomes uid/gid 65534 (nobody; the working directory is handed to it,
+   RLIMIT_NPROC 64), and enters a user namespace, which drops all capabilities
+   over the host (the mounts cannot be undone; other processes'
+   `/proc/<pid>/environ` and `mem` become unreadable). The drop to nobody is
+   what stops signals to root's processes (a user namespace keeps the kernel
+   uid 0, and `pidfd_send_signal` is not audited), writes to device nodes and
+   reads of root's files; it is skipped where nobody could not read the
+   standard library (a Python installed under /root, as on the development
+   machine) or reach the working directory. As non-root: a user plus network
+   namespace (file permissions already stop writes). A step that fails (e.g. a
+   container without CAP_SYS_ADMIN, or user namespaces disabled) is skipped
+   silently.
 4. An audit hook (`sys.addaudithook`; Python code cannot remove it) that raises
    `PermissionError("blocked: ...")` on: non-AF_UNIX sockets, connect, bind,
-   sendto and DNS look-ups; fork, exec, spawn, system and Popen (plus
-   `_posixsubprocess.fork_exec`, which CPython does not audit, so it is
-   replaced and its re-import refused); writes, deletes, renames, links,
+   sendto and DNS look-ups; fork, exec, spawn, system and Popen (plus what
+   CPython does not audit, replaced in the child: `_posixsubprocess.fork_exec`,
+   `os.pidfd_open`, `signal.pidfd_send_signal` and `os.memfd_create`, with any
+   new import of their modules, under any name, refused); setting a function's
+   `__code__`; writes, deletes, renames, links,
    chmods etc. whose real path (symlinks and `dir_fd`s resolved) is outside
    the working directory; opening another process's `/proc/<pid>/...`, also
    through a symlink or a magic link such as `/proc/<pid>/fd/N`; ctypes
@@ -33,23 +42,25 @@ small child program (`sandbox_child.py`) sets up layers 2-4 and then
    object enumeration; and signals to other processes.
 
 What is NOT protected:
-- Reads: the code can read any file its process can; as root without layer 3
-  that includes secrets such as `/root/.ssh` (in the user namespace it keeps
-  read access to root-owned files too, only CAP_DAC_OVERRIDE is gone).
-- Process count: RLIMIT_NPROC never binds uid 0, not even inside a user
-  namespace, and is not set because for non-root it counts all the user's
-  threads (a JAX trainer has many). Only the hook stops forks, and a process
+- Reads: the code can read any file its process can; where the child keeps
+  uid 0 (no drop to nobody, see layer 3) that includes secrets such as
+  `/root/.ssh`, and it can signal root's processes by uid match.
+- Process count: RLIMIT_NPROC never binds uid 0 and is set only after the drop
+  to nobody; for a non-root trainer it would count all the user's threads (a
+  JAX trainer has many). Otherwise only the hook stops forks, and a process
   that escaped it and called `setsid` would also escape the timeout's kill.
 - The audit hook is a tripwire against mistakes, not a security boundary (PEP
   578 says so): its checks are Python code that deliberate code can subvert
-  (walking frames to the child program's globals, monkeypatching the stdlib
-  functions `os.path.realpath` relies on), and CPython's `open` event does not
+  (walking frames to the child program's globals, rebinding a closure cell of
+  its checks, monkeypatching the stdlib functions `os.path.realpath` relies
+  on), and CPython's `open` event does not
   report `dir_fd`, so `os.open(name, flags, dir_fd=fd)` evades its write check.
   Against such code only layers 2 and 3 hold, and layer 3 is not available
   everywhere. Filesystem Unix sockets (e.g. Docker's) are reachable across
   network namespaces and are refused only by the hook's `connect` check.
-- Total disk use (only each file's size is capped) and CPU/memory/time within
-  the limits. For hostile code use a VM, gVisor or nsjail instead.
+- Total disk use (only each file's size is capped), memory in other forms than
+  the address space, and CPU/memory/time within the limits; no cgroup or
+  seccomp filter. For hostile code use a VM, gVisor or nsjail instead.
 """
 
 from __future__ import annotations
@@ -58,7 +69,9 @@ import asyncio
 import dataclasses
 import math
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +86,15 @@ _READ_CHUNK = 1 << 16
 # The child program: a real file, run as `python -I -B -u CHILD_PROGRAM WORKDIR CPU_S MEMORY
 # FILE_BYTES` with the user code on stdin (see sandbox_child.py).
 CHILD_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
+
+
+def _remove_tree(path: str) -> None:
+  """Deletes a finished call's working directory, however deep the code nested folders in it
+  (`shutil.rmtree` recurses: 1,500 levels raised RecursionError and left the folder)."""
+  try:
+    shutil.rmtree(path, ignore_errors=True)
+  except RecursionError:
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False)
 
 
 def _sandbox_env(workdir: str) -> dict[str, str]:
@@ -199,8 +221,11 @@ class CodeInterpreter(Tool):
 
   async def run(self, args: dict[str, Any]) -> ToolResult:
     """Runs `args["code"]` in a fresh temporary directory and reports how it went."""
-    with tempfile.TemporaryDirectory(prefix="orchestra_code_", ignore_cleanup_errors=True) as tmp:
-      outcome = await self._execute(args["code"], os.path.realpath(tmp))
+    workdir = os.path.realpath(tempfile.mkdtemp(prefix="orchestra_code_"))
+    try:
+      outcome = await self._execute(args["code"], workdir)
+    finally:
+      await asyncio.to_thread(_remove_tree, workdir)
     status, error = self._diagnose(outcome)
     text = f"{status}\nstdout:\n{outcome.stdout or '(empty)'}"
     if outcome.stderr:

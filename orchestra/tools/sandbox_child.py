@@ -14,6 +14,8 @@ MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
                     | os.ST_NODIRATIME | os.ST_RELATIME)
 MAX_OPEN_FILES = 256
+NOBODY = 65534                  # the unprivileged uid/gid a root-started child runs as
+MAX_TASKS = 64                  # RLIMIT_NPROC once unprivileged (counts the uid's threads)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 PROCESS_EVENTS = frozenset({"os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
                             "os.system", "subprocess.Popen"})
@@ -23,6 +25,7 @@ NETWORK_EVENTS = frozenset({"socket.bind", "socket.connect", "socket.sendmsg", "
 HARMLESS_CTYPES_EVENTS = frozenset({"ctypes.addressof", "ctypes.create_string_buffer",
                                     "ctypes.create_unicode_buffer", "ctypes.get_errno",
                                     "ctypes.set_errno"})
+UNAUDITED_MODULES = ("_posixsubprocess", "posix", "_signal")
 TAMPER_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
 # event -> (index of a path argument, index of the dir_fd it is relative to, or None), ...
 PATH_EVENTS = {
@@ -50,9 +53,40 @@ def isolate(workdir):
   libc = ctypes.CDLL(None, use_errno=True)
   if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) == 0:   # needs CAP_SYS_ADMIN, i.e. root
     read_only_except(libc, workdir)
+    drop_root(workdir)
     libc.unshare(CLONE_NEWUSER)   # no capabilities over the host from here on
   else:
+    drop_root(workdir)
     libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
+
+
+def drop_root(workdir):
+  """As root: hands `workdir` to `NOBODY` and becomes it, for good (real, effective and
+  saved ids, no groups). A user namespace alone keeps the kernel uid 0, with which the
+  child could signal every root process (`pidfd_send_signal` is not audited) and write
+  device nodes; as nobody it can do neither, nor read root's files. Then caps the tasks
+  nobody may run (`MAX_TASKS`: a fork bomb's ceiling). Nothing is dropped when not root, or
+  when nobody could not reach the working directory or read the standard library (a
+  folder on the way closed to others, as for a Python installed under /root)."""
+  stdlib = os.path.dirname(os.__file__)
+  if (os.geteuid() != 0 or not others_can_enter(os.path.dirname(workdir))
+      or not others_can_enter(stdlib)):
+    return
+  os.chown(workdir, NOBODY, NOBODY)
+  os.setgroups([])
+  os.setresgid(NOBODY, NOBODY, NOBODY)
+  os.setresuid(NOBODY, NOBODY, NOBODY)
+  resource.setrlimit(resource.RLIMIT_NPROC, (MAX_TASKS, MAX_TASKS))
+
+
+def others_can_enter(folder):
+  """Whether `folder` and every folder above it let other users through (o+x)."""
+  while True:
+    if not os.stat(folder).st_mode & 0o001:
+      return False
+    if folder == os.path.dirname(folder):
+      return True
+    folder = os.path.dirname(folder)
 
 
 def read_only_except(libc, workdir):
@@ -81,12 +115,23 @@ def mount_points():
           for field in fields]
 
 
-def refuse_fork_exec():
-  """CPython does not audit `_posixsubprocess.fork_exec`: replace it (re-import is blocked)."""
-  import _posixsubprocess
-  def refuse(*args):
-    raise PermissionError("blocked: creating processes is not allowed")
-  _posixsubprocess.fork_exec = subprocess._fork_exec = refuse
+def refuse_unaudited_calls():
+  """Replaces what CPython does not audit: `_posixsubprocess.fork_exec` (its re-import, under
+  any name, is refused by the hook), the pidfd calls that signal any process the uid may
+  signal, and `memfd_create`, whose unmapped pages escape RLIMIT_AS."""
+  import _posixsubprocess, _signal, posix
+  def refusing(what):
+    def refuse(*args, **kwargs):
+      raise PermissionError(f"blocked: {what} is not allowed")
+    return refuse
+  _posixsubprocess.fork_exec = subprocess._fork_exec = refusing("creating processes")
+  for module in (os, posix):
+    for name in ("pidfd_open", "memfd_create"):
+      if hasattr(module, name):
+        setattr(module, name, refusing(f"os.{name}"))
+  for module in (signal, _signal):
+    if hasattr(module, "pidfd_send_signal"):
+      module.pidfd_send_signal = refusing("signalling other processes")
 
 
 def install_audit_hook(workdir):
@@ -167,6 +212,13 @@ def install_audit_hook(workdir):
         return f"changing files outside the working directory is not allowed: {args[path_index]}"
     return None
 
+  def unaudited_module(name, filename):
+    """Whether an import (under any name, from any copy) loads a module whose calls the
+    audit misses (`UNAUDITED_MODULES`: replaced in the loaded instance only)."""
+    base = fsdecode(filename).rsplit("/", 1)[-1] if isinstance(filename, (str, bytes)) else ""
+    return any(str(name).rsplit(".", 1)[-1] == m or base.startswith(m + ".")
+               for m in UNAUDITED_MODULES)
+
   def python_library(name):
     """Whether `name` is a shared library inside the Python installation (torch loads some)."""
     return isinstance(name, str) and name.startswith("/") and realpath(name).startswith(python_dirs)
@@ -179,8 +231,10 @@ def install_audit_hook(workdir):
       return check_paths(event, args)
     if event in NETWORK_EVENTS or (event == "socket.__new__" and args[1] != 1):   # 1: AF_UNIX
       return "network access is not allowed"
-    if event in PROCESS_EVENTS or (event == "import" and args[0] == "_posixsubprocess"):
+    if event in PROCESS_EVENTS or (event == "import" and unaudited_module(*args[:2])):
       return "creating processes is not allowed"
+    if event == "object.__setattr__" and args[1] == "__code__":
+      return "replacing a function's code is not allowed"
     if (event.startswith("ctypes.") and event not in HARMLESS_CTYPES_EVENTS
         and not (event == "ctypes.dlopen" and python_library(args[0]))):
       return "ctypes is not allowed"
@@ -224,7 +278,7 @@ def main():
   source = sys.stdin.buffer.read().decode()
   set_limits(cpu_s, memory_bytes, file_bytes)
   isolate(workdir)
-  refuse_fork_exec()
+  refuse_unaudited_calls()
   sys.path.insert(0, workdir)
   install_audit_hook(workdir)
   sys.exit(run_user_code(source))

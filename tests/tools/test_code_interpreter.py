@@ -18,7 +18,7 @@ from orchestra.tools.code_interpreter import CodeInterpreter
 # The child program's steps that set up one layer each (see the module docstring).
 KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts, no network, ...
 HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
-FORK_GUARD = "refuse_fork_exec()"                 # _posixsubprocess.fork_exec replaced
+FORK_GUARD = "refuse_unaudited_calls()"           # fork_exec, pidfd, memfd replaced
 
 
 def run(code, **options):
@@ -182,16 +182,19 @@ def test_writing_outside_the_working_directory_is_blocked(where, tmp_path):
   assert not os.path.exists(target)
 
 
-def test_write_check_evasion_is_stopped_by_the_read_only_mounts(tmp_path):
-  """`os.open(..., dir_fd=)` slips past the audit hook; the kernel layer must stop it."""
+def test_write_check_evasion_is_stopped_by_the_read_only_mounts():
+  """`os.open(..., dir_fd=)` slips past the audit hook; the kernel layer must stop it, even
+  in a folder anyone may write (file permissions would stop it in most others)."""
   probe = run("import os\nprint(bool(os.statvfs('/').f_flag & os.ST_RDONLY))")
   if "True" not in probe.text:
     pytest.skip("no mount namespace on this machine: only the audit hook guards writes")
-  code = (f"import os\nfd = os.open({str(tmp_path)!r}, os.O_RDONLY)\n"
-          f"os.open('escape.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd)")
-  result = run(code)
-  assert "Read-only file system" in (result.error or "")
-  assert not (tmp_path / "escape.txt").exists()
+  with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+    os.chmod(folder, 0o777)
+    code = (f"import os\nfd = os.open({folder!r}, os.O_RDONLY)\n"
+            f"os.open('escape.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd)")
+    result = run(code)
+    assert "Read-only file system" in (result.error or "")
+    assert not os.path.exists(os.path.join(folder, "escape.txt"))
 
 
 def test_deleting_outside_the_working_directory_is_blocked(tmp_path):
@@ -409,3 +412,64 @@ def test_unix_socket_connect_is_refused(tmp_path, where):
     listener.setblocking(False)
     with pytest.raises(BlockingIOError):
       listener.accept()
+
+
+@pytest.fixture
+def bystander():
+  """A process outside the sandbox, with the trainer's uid (a rollout server, say)."""
+  import subprocess
+  proc = subprocess.Popen(["sleep", "60"])
+  yield proc.pid
+  proc.kill()
+  proc.wait()
+
+
+def test_unaudited_calls_are_refused(bystander):
+  """CPython raises no audit event for these: `pidfd_send_signal` signals any process of the
+  same kernel uid (it killed the trainer's other processes), `memfd_create` pages escape
+  RLIMIT_AS, and `_posixsubprocess` loaded under another name gave `fork_exec` back."""
+  kill = (f"import os, signal\n"
+          f"signal.pidfd_send_signal(os.pidfd_open({bystander}), signal.SIGKILL)")
+  assert run(kill).error == "blocked: os.pidfd_open is not allowed"
+  assert run(f"import _signal, signal\n_signal.pidfd_send_signal(3, signal.SIGKILL)").error \
+      == "blocked: signalling other processes is not allowed"
+  os.kill(bystander, 0)                                             # still alive
+  assert run("import os\nos.memfd_create('m')").error == "blocked: os.memfd_create is not allowed"
+  alias = ("import importlib.util\n"
+           "s = importlib.util.find_spec('_posixsubprocess')\n"
+           "spec = importlib.util.spec_from_file_location('x._posixsubprocess', s.origin)\n"
+           "importlib.util.module_from_spec(spec)")
+  assert run(alias).error == "blocked: creating processes is not allowed"
+
+
+def test_swapping_a_functions_code_is_refused():
+  """The hook's own frame shows in a refused call's traceback; rewriting its checker's
+  `__code__` switched the whole hook off."""
+  result = run("def f():\n  return 1\nf.__code__ = (lambda: 2).__code__")
+  assert result.error == "blocked: replacing a function's code is not allowed"
+
+
+def test_a_root_started_child_runs_as_nobody(tmp_path):
+  """As root, with a Python whose standard library others can read, the child gives up
+  uid 0: root-only files become unreadable (a user namespace alone keeps them readable)."""
+  python = "/usr/bin/python3.11"
+  if os.geteuid() != 0 or not os.path.exists(python):
+    pytest.skip("needs root and a system Python (this one's library must be readable by all)")
+  with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+    os.chmod(folder, 0o755)
+    secret = os.path.join(folder, "secret")
+    with open(secret, "w") as f:
+      f.write("root only")
+    os.chmod(secret, 0o600)
+    result = run(f"print(open({secret!r}).read())", python=python)
+  assert result.error and "Permission denied" in result.error, result.text
+  assert run("print(6 * 7)", python=python).text.endswith("42\n")
+
+
+def test_a_deeply_nested_working_directory_is_removed_and_the_output_kept():
+  code = ("import os\nprint(os.getcwd())\n"
+          "for _ in range(1500):\n  os.mkdir('a')\n  os.chdir('a')\nprint('deep')")
+  result = run(code)
+  assert result.error is None and result.text.endswith("deep\n"), result.text
+  workdir = result.text.split("stdout:\n")[1].splitlines()[0]
+  assert workdir.startswith(tempfile.gettempdir()) and not os.path.exists(workdir)
