@@ -176,7 +176,9 @@ def _save(manager: CheckpointManager, step: int, learner: Learner, setup, stage:
     items["value_params"] = critic.params
     items["value_train_state"] = {"opt_state": critic.opt_state}
   # `replace`: after a resume from an older step, SFT's end may already have been saved.
-  manager.replace(step, items, {"stage": stage, "model_config": setup.model_config.to_dict()})
+  manager.replace(step, items, {"stage": stage, "model_config": setup.model_config.to_dict(),
+                                "sft_steps": setup.config.sft.steps,
+                                "algorithm": setup.config.rl.algorithm})
 
 
 def make_critic(config: ConfigDict, policy: CausalLM, mesh: Mesh | None) -> Learner:
@@ -290,6 +292,7 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   if latest is not None:
     meta = _restoring(manager, latest, lambda: manager.restore_metadata(latest))
     step, stage = latest, meta["stage"]
+    _check_resumable(config, manager, meta, workdir)
     logging.warning("resuming %s at step %d", stage, step)
   writer = MetricsWriter(workdir, resume_step=step, enabled=is_main())
 
@@ -320,6 +323,38 @@ def _train(setup, workdir: str, progress: bool, runner: asyncio.Runner,
   manager.wait()
   manager.close()
   return metrics
+
+
+def _check_resumable(config: ConfigDict, manager: CheckpointManager, meta: dict,
+                     workdir: str) -> None:
+  """Refuses overrides that contradict the checkpoint resumed from: SFT steps cannot be
+  taken back (a lowered `sft.steps` started RL from the untrained policy), RL steps are
+  numbered after SFT's end, and a PPO checkpoint holds a critic that others lack (the
+  mismatch used to set healthy checkpoints aside as unreadable)."""
+  step, stage, sft_steps = meta["step"], meta["stage"], config.sft.steps
+  if stage == "sft" and step > sft_steps:
+    raise CheckpointError(f"config.sft.steps={sft_steps}, but {workdir} holds SFT at step {step}: "
+                          f"relaunch with --config.sft.steps={step} or more")
+  if stage != "rl":
+    return
+  sft_end = meta.get("sft_steps", _sft_end(workdir))
+  if sft_end is not None and sft_end != sft_steps:
+    raise CheckpointError(f"config.sft.steps={sft_steps}, but {workdir}'s SFT ended at step "
+                          f"{sft_end} and its RL steps are numbered after it: relaunch with "
+                          f"--config.sft.steps={sft_end}")
+  has_critic = os.path.isdir(os.path.join(manager.directory, str(step), "value_params"))
+  if has_critic != (config.rl.algorithm == "ppo"):
+    written = meta.get("algorithm", "ppo" if has_critic else "a critic-free algorithm")
+    raise CheckpointError(f"config.rl.algorithm={config.rl.algorithm!r}, but {workdir}'s RL "
+                          f"checkpoints were written by {written}: relaunch with its "
+                          "algorithm, or start a new --workdir")
+
+
+def _sft_end(workdir: str) -> int | None:
+  """The step of the SFT-only baseline in `workdir/SFT_DIR` (where SFT ended), if any."""
+  folder = os.path.join(workdir, SFT_DIR, "checkpoints")
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return max(steps) if steps else None
 
 
 def _rl_stage(setup, workdir: str, runner: asyncio.Runner, step: int, learner: Learner,

@@ -1,6 +1,7 @@
 """A damaged newest checkpoint: training resumes from the step before, eval/export skip it."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,3 +87,36 @@ def test_a_damaged_kl_reference_stops_the_resume_once_and_keeps_the_metrics(tmp_
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]                      # the torn line is gone
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_overrides_that_contradict_the_checkpoints_are_refused_and_lose_nothing(tmp_path):
+  """Lowering `sft.steps` after SFT finished used to start RL from the untrained policy,
+  and switching to PPO set healthy RL checkpoints aside as unreadable."""
+  workdir = str(tmp_path / "run")
+  out = run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT,
+            "--config.rl.total_steps=2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  checkpoints = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  for override, message in [
+      ("--config.sft.steps=2", "config.sft.steps=2, but .* SFT ended at step 4 .* "
+                               "--config.sft.steps=4"),
+      ("--config.rl.algorithm=ppo", "config.rl.algorithm='ppo', but .* RL checkpoints were "
+                                    "written by grpo")]:
+    out = run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *SHORT,
+              "--config.rl.total_steps=4", override)
+    assert out.returncode != 0
+    assert re.search(message, out.stderr.replace("\n", " ")), out.stderr[-3000:]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == checkpoints
+    assert not os.path.exists(os.path.join(workdir, "unreadable_checkpoints"))
+
+
+def test_sft_steps_below_the_sft_checkpoint_are_refused(tmp_path):
+  from ml_collections import ConfigDict
+
+  from orchestra.checkpoint import CheckpointError
+  from orchestra.train.loop import _check_resumable
+  config = ConfigDict({"sft": {"steps": 2}, "rl": {"algorithm": "grpo"}})
+  with pytest.raises(CheckpointError, match="holds SFT at step 4: relaunch with "
+                                            "--config.sft.steps=4 or more"):
+    _check_resumable(config, None, {"step": 4, "stage": "sft"}, str(tmp_path))
+  _check_resumable(config, None, {"step": 2, "stage": "sft"}, str(tmp_path))     # fine
