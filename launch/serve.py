@@ -84,7 +84,9 @@ def main(argv):
   app_ = create_app(engine, tokenizer, name, FLAGS.max_model_len, tool_call_parser=parse_turn,
                     end_of_turn=IM_END, dev_mode=dev_mode, api_key=api_key,
                     strict=FLAGS.strict)
-  server = uvicorn.Server(uvicorn.Config(app_, log_level="warning"))
+  # A SIGTERM waits this long for requests in flight: one held at a pause would otherwise
+  # keep the server up (and its parent's PR_SET_PDEATHSIG sends only SIGTERM).
+  server = uvicorn.Server(uvicorn.Config(app_, log_level="warning", timeout_graceful_shutdown=5))
   server.run(sockets=[sock])
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import jax
@@ -250,3 +251,27 @@ def test_sampling_ahead_runs_during_the_update_and_its_failure_lands_after_it(mo
   assert metrics == {"step": 7}                                  # the update still completed
   with pytest.raises(ConnectionError, match="every server is gone"):
     ahead.result()                                               # raised at the next step
+
+
+def test_a_paused_server_with_a_request_waiting_still_stops_on_sigterm(tmp_path, tokenizer_dir):
+  """SIGTERM is what a dying trainer's servers get (PR_SET_PDEATHSIG): a request held at a
+  `keep` pause used to keep the server up for good."""
+  import httpx
+  learner = learner_for(tokenizer_dir)
+  from orchestra.engines.weight_sync import export_policy
+  path = export_policy(learner.model, str(tmp_path / "sync"), 0, tokenizer_dir, "float32")
+  spec = ServerSpec("orchestra", "policy", str(tmp_path / "logs"), max_model_len=256)
+  with LocalServers(spec, 1) as servers:
+    url = servers.start(path)[0]
+    proc = servers.servers[0].proc
+    assert httpx.post(url + "/pause?mode=keep").status_code == 200
+    waiting = subprocess.Popen([sys.executable, "-c", (
+        "import httpx, sys; httpx.post(sys.argv[1] + '/v1/completions', timeout=120, "
+        "json={'model': 'policy', 'prompt': [5, 6], 'max_tokens': 2})"), url])
+    try:
+      time.sleep(1.0)                                    # the request waits at the pause
+      proc.send_signal(signal.SIGTERM)
+      proc.wait(30)                                      # the grace is 5 s
+    finally:
+      waiting.kill()
+      waiting.wait()
