@@ -237,7 +237,7 @@ def _weight_routes(app: FastAPI, state: ServerState, post) -> None:
   @app.post("/resume")
   async def resume():
     state.gate.open.set()
-    return {"paused": False}
+    return {"status": "resumed"}                  # vLLM's answers, word for word
 
   @app.get("/is_paused")
   async def is_paused():
@@ -296,7 +296,7 @@ async def _pause(gate: "_Gate", mode: str) -> dict:
   gate.open.clear()
   if mode != "keep":          # in-flight batches cannot be cut short here: abort waits too
     await gate.idle.wait()
-  return {"paused": True}
+  return {"status": "paused"}
 
 
 async def completions(state: ServerState, body: dict) -> dict:

@@ -284,10 +284,10 @@ def test_pause_drains_in_flight_requests_and_holds_new_ones(tokenizer, mode):
       engine.release.set()
       assert (await first).status_code == 200
       response = await pause
-      assert response.status_code == 200 and response.json() == {"paused": True}
+      assert response.status_code == 200 and response.json() == {"status": "paused"}
       await settle()
       assert engine.started == 1 and not second.done()
-      assert (await client.post("/resume")).json() == {"paused": False}
+      assert (await client.post("/resume")).json() == {"status": "resumed"}
       assert (await second).status_code == 200
       assert engine.started == engine.finished == 2 and not await paused()
 
@@ -305,7 +305,7 @@ def test_pause_keep_returns_at_once_and_lets_in_flight_requests_finish(tokenizer
       first = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
       await until(started_one, "the first request reaches the engine")
       response = await asyncio.wait_for(client.post("/pause", params={"mode": "keep"}), 10)
-      assert response.json() == {"paused": True} and engine.finished == 0
+      assert response.json() == {"status": "paused"} and engine.finished == 0
       assert (await client.get("/is_paused")).json() == {"is_paused": True}
       second = asyncio.create_task(client.post("/v1/completions", json=COMPLETION))
       engine.release.set()
