@@ -49,8 +49,9 @@ def export_policy(model: CausalLM, sync_dir: str, version: int, tokenizer_dir: s
   run resumed from, and a restarted server must never load them."""
   path = os.path.join(sync_dir, f"step_{version}")
   save_hf(model, path, tokenizer_dir=tokenizer_dir, dtype=dtype)
-  older = [s for s in _export_steps(sync_dir) if s < version]
-  stale = [s for s in _export_steps(sync_dir) if s > version] + older[:max(len(older) - keep + 1, 0)]
+  steps = _export_steps(sync_dir)
+  older = [s for s in steps if s < version]
+  stale = [s for s in steps if s > version] + older[:max(len(older) - (keep - 1), 0)]
   for old in stale:
     shutil.rmtree(os.path.join(sync_dir, f"step_{old}"), ignore_errors=True)
   return path

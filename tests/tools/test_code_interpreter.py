@@ -431,7 +431,7 @@ def test_unaudited_calls_are_refused(bystander):
   kill = (f"import os, signal\n"
           f"signal.pidfd_send_signal(os.pidfd_open({bystander}), signal.SIGKILL)")
   assert run(kill).error == "blocked: os.pidfd_open is not allowed"
-  assert run(f"import _signal, signal\n_signal.pidfd_send_signal(3, signal.SIGKILL)").error \
+  assert run("import _signal, signal\n_signal.pidfd_send_signal(3, signal.SIGKILL)").error \
       == "blocked: signalling other processes is not allowed"
   os.kill(bystander, 0)                                             # still alive
   assert run("import os\nos.memfd_create('m')").error == "blocked: os.memfd_create is not allowed"
