@@ -114,6 +114,8 @@ class HTTPEngine:
                         "is it vLLM >= 0.10.2 with return_token_ids?") from None
     if len(token_ids) != len(logprobs):
       raise EngineError(f"{url}: {len(token_ids)} token ids but {len(logprobs)} logprobs")
+    if choice.get("finish_reason") == "abort":   # e.g. someone paused it with mode=abort
+      raise ServerUnreachable(f"{url}: the server aborted the generation")
     return Completion(token_ids, logprobs, choice.get("finish_reason") or "length",
                       self._version(choice))
 

@@ -27,10 +27,11 @@ class FakeServer:
     drop_first: close this many connections without a response before answering.
     errors: {path: HTTP status} answered with `{"error": ...}` instead of 200.
     held: if True, completions wait for `release` before answering.
+    finish_reason: the completions' finish reason ("abort": vLLM's for an aborted request).
   """
 
-  def __init__(self, drop_first=0, errors=None, held=False):
-    self.drop_first, self.errors = drop_first, errors or {}
+  def __init__(self, drop_first=0, errors=None, held=False, finish_reason="length"):
+    self.drop_first, self.errors, self.finish_reason = drop_first, errors or {}, finish_reason
     self.release = asyncio.Event()
     if not held:
       self.release.set()
@@ -70,7 +71,7 @@ class FakeServer:
         self.in_flight -= 1
       status = self.errors.get(path.split("?")[0], 200)
       answer = ({"choices": [{"token_ids": [7, 8], "logprobs": {"token_logprobs": [-0.5, -0.25]},
-                              "finish_reason": "length",
+                              "finish_reason": self.finish_reason,
                               "weight_versions": [{"version": "3", "start": 0, "end": 2}]}]}
                 if status == 200 else {"error": "model overloaded"})
       payload = json.dumps(answer).encode()
@@ -381,3 +382,20 @@ def test_a_reload_that_fails_on_one_server_resumes_all_and_benches_that_one():
   assert good_paths == ["/pause?mode=wait", "/collective_rpc", "/reset_prefix_cache",
                         "/update_weight_version", "/resume", "/v1/completions"]
   assert down == {bad_url} and version == 2 and on_good == 1
+
+
+def test_an_aborted_generation_is_redone_on_another_server():
+  """vLLM ends a request aborted by `/pause?mode=abort` with finish_reason "abort" and the
+  tokens so far: a cut turn, not an answer."""
+  async def main():
+    async with FakeServer(finish_reason="abort") as aborting, FakeServer() as good:
+      engine = HTTPEngine([aborting.url, good.url], "m")
+      try:
+        return (await engine.generate([1], GREEDY), aborting.completions, good.completions,
+                engine.failovers)
+      finally:
+        await engine.aclose()
+
+  completion, on_aborting, on_good, failovers = asyncio.run(main())
+  assert completion.finish_reason == "length"
+  assert (on_aborting, on_good, failovers) == (1, 1, 1)
