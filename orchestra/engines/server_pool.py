@@ -179,15 +179,47 @@ class LocalServer:
 
 
 def _group_ends(proc: subprocess.Popen, wait_s: float) -> bool:
-  """Whether every process of `proc`'s group (its id is `proc.pid`) exits within `wait_s`."""
+  """Whether every process of `proc`'s group (its id is `proc.pid`) exits within `wait_s`.
+  Members that are our children are reaped (as when this process is a container's PID 1,
+  which inherits orphans), and zombies count as ended."""
   deadline = time.monotonic() + wait_s
-  while time.monotonic() < deadline:
+  while True:
     proc.poll()                                 # reaps the leader
-    try:
-      os.killpg(proc.pid, 0)
-    except ProcessLookupError:
+    _reap_group(proc.pid)
+    if not _group_alive(proc.pid):
       return True
+    if time.monotonic() >= deadline:
+      return False
     time.sleep(0.05)
+
+
+def _reap_group(pgid: int) -> None:
+  """Reaps every exited child of this process in group `pgid`."""
+  while True:
+    try:
+      pid, _ = os.waitpid(-pgid, os.WNOHANG)
+    except ChildProcessError:
+      return
+    if pid == 0:
+      return
+
+
+def _group_alive(pgid: int) -> bool:
+  """Whether a process of group `pgid` is running (a zombie only waits to be reaped)."""
+  try:
+    os.killpg(pgid, 0)
+  except ProcessLookupError:
+    return False
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+    except (OSError, ValueError):
+      continue                                  # exited meanwhile
+    if int(group) == pgid and state not in ("Z", "X"):
+      return True
   return False
 
 

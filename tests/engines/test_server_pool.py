@@ -28,3 +28,17 @@ def test_stop_ends_a_worker_that_outlived_the_server_process(tmp_path):
   except FileNotFoundError:
     state = "gone"
   assert state in ("gone", "Z", "X")
+
+
+def test_stop_does_not_wait_on_a_member_left_as_our_zombie(tmp_path):
+  """In a container whose PID 1 is the trainer, a server's orphaned workers become the
+  trainer's children: once killed they stay zombies until it reaps them, and stop() used to
+  wait out both grace periods (10 + 30 s) on them."""
+  server = LocalServer(ServerSpec("orchestra", "policy", str(tmp_path)), 0)
+  server.proc = subprocess.Popen(["sleep", "300"], process_group=0)   # its own group
+  member = subprocess.Popen(["sleep", "300"], process_group=server.proc.pid)   # our child
+  start = time.monotonic()
+  server.stop(grace_s=10)
+  assert time.monotonic() - start < 5
+  assert server.proc.poll() is not None
+  assert member.poll() is not None or not os.path.exists(f"/proc/{member.pid}")
