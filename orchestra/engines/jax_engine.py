@@ -171,7 +171,7 @@ class JaxEngine:
   def _free_retired(self) -> None:
     """Deletes the parameter arrays of replaced models the engine loaded itself, once no
     batch can still be sampling from them."""
-    if self._batch is None:
+    if self._retired and self._batch is None:   # (called whenever a batch drains)
       served = {id(p[...]) for _, p in nnx.to_flat_state(nnx.state(self.model, nnx.Param))}
       for model in self._retired:
         for _, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
