@@ -337,7 +337,7 @@ def _check_resumable(config: ConfigDict, manager: CheckpointManager, meta: dict,
                           f"relaunch with --config.sft.steps={step} or more")
   if stage != "rl":
     return
-  sft_end = meta.get("sft_steps", _sft_end(workdir))
+  sft_end = meta["sft_steps"] if "sft_steps" in meta else _sft_end(workdir)
   if sft_end is not None and sft_end != sft_steps:
     raise CheckpointError(f"config.sft.steps={sft_steps}, but {workdir}'s SFT ended at step "
                           f"{sft_end} and its RL steps are numbered after it: relaunch with "
@@ -352,9 +352,11 @@ def _check_resumable(config: ConfigDict, manager: CheckpointManager, meta: dict,
 
 def _sft_end(workdir: str) -> int | None:
   """The step of the SFT-only baseline in `workdir/SFT_DIR` (where SFT ended), if any."""
-  folder = os.path.join(workdir, SFT_DIR, "checkpoints")
-  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
-  return max(steps) if steps else None
+  try:
+    with CheckpointManager(os.path.join(workdir, SFT_DIR), read_only=True) as sft:
+      return sft.latest_step()
+  except CheckpointError:                       # no sft/ folder
+    return None
 
 
 def _rl_stage(setup, workdir: str, runner: asyncio.Runner, step: int, learner: Learner,
