@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestra.agent.tokenizer import train_tokenizer
 
 CORPUS = [
@@ -18,3 +20,11 @@ CORPUS = [
 
 def make_tokenizer(vocab_size: int = 400):
   return train_tokenizer(CORPUS * 20, vocab_size)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+  """`make_tokenizer()` saved to a folder (what exports and rollout servers read)."""
+  path = tmp_path_factory.mktemp("tokenizer")
+  make_tokenizer().save_pretrained(path)
+  return str(path)

@@ -2,19 +2,11 @@
 
 import os
 
-import pytest
 from flax import nnx
-from tokenizer_fixture import make_tokenizer
+from tokenizer_fixture import make_tokenizer, tokenizer_dir  # noqa: F401 (a fixture)
 
 from orchestra.engines.weight_sync import DiskSync, export_policy
 from orchestra.models import CausalLM, DecoderConfig
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("tokenizer")
-  make_tokenizer().save_pretrained(path)
-  return str(path)
 
 
 def test_a_resume_removes_the_killed_runs_later_exports_and_keeps_its_own(tmp_path,

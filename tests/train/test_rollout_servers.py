@@ -17,7 +17,7 @@ import pytest
 from compiled import forward
 from flax import nnx
 from ml_collections import ConfigDict
-from tokenizer_fixture import make_tokenizer
+from tokenizer_fixture import tokenizer_dir  # noqa: F401 (a fixture)
 
 from orchestra.engines import SamplingParams
 from orchestra.engines.server_pool import LocalServers, ServerSpec
@@ -28,13 +28,6 @@ from orchestra.train.rollouts import open_rollouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROMPT = [5, 17, 42, 8, 99, 3]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("tokenizer")
-  make_tokenizer().save_pretrained(path)
-  return str(path)
 
 
 def learner_for(tokenizer_dir):
