@@ -1,8 +1,9 @@
 """The trainer's client for vLLM servers (and `launch/serve.py`, which speaks the same API).
 
 Generation is token in, token out: POST /v1/completions with the prompt as
-token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids`; the
-choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
+token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids` with `ignore_eos`
+(a turn stops at exactly the caller's stop ids, as in process: vLLM would otherwise add
+the model's eos ids from its tokenizer and generation config); the choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
 with `--logprobs-mode processed_logprobs` so they include temperature/top-p).
 Requests go to the least-busy of several servers. Weight sync uses the disk
 path: export HF safetensors, then on every server `/pause?mode=wait` ->
@@ -84,7 +85,8 @@ class HTTPEngine:
                "top_p": sampling.top_p, "top_k": sampling.top_k or -1, "n": 1,
                "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False,
                "stop_token_ids": list(sampling.stop_token_ids),
-               "include_stop_str_in_output": False, "return_weight_versions": True}
+               "ignore_eos": True, "include_stop_str_in_output": False,
+               "return_weight_versions": True}
     if sampling.seed is not None:
       payload["seed"] = sampling.seed
     failures = []

@@ -11,16 +11,27 @@ Routes (the subset of vLLM 0.33's API the trainer and evaluators use):
                               blocks parsed into `message.tool_calls` (hermes style)
 Weight control, as vLLM only with `dev_mode` (its `VLLM_SERVER_DEV_MODE=1`):
   POST /pause?mode=wait|keep|abort, POST /resume, GET /is_paused
+                              while paused, new requests wait at the door; `wait` and
+                              `abort` return once the engine's requests have finished
+                              (a decoding batch cannot be cut short or frozen here, as
+                              vLLM's scheduler aborts or freezes it), `keep` at once,
+                              its in-flight requests finishing on the weights they began
+                              with (and reporting that version)
   POST /reset_prefix_cache    empties the engine's prefix cache (if it has one)
   POST /collective_rpc        {"method": "reload_weights", "kwargs": {"weights_path": DIR}};
                               other kwargs fail as vLLM's worker fails them (500)
   POST /update_weight_version {"new_version": "7"} (here: an integer, the trainer's step)
   GET  /weight_info           {"weight_version": "7"}
+Generation stops, as vLLM's does, at the request's `stop_token_ids` and, unless
+`ignore_eos`, at the model's end-of-turn and end-of-text ids; a choice's `stop_reason` is
+the stop id, None at the tokenizer's eos or at the length limit.
 With an `api_key`, /v1 routes need `Authorization: Bearer <key>` (401 otherwise), as
-vLLM's `--api-key`. With `strict`, request fields vLLM does not know are a 400 (vLLM
-ignores them silently, so a payload relying on one would do nothing there); tests run
-strict. A malformed request (body, field, pause mode, reload folder) is answered 400 with
-a detail that names what is wrong.
+vLLM's `--api-key`. A field vLLM honours and this server does not (stop strings,
+penalties, top log-probs, forced tool calls, ...) is a 400 unless at its neutral value;
+with `strict`, so are fields vLLM does not know (vLLM ignores them silently, so a payload
+relying on one would do nothing there); tests run strict (`request_fields`). A malformed
+request (body, field, pause mode, reload folder) is answered 400 with a detail that
+names what is wrong.
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from orchestra.engines.base import Completion, EngineError, SamplingParams
+from orchestra.engines.request_fields import (CHAT_FIELDS, COMPLETION_FIELDS, check_known,
+                                              check_supported)
 
 
 class _Gate:
@@ -82,8 +95,12 @@ def _number(body: dict[str, Any], name: str, kind: type, default, valid, expecte
   return number
 
 
-def _sampling(body: dict[str, Any], default_max: int, extra_stops: tuple[int, ...] = ()):
-  """The request's SamplingParams; an invalid field is a 400 that names it (as vLLM's are)."""
+def _sampling(body: dict[str, Any], default_max: int, eos_ids: tuple[int, ...]):
+  """The request's SamplingParams; an invalid field is a 400 that names it (as vLLM's are).
+
+  Generation stops at the request's `stop_token_ids` and, unless `ignore_eos`, at the
+  model's `eos_ids` (vLLM's tokenizer eos and generation-config eos ids).
+  """
   max_name = "max_completion_tokens" if body.get("max_tokens") is None else "max_tokens"
   max_tokens = _number(body, max_name, int, default_max, lambda v: v >= 1, "an integer >= 1")
   temperature = _number(body, "temperature", float, 1.0, lambda v: v >= 0, "a number >= 0")
@@ -94,12 +111,24 @@ def _sampling(body: dict[str, Any], default_max: int, extra_stops: tuple[int, ..
   if not (isinstance(stops, list)
           and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stops)):
     raise HTTPException(400, f"stop_token_ids must be a list of token ids, got {stops!r}")
+  if not isinstance(body.get("ignore_eos", False), bool):
+    raise HTTPException(400, f"ignore_eos must be true or false, got {body['ignore_eos']!r}")
+  if not body.get("ignore_eos"):
+    stops = stops + [t for t in eos_ids if t not in stops]
   try:
     return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                          top_k=max(top_k, 0), stop_token_ids=tuple(stops) + extra_stops,
-                          seed=seed)
+                          top_k=max(top_k, 0), stop_token_ids=tuple(stops), seed=seed)
   except (TypeError, ValueError) as e:
     raise HTTPException(400, f"invalid sampling parameters: {e}") from None
+
+
+def _stop_reason(state: "ServerState", body: dict, c: Completion) -> int | None:
+  """vLLM's `stop_reason`: the stop token id that ended the choice, or None when it ran
+  to its length or ended at the tokenizer's eos (unless `ignore_eos`)."""
+  if c.finish_reason != "stop" or not c.token_ids:
+    return None
+  last = c.token_ids[-1]
+  return None if last == state.tokenizer.eos_token_id and not body.get("ignore_eos") else last
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -136,11 +165,43 @@ def _check_chat(body: dict[str, Any]) -> None:
     raise HTTPException(400, "n must be 1: this server returns one chat choice per request")
   if body.get("stream"):
     raise HTTPException(400, "stream must be false: this server does not stream")
+  _check_template_options(body)
 
 
-def _chat_prompt_ids(tokenizer, messages, tools) -> list[int]:
-  prompt = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                         tokenize=False)
+_TEMPLATE_ARGUMENTS = ("conversation", "tools", "documents", "chat_template",
+                       "add_generation_prompt", "continue_final_message", "tokenize")
+
+
+def _check_template_options(body: dict[str, Any]) -> None:
+  """400s for the chat template's options, as vLLM validates them."""
+  for name in ("add_generation_prompt", "continue_final_message"):
+    if not isinstance(body.get(name, False), (bool, type(None))):
+      raise HTTPException(400, f"{name} must be true or false, got {body[name]!r}")
+  if body.get("continue_final_message") and body.get("add_generation_prompt", True) is True:
+    raise HTTPException(400, "Cannot set both continue_final_message and "
+                             "add_generation_prompt to true")
+  options = body.get("chat_template_kwargs")
+  if options is not None and not isinstance(options, dict):
+    raise HTTPException(400, f"chat_template_kwargs must be an object, got {options!r}")
+  taken = sorted(set(options or ()) & set(_TEMPLATE_ARGUMENTS))
+  if taken:
+    raise HTTPException(400, f"chat_template_kwargs {taken}: set these as request fields")
+  documents = body.get("documents")
+  if documents is not None and not (isinstance(documents, list)
+                                    and all(isinstance(d, dict) for d in documents)):
+    raise HTTPException(400, f"documents must be a list of objects, got {documents!r}"[:300])
+
+
+def _chat_prompt_ids(tokenizer, body: dict[str, Any], tools) -> list[int]:
+  """The chat template's rendering of `messages`, with the request's template options
+  (`add_generation_prompt`, default true; `continue_final_message`; `documents`;
+  `chat_template_kwargs`, e.g. Qwen3's `enable_thinking`), tokenised."""
+  add_generation_prompt = body.get("add_generation_prompt")
+  prompt = tokenizer.apply_chat_template(
+      body["messages"], tools=tools, documents=body.get("documents"),
+      add_generation_prompt=True if add_generation_prompt is None else add_generation_prompt,
+      continue_final_message=bool(body.get("continue_final_message")), tokenize=False,
+      **(body.get("chat_template_kwargs") or {}))
   return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
@@ -157,8 +218,9 @@ class ServerState:
   created: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
   @property
-  def stop_ids(self) -> tuple[int, ...]:
-    """The end-of-turn and end-of-text ids (chat requests stop at either)."""
+  def eos_ids(self) -> tuple[int, ...]:
+    """The model's end-of-generation ids, end of turn and end of text (vLLM's tokenizer
+    eos and generation-config eos ids): every request stops at them unless `ignore_eos`."""
     ids = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id}
     return tuple(t for t in ids if t is not None and t >= 0)
 
@@ -199,16 +261,18 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
   if api_key:
     _require_key(app, api_key)
 
-  def post(path: str, handler, known: frozenset[str] | None = None):
+  def post(path: str, handler, known: frozenset[str] | None = None, kind: str | None = None):
     async def route(request: Request):
       body = await _json_object(request)
       if strict and known is not None:
-        _check_known(body, known, path)
+        check_known(body, known, path)
+      if kind is not None:
+        check_supported(body, kind)
       return await handler(state, body)
     app.post(path)(route)
 
-  post("/v1/completions", completions, COMPLETION_FIELDS)
-  post("/v1/chat/completions", chat_completions, CHAT_FIELDS)
+  post("/v1/completions", completions, COMPLETION_FIELDS, "completions")
+  post("/v1/chat/completions", chat_completions, CHAT_FIELDS, "chat")
 
   @app.get("/health")
   async def health():
@@ -267,29 +331,6 @@ def _require_key(app: FastAPI, api_key: str) -> None:
     return await call_next(request)
 
 
-# Request fields vLLM 0.33 knows (its CompletionRequest / ChatCompletionRequest, the ones
-# an RL or evaluation client sends); `strict` refuses others.
-_COMMON = frozenset({
-    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
-    "stop_token_ids", "stream", "stream_options", "logprobs", "presence_penalty",
-    "frequency_penalty", "repetition_penalty", "logit_bias", "user", "min_tokens",
-    "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens",
-    "include_stop_str_in_output", "return_token_ids", "return_weight_versions",
-    "prompt_logprobs", "priority", "request_id", "truncate_prompt_tokens"})
-COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
-CHAT_FIELDS = _COMMON | {"messages", "tools", "tool_choice", "parallel_tool_calls",
-                         "top_logprobs", "max_completion_tokens", "response_format",
-                         "chat_template", "chat_template_kwargs", "add_generation_prompt",
-                         "continue_final_message", "documents"}
-
-
-def _check_known(body: dict, known: frozenset[str], path: str) -> None:
-  unknown = sorted(set(body) - known)
-  if unknown:
-    raise HTTPException(400, f"{path}: fields {unknown} are not in vLLM's request schema "
-                             "(vLLM would ignore them silently; strict mode refuses)")
-
-
 async def _pause(gate: "_Gate", mode: str) -> dict:
   if mode not in ("wait", "keep", "abort"):
     raise HTTPException(400, f"mode {mode!r}: expected wait, keep or abort")
@@ -307,14 +348,14 @@ async def completions(state: ServerState, body: dict) -> dict:
   # Tokenising a long prompt takes seconds: a worker thread keeps the event loop (and
   # /health, and every other request) free meanwhile.
   prompts = await asyncio.to_thread(_prompts, body.get("prompt"), state.tokenizer)
-  sampling = _sampling(body, default_max=16)
+  sampling = _sampling(body, default_max=16, eos_ids=state.eos_ids)
   n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
   jobs = [state.generate(p, sampling if sampling.seed is None else
                          dataclasses.replace(sampling, seed=sampling.seed + k))
           for p in prompts for k in range(n)]
   results = await asyncio.gather(*jobs)
   skip_special = bool(body.get("skip_special_tokens", True))
-  choices = [_completion_choice(state.tokenizer, body, i, c, prompts[i // n], skip_special)
+  choices = [_completion_choice(state, body, i, c, prompts[i // n], skip_special)
              for i, c in enumerate(results)]
   prompt_tokens = sum(len(p) for p in prompts) * n
   completion_tokens = sum(len(c.token_ids) for c in results)
@@ -324,11 +365,11 @@ async def completions(state: ServerState, body: dict) -> dict:
                     "total_tokens": prompt_tokens + completion_tokens}}
 
 
-def _completion_choice(tokenizer, body: dict, index: int, c: Completion, prompt: list[int],
-                       skip_special: bool) -> dict:
+def _completion_choice(state: ServerState, body: dict, index: int, c: Completion,
+                       prompt: list[int], skip_special: bool) -> dict:
+  tokenizer = state.tokenizer
   choice = {"index": index, "text": tokenizer.decode(c.token_ids, skip_special_tokens=skip_special),
-            "finish_reason": c.finish_reason,
-            "stop_reason": c.token_ids[-1] if c.finish_reason == "stop" else None,
+            "finish_reason": c.finish_reason, "stop_reason": _stop_reason(state, body, c),
             "weight_versions": _versions(body, c), "logprobs": None}
   if body.get("logprobs") is not None:
     choice["logprobs"] = {"tokens": tokenizer.convert_ids_to_tokens(c.token_ids),
@@ -352,14 +393,15 @@ async def chat_completions(state: ServerState, body: dict) -> dict:
   reply's tool calls are parsed by the caller's `tool_call_parser`."""
   state.check_model(body)
   _check_chat(body)
-  messages, tools = body["messages"], body.get("tools") or None
+  tools = body.get("tools") or None
   try:                      # rendered and tokenised off the event loop, as in completions
-    prompt_ids = await asyncio.to_thread(_chat_prompt_ids, state.tokenizer, messages, tools)
+    prompt_ids = await asyncio.to_thread(_chat_prompt_ids, state.tokenizer, body, tools)
   except Exception as e:  # noqa: BLE001 - a template error is the client's bad request
     raise HTTPException(400, f"cannot render messages: {e}") from None
   c = await state.generate(prompt_ids, _sampling(body, default_max=512,
-                                                 extra_stops=state.stop_ids))
+                                                 eos_ids=state.eos_ids))
   choice = {"index": 0, **_chat_message(state, body, tools, c),
+            "stop_reason": _stop_reason(state, body, c),
             "weight_versions": _versions(body, c), "logprobs": None}
   if body.get("logprobs"):
     tokens = state.tokenizer.convert_ids_to_tokens(c.token_ids)

@@ -1,0 +1,177 @@
+"""The server's request fields against vLLM's: where generation stops and `stop_reason`,
+fields vLLM honours and this server does not (refused unless neutral), and the chat
+template's options. In process, over a stub engine that records what it was asked."""
+
+import asyncio
+import copy
+
+import httpx
+import pytest
+from tokenizer_fixture import make_tokenizer
+
+from orchestra.agent.chat_format import IM_END
+from orchestra.agent.parser import parse_turn
+from orchestra.engines import Completion
+from orchestra.engines.server import create_app
+
+USER = [{"role": "user", "content": "What is 17 * 3?"}]
+THINKING_SWITCH = ("{%- if add_generation_prompt and enable_thinking is defined and "
+                   "not enable_thinking %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}")
+
+
+class RecordingEngine:
+  """Answers every request with `reply` and keeps the SamplingParams it was given."""
+
+  weight_version = 0
+
+  def __init__(self, reply=Completion([5, 6], [-0.1, -0.2], "length", 0)):
+    self.reply, self.sampled = reply, []
+
+  async def generate(self, prompt_ids, sampling):
+    self.sampled.append(sampling)
+    return self.reply
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  tok = make_tokenizer()
+  tok.chat_template = tok.chat_template + THINKING_SWITCH
+  return tok
+
+
+def post(tokenizer, route, body, engine=None):
+  """(response, engine): one request to a strict app over `engine`."""
+  engine = engine or RecordingEngine()
+  app = create_app(engine, tokenizer, "stub", max_model_len=4096, tool_call_parser=parse_turn,
+                   end_of_turn=IM_END, strict=True)
+
+  async def main():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://app") as client:
+      return await client.post(route, json=body)
+
+  return asyncio.run(main()), engine
+
+
+COMPLETION = ("/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2})
+CHAT = ("/v1/chat/completions", {"messages": USER, "max_tokens": 2})
+
+
+@pytest.mark.parametrize("route, body", [COMPLETION, CHAT])
+def test_generation_stops_at_the_models_eos_unless_ignore_eos(tokenizer, route, body):
+  eos = tokenizer.eos_token_id
+  _, engine = post(tokenizer, route, {**body, "stop_token_ids": [7]})
+  assert engine.sampled[0].stop_token_ids == (7, eos)
+  _, engine = post(tokenizer, route, {**body, "stop_token_ids": [7], "ignore_eos": True})
+  assert engine.sampled[0].stop_token_ids == (7,)
+  response, _ = post(tokenizer, route, {**body, "ignore_eos": "yes"})
+  assert response.status_code == 400 and "ignore_eos" in response.text
+
+
+@pytest.mark.parametrize("route, body", [COMPLETION, CHAT])
+@pytest.mark.parametrize("last, finish, extra, stop_reason", [
+    ("eos", "stop", {}, None),                       # vLLM: eos -> None
+    (7, "stop", {"stop_token_ids": [7]}, 7),         # a stop token -> its id
+    ("eos", "stop", {"ignore_eos": True, "stop_token_ids": ["eos"]}, "eos"),
+    (7, "length", {"stop_token_ids": [7]}, None),    # ran to max_tokens
+])
+def test_stop_reason_is_vllms(tokenizer, route, body, last, finish, extra, stop_reason):
+  eos = tokenizer.eos_token_id
+  resolve = lambda t: eos if t == "eos" else t                         # noqa: E731
+  extra = {k: [resolve(t) for t in v] if k == "stop_token_ids" else v for k, v in extra.items()}
+  engine = RecordingEngine(Completion([5, resolve(last)], [-0.1, -0.2], finish, 0))
+  response, _ = post(tokenizer, route, {**body, **extra}, engine)
+  assert response.status_code == 200, response.text
+  assert response.json()["choices"][0]["stop_reason"] == resolve(stop_reason)
+
+
+@pytest.mark.parametrize("route, field, value", [
+    ("/v1/completions", "stop", ["\n"]),
+    ("/v1/completions", "stop", "Answer:"),
+    ("/v1/completions", "min_p", 0.05),
+    ("/v1/completions", "presence_penalty", 0.5),
+    ("/v1/completions", "frequency_penalty", -0.5),
+    ("/v1/completions", "repetition_penalty", 1.1),
+    ("/v1/completions", "logit_bias", {"5": -100}),
+    ("/v1/completions", "min_tokens", 4),
+    ("/v1/completions", "prompt_logprobs", 0),
+    ("/v1/completions", "spaces_between_special_tokens", False),
+    ("/v1/completions", "truncate_prompt_tokens", 8),
+    ("/v1/completions", "priority", 1),
+    ("/v1/completions", "stream_options", {"include_usage": True}),
+    ("/v1/completions", "logprobs", 5),
+    ("/v1/completions", "echo", True),
+    ("/v1/completions", "suffix", "end"),
+    ("/v1/completions", "best_of", 3),
+    ("/v1/chat/completions", "stop", ["</tool_call>"]),
+    ("/v1/chat/completions", "top_logprobs", 3),
+    ("/v1/chat/completions", "tool_choice", "required"),
+    ("/v1/chat/completions", "tool_choice", {"type": "function",
+                                             "function": {"name": "local_search"}}),
+    ("/v1/chat/completions", "parallel_tool_calls", False),
+    ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+    ("/v1/chat/completions", "chat_template", "{{ messages }}"),
+])
+def test_fields_vllm_honours_and_this_server_does_not_are_400s(tokenizer, route, field, value):
+  body = COMPLETION[1] if route == COMPLETION[0] else CHAT[1]
+  response, engine = post(tokenizer, route, {**body, field: value})
+  assert response.status_code == 400, response.text
+  assert response.json()["detail"].startswith(f"{field}=") and not engine.sampled
+
+
+@pytest.mark.parametrize("route, neutral", [
+    ("/v1/completions", {"stop": [], "min_p": 0, "presence_penalty": 0.0,
+                         "frequency_penalty": 0, "repetition_penalty": 1.0, "logit_bias": {},
+                         "min_tokens": 0, "prompt_logprobs": None, "priority": 0,
+                         "spaces_between_special_tokens": True, "logprobs": 0, "echo": False,
+                         "suffix": None, "best_of": 1, "include_stop_str_in_output": False}),
+    ("/v1/chat/completions", {"stop": None, "top_logprobs": 0, "tool_choice": "auto",
+                              "parallel_tool_calls": True, "response_format": {"type": "text"},
+                              "chat_template": None, "logprobs": True}),
+])
+def test_the_same_fields_at_their_neutral_values_are_accepted(tokenizer, route, neutral):
+  body = COMPLETION[1] if route == COMPLETION[0] else CHAT[1]
+  response, engine = post(tokenizer, route, {**body, **neutral})
+  assert response.status_code == 200, response.text
+  assert len(engine.sampled) == 1
+
+
+def rendered(tokenizer, messages, **options):
+  text = tokenizer.apply_chat_template(messages, tokenize=False, **options)
+  return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("options, template_options", [
+    ({}, {"add_generation_prompt": True}),
+    ({"chat_template_kwargs": {"enable_thinking": False}},
+     {"add_generation_prompt": True, "enable_thinking": False}),
+    ({"add_generation_prompt": False}, {"add_generation_prompt": False}),
+])
+def test_chat_template_options_reach_the_template(tokenizer, options, template_options):
+  response, _ = post(tokenizer, CHAT[0], {**CHAT[1], "return_token_ids": True, **options})
+  assert response.status_code == 200, response.text
+  assert response.json()["prompt_token_ids"] == rendered(tokenizer, USER, **template_options)
+
+
+def test_continue_final_message_renders_the_open_assistant_turn(tokenizer):
+  messages = USER + [{"role": "assistant", "content": "The answer is"}]
+  response, _ = post(tokenizer, CHAT[0], {"messages": messages, "max_tokens": 2,
+                                         "return_token_ids": True, "add_generation_prompt": False,
+                                         "continue_final_message": True})
+  assert response.status_code == 200, response.text
+  prompt = response.json()["prompt_token_ids"]
+  assert prompt == rendered(tokenizer, messages, continue_final_message=True)
+  assert tokenizer.decode(prompt).endswith("The answer is")
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"continue_final_message": True}, "continue_final_message"),   # with the default prompt
+    ({"add_generation_prompt": "yes"}, "add_generation_prompt"),
+    ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
+    ({"chat_template_kwargs": {"tools": []}}, "chat_template_kwargs"),
+    ({"documents": "a text"}, "documents"),
+])
+def test_bad_chat_template_options_are_400s(tokenizer, options, field):
+  response, engine = post(tokenizer, CHAT[0], {**CHAT[1], **copy.deepcopy(options)})
+  assert response.status_code == 400 and field in response.json()["detail"]
+  assert not engine.sampled
