@@ -49,7 +49,7 @@ def main(argv):
   from orchestra.checkpoint import CheckpointError
   from orchestra.engines.jax_engine import JaxEngine
   from orchestra.engines.server import create_app
-  from orchestra.checkpoint import load_hf
+  from orchestra.checkpoint import generation_eos_ids, load_hf
   from orchestra.models import ConfigError
 
   try:
@@ -62,6 +62,7 @@ def main(argv):
   try:
     model = load_hf(FLAGS.model_dir, dtype=FLAGS.dtype)
     tokenizer = load_tokenizer(FLAGS.model_dir)
+    eos_ids = generation_eos_ids(FLAGS.model_dir)
   except (ConfigError, CheckpointError, OSError) as e:
     raise app.UsageError(f"--model_dir={FLAGS.model_dir}: {e}") from None
   if not tokenizer.chat_template:
@@ -82,8 +83,8 @@ def main(argv):
   sock = bind(FLAGS.host, FLAGS.port)
   print(f"serving {name} on http://{FLAGS.host}:{sock.getsockname()[1]}", flush=True)
   app_ = create_app(engine, tokenizer, name, FLAGS.max_model_len, tool_call_parser=parse_turn,
-                    end_of_turn=IM_END, dev_mode=dev_mode, api_key=api_key,
-                    strict=FLAGS.strict)
+                    end_of_turn=IM_END, eos_token_ids=eos_ids, dev_mode=dev_mode,
+                    api_key=api_key, strict=FLAGS.strict)
   # A SIGTERM waits this long for requests in flight: one held at a pause would otherwise
   # keep the server up (and its parent's PR_SET_PDEATHSIG sends only SIGTERM).
   server = uvicorn.Server(uvicorn.Config(app_, log_level="warning", timeout_graceful_shutdown=5))

@@ -333,6 +333,22 @@ def save_hf(model: CausalLM, out_dir: str | os.PathLike, *, tokenizer_dir: str |
   return out_dir
 
 
+def generation_eos_ids(path: str | os.PathLike) -> tuple[int, ...]:
+  """The eos ids vLLM takes from a model folder besides the tokenizer's: those of
+  `generation_config.json` (one id or a list; a Qwen3 chat model lists <|im_end|> and
+  <|endoftext|>), or of `config.json` where there is no generation config."""
+  path = os.fspath(path)
+  file = os.path.join(path, "generation_config.json")
+  if not os.path.exists(file):
+    return DecoderConfig.from_hf_dir(path).stop_token_ids
+  try:
+    with open(file) as f:
+      eos = json.load(f).get("eos_token_id")
+    return () if eos is None else tuple(int(t) for t in (eos if isinstance(eos, list) else [eos]))
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    raise CheckpointError(f"{file}: no readable eos_token_id ({type(e).__name__}: {e})") from None
+
+
 @functools.lru_cache(maxsize=8)
 def _hf_config_files(cfg: DecoderConfig, dtype: str) -> dict[str, str]:
   """{file name: text} of transformers' config.json and generation_config.json for `cfg`

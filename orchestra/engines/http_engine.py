@@ -3,7 +3,9 @@
 Generation is token in, token out: POST /v1/completions with the prompt as
 token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids` with `ignore_eos`
 (a turn stops at exactly the caller's stop ids, as in process: vLLM would otherwise add
-the model's eos ids from its tokenizer and generation config); the choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
+the model's eos ids from its tokenizer and generation config), and every sampling field
+explicit, penalties and min-p off (vLLM fills a field left out from the model's
+generation config, e.g. a repetition penalty); the choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
 with `--logprobs-mode processed_logprobs` so they include temperature/top-p).
 Requests go to the least-busy of several servers. Weight sync uses the disk
 path: export HF safetensors, then on every server `/pause?mode=wait` ->
@@ -82,7 +84,9 @@ class HTTPEngine:
     marked down and the request moves on; `EngineError` when no server is left."""
     payload = {"model": self.model, "prompt": [int(t) for t in prompt_ids],
                "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
-               "top_p": sampling.top_p, "top_k": sampling.top_k or -1, "n": 1,
+               "top_p": sampling.top_p, "top_k": sampling.top_k or -1, "min_p": 0.0,
+               "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+               "n": 1,
                "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False,
                "stop_token_ids": list(sampling.stop_token_ids),
                "ignore_eos": True, "include_stop_str_in_output": False,

@@ -16,28 +16,31 @@ from typing import Any
 
 from fastapi import HTTPException
 
-# Request fields vLLM 0.33 knows (its CompletionRequest / ChatCompletionRequest, the ones
-# an RL or evaluation client sends).
+# Request fields vLLM 0.33 knows (its CompletionRequest / ChatCompletionRequest).
 _COMMON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
     "stop_token_ids", "stream", "stream_options", "logprobs", "presence_penalty",
     "frequency_penalty", "repetition_penalty", "logit_bias", "user", "min_tokens",
     "ignore_eos", "skip_special_tokens", "spaces_between_special_tokens",
     "include_stop_str_in_output", "return_token_ids", "return_weight_versions",
-    "prompt_logprobs", "priority", "request_id", "truncate_prompt_tokens"})
-COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
+    "prompt_logprobs", "priority", "request_id", "truncate_prompt_tokens", "truncation_side",
+    "add_special_tokens", "response_format", "structured_outputs", "allowed_token_ids",
+    "bad_words", "logprob_token_ids", "thinking_token_budget", "use_beam_search",
+    "repetition_detection", "echo"})
+COMPLETION_FIELDS = _COMMON | {"prompt", "suffix"}
 CHAT_FIELDS = _COMMON | {"messages", "tools", "tool_choice", "parallel_tool_calls",
-                         "top_logprobs", "max_completion_tokens", "response_format",
-                         "chat_template", "chat_template_kwargs", "add_generation_prompt",
-                         "continue_final_message", "documents"}
+                         "top_logprobs", "max_completion_tokens", "chat_template",
+                         "chat_template_kwargs", "add_generation_prompt",
+                         "continue_final_message", "documents", "reasoning_effort",
+                         "include_reasoning"}
 
 
 def _absent(value) -> bool:
   return value is None
 
 
-def _empty(value) -> bool:
-  return value is None or value == "" or value == [] or value == {}
+def _no_items(value) -> bool:
+  return value is None or value == [] or value == {}
 
 
 def _equals(*neutral) -> Callable[[Any], bool]:
@@ -45,36 +48,47 @@ def _equals(*neutral) -> Callable[[Any], bool]:
                                             for n in neutral)
 
 
-# field -> (is the value neutral?, what this server does instead).
+def _free_text(value) -> bool:
+  return value is None or value == {"type": "text"}
+
+
+# field -> (is the value neutral?, what this server does instead). Neutral values are
+# vLLM's defaults: an ordinary client (the `openai` package sends only what it is given)
+# is never refused.
 _COMMON_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "stop": (_empty, "no stop strings; stop_token_ids works"),
+    "stop": (_no_items, "no stop strings; stop_token_ids works"),
     "min_p": (_equals(0, 0.0), "no min-p filter; top_p and top_k work"),
     "presence_penalty": (_equals(0, 0.0), "no penalties"),
     "frequency_penalty": (_equals(0, 0.0), "no penalties"),
     "repetition_penalty": (_equals(1, 1.0), "no penalties"),
-    "logit_bias": (_empty, "no logit bias"),
+    "logit_bias": (_no_items, "no logit bias"),
+    "bad_words": (_no_items, "no banned words"),
+    "allowed_token_ids": (_absent, "the whole vocabulary"),
     "min_tokens": (_equals(0), "no minimum length"),
     "prompt_logprobs": (_absent, "no prompt log-probs"),
-    "spaces_between_special_tokens": (_equals(True), "the tokenizer's own decoding"),
+    "logprob_token_ids": (_absent, "the sampled tokens' log-probs only"),
     "truncate_prompt_tokens": (_absent, "prompts are never truncated (a long one is a 400)"),
     "priority": (_equals(0), "first come, first served"),
-    "stream_options": (_absent, "no streaming"),
+    "stream_options": (_no_items, "no streaming"),
+    "echo": (_equals(False), "the prompt is not echoed"),
+    "response_format": (_free_text, "free text only"),
+    "structured_outputs": (_absent, "free text only"),
+    "thinking_token_budget": (_absent, "no thinking budget"),
+    "use_beam_search": (_equals(False), "sampling only"),
+    "repetition_detection": (_absent, "no repetition detection"),
 }
 _COMPLETION_UNSUPPORTED = {
     **_COMMON_UNSUPPORTED,
     "logprobs": (_equals(0), "logprobs 0 (the sampled tokens' log-probs) only; no top "
                              "alternatives"),
-    "echo": (_equals(False), "the prompt is not echoed"),
-    "suffix": (_empty, "no suffix"),
-    "best_of": (_equals(1), "n samples, each returned"),
+    "suffix": (_absent, "no suffix"),
 }
 _CHAT_UNSUPPORTED = {
     **_COMMON_UNSUPPORTED,
     "top_logprobs": (_equals(0), "the sampled tokens' log-probs only"),
     "tool_choice": (_equals("auto", "none"), "tool_choice auto or none (no forced calls)"),
-    "parallel_tool_calls": (_equals(True), "every tool call in the reply is returned"),
-    "response_format": (lambda v: v is None or v == {"type": "text"}, "free text only"),
     "chat_template": (_absent, "the model's own chat template"),
+    "reasoning_effort": (_absent, "set chat_template_kwargs (e.g. enable_thinking)"),
 }
 _UNSUPPORTED = {"completions": _COMPLETION_UNSUPPORTED, "chat": _CHAT_UNSUPPORTED}
 
@@ -94,3 +108,7 @@ def check_supported(body: dict, route: str) -> None:
     if name in body and not neutral(body[name]):
       raise HTTPException(400, f"{name}={body[name]!r} is not supported by this server "
                                f"(vLLM honours it; here: {instead}); leave it out")
+  if body.get("spaces_between_special_tokens") is False and body.get("skip_special_tokens") is False:
+    raise HTTPException(400, "spaces_between_special_tokens=False is not supported by this "
+                             "server with skip_special_tokens=False (vLLM honours it; here: "
+                             "the tokenizer's own decoding); leave it out")

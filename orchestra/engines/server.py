@@ -23,8 +23,8 @@ Weight control, as vLLM only with `dev_mode` (its `VLLM_SERVER_DEV_MODE=1`):
   POST /update_weight_version {"new_version": "7"} (here: an integer, the trainer's step)
   GET  /weight_info           {"weight_version": "7"}
 Generation stops, as vLLM's does, at the request's `stop_token_ids` and, unless
-`ignore_eos`, at the model's end-of-turn and end-of-text ids; a choice's `stop_reason` is
-the stop id, None at the tokenizer's eos or at the length limit.
+`ignore_eos`, at the tokenizer's eos and the model's generation-config eos ids; a
+choice's `stop_reason` is the stop id, None at the tokenizer's eos or at the length limit.
 With an `api_key`, /v1 routes need `Authorization: Bearer <key>` (401 otherwise), as
 vLLM's `--api-key`. A field vLLM honours and this server does not (stop strings,
 penalties, top log-probs, forced tool calls, ...) is a 400 unless at its neutral value;
@@ -183,9 +183,9 @@ def _check_template_options(body: dict[str, Any]) -> None:
   options = body.get("chat_template_kwargs")
   if options is not None and not isinstance(options, dict):
     raise HTTPException(400, f"chat_template_kwargs must be an object, got {options!r}")
-  taken = sorted(set(options or ()) & set(_TEMPLATE_ARGUMENTS))
-  if taken:
-    raise HTTPException(400, f"chat_template_kwargs {taken}: set these as request fields")
+  if "chat_template" in (options or {}):
+    raise HTTPException(400, "chat_template_kwargs.chat_template is not supported by this "
+                             "server (vLLM refuses it too without --trust-request-chat-template)")
   documents = body.get("documents")
   if documents is not None and not (isinstance(documents, list)
                                     and all(isinstance(d, dict) for d in documents)):
@@ -195,14 +195,18 @@ def _check_template_options(body: dict[str, Any]) -> None:
 def _chat_prompt_ids(tokenizer, body: dict[str, Any], tools) -> list[int]:
   """The chat template's rendering of `messages`, with the request's template options
   (`add_generation_prompt`, default true; `continue_final_message`; `documents`;
-  `chat_template_kwargs`, e.g. Qwen3's `enable_thinking`), tokenised."""
+  `chat_template_kwargs`, e.g. Qwen3's `enable_thinking`, where the request's own fields
+  win, as in vLLM), tokenised (`add_special_tokens`, default false)."""
   add_generation_prompt = body.get("add_generation_prompt")
+  options = {k: v for k, v in (body.get("chat_template_kwargs") or {}).items()
+             if k not in _TEMPLATE_ARGUMENTS}
   prompt = tokenizer.apply_chat_template(
       body["messages"], tools=tools, documents=body.get("documents"),
       add_generation_prompt=True if add_generation_prompt is None else add_generation_prompt,
       continue_final_message=bool(body.get("continue_final_message")), tokenize=False,
-      **(body.get("chat_template_kwargs") or {}))
-  return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+      **options)
+  return list(tokenizer(prompt, add_special_tokens=bool(body.get("add_special_tokens")))[
+      "input_ids"])
 
 
 @dataclasses.dataclass
@@ -214,15 +218,16 @@ class ServerState:
   max_model_len: int
   tool_call_parser: Callable[[str, set[str]], Any]
   end_of_turn: str
+  model_eos_ids: tuple[int, ...] = ()
   gate: "_Gate" = dataclasses.field(default_factory=lambda: _Gate())
   created: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
   @property
   def eos_ids(self) -> tuple[int, ...]:
-    """The model's end-of-generation ids, end of turn and end of text (vLLM's tokenizer
-    eos and generation-config eos ids): every request stops at them unless `ignore_eos`."""
-    ids = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id}
-    return tuple(t for t in ids if t is not None and t >= 0)
+    """Where every request stops unless `ignore_eos`, as vLLM's: the tokenizer's eos and
+    the model's generation-config eos ids (`model_eos_ids`)."""
+    ids = (self.tokenizer.eos_token_id, *self.model_eos_ids)
+    return tuple(dict.fromkeys(t for t in ids if t is not None and t >= 0))
 
   def check_model(self, body: dict):
     if body.get("model") not in (None, self.model_name):
@@ -243,20 +248,22 @@ class ServerState:
 
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
                tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str,
-               dev_mode: bool = True, api_key: str | None = None,
-               strict: bool = False) -> FastAPI:
+               eos_token_ids: tuple[int, ...] = (), dev_mode: bool = True,
+               api_key: str | None = None, strict: bool = False) -> FastAPI:
   """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
 
   The chat format is the caller's: `end_of_turn` is the token that closes an assistant
   turn (e.g. "<|im_end|>"), and `tool_call_parser(text, tool_names)` returns an object
   with `.content` (text outside the calls) and `.calls` (each with `.name`, `.arguments`),
   e.g. `orchestra.agent.parser.parse_turn`. The engine layer parses nothing itself.
+  `eos_token_ids` are the model's generation-config eos ids: generation stops at them
+  and at the tokenizer's eos (a Qwen3 chat model lists both <|im_end|> and <|endoftext|>).
   `dev_mode` adds the weight-control routes, `api_key` guards /v1, `strict` refuses
   fields vLLM does not know (module docstring). Each route is a function of
   (`ServerState`, request body) below.
   """
   state = ServerState(engine, tokenizer, model_name, max_model_len, tool_call_parser,
-                      end_of_turn)
+                      end_of_turn, tuple(eos_token_ids))
   app = FastAPI(title="orchestra serve")
   if api_key:
     _require_key(app, api_key)
@@ -347,7 +354,8 @@ async def completions(state: ServerState, body: dict) -> dict:
     raise HTTPException(400, "stream must be false: this server does not stream")
   # Tokenising a long prompt takes seconds: a worker thread keeps the event loop (and
   # /health, and every other request) free meanwhile.
-  prompts = await asyncio.to_thread(_prompts, body.get("prompt"), state.tokenizer)
+  prompts = await asyncio.to_thread(_prompts, body.get("prompt"), state.tokenizer,
+                                    body.get("add_special_tokens", True) is not False)
   sampling = _sampling(body, default_max=16, eos_ids=state.eos_ids)
   n = _number(body, "n", int, 1, lambda v: v >= 1, "an integer >= 1")
   jobs = [state.generate(p, sampling if sampling.seed is None else
@@ -425,8 +433,10 @@ def _chat_message(state: ServerState, body: dict, tools, c: Completion) -> dict:
       text = text[:-len(stop)]
   message: dict[str, Any] = {"role": "assistant", "content": text}
   finish = c.finish_reason
-  if tools and body.get("tool_choice") != "none":
+  if tools and body.get("tool_choice", "auto") == "auto":
     parsed = state.tool_call_parser(text, {t["function"]["name"] for t in tools})
+    if body.get("parallel_tool_calls") is False:     # vLLM keeps the first call
+      parsed.calls[1:] = []
     if parsed.calls:
       message["content"] = parsed.content or None
       message["tool_calls"] = [
@@ -477,8 +487,10 @@ async def update_weight_version(state: ServerState, body: dict) -> dict:
   return {"success": True, "new_version": version}
 
 
-def _prompts(prompt, tokenizer) -> list[list[int]]:
-  """Normalises a completions `prompt` (text, ids, or a batch of either) to id lists."""
+def _prompts(prompt, tokenizer, add_special_tokens: bool) -> list[list[int]]:
+  """Normalises a completions `prompt` (text, ids, or a batch of either) to id lists; text
+  is tokenised with the tokenizer's special tokens (BOS...) unless `add_special_tokens` is
+  false, as vLLM does."""
   if isinstance(prompt, str):
     prompt = [prompt]
   if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
@@ -488,7 +500,7 @@ def _prompts(prompt, tokenizer) -> list[list[int]]:
   out = []
   for p in prompt:
     if isinstance(p, str):
-      out.append(list(tokenizer(p, add_special_tokens=False)["input_ids"]))
+      out.append(list(tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]))
     elif isinstance(p, list) and p and all(isinstance(t, int) for t in p):
       out.append(p)
     else:

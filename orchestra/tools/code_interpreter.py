@@ -3,7 +3,7 @@
 Each call gets a fresh temporary working directory (deleted afterwards) and a
 fresh `python -I -B -u` process started with asyncio, so many calls run
 concurrently without blocking the event loop. The code travels on stdin; a
-small child program (`sandbox_child.py`) sets up layers 2-4 and then
+small child program (`sandbox_child.py`) sets up layers 2-5 and then
 `exec`s the code as `__main__`. The layers, outermost first:
 
 1. Parent side: a minimal environment (never `os.environ`, so no API keys), a
@@ -27,7 +27,16 @@ small child program (`sandbox_child.py`) sets up layers 2-4 and then
    namespace (file permissions already stop writes). A step that fails (e.g. a
    container without CAP_SYS_ADMIN, or user namespaces disabled) is skipped
    silently.
-4. An audit hook (`sys.addaudithook`; Python code cannot remove it) that raises
+4. A seccomp filter (kernel; x86_64, after no_new_privs; skipped elsewhere or
+   where the kernel refuses it): fork, vfork, exec and non-thread `clone` fail
+   with EPERM, as do non-AF_UNIX sockets, signals (`kill`, `tgkill`) to other
+   processes, `ptrace`, `process_vm_*`, the pidfd calls, `memfd_create`,
+   `userfaultfd`, io_uring, bpf, perf events, mounts and namespaces
+   (`unshare`, `setns`), file handles (`open_by_handle_at`), device nodes,
+   keyrings, modules, reboot and clock setting (`sandbox_child.REFUSED_SYSCALLS`).
+   Python code cannot lift it, so what the hook below refuses of these holds
+   even against code that subverts the hook.
+5. An audit hook (`sys.addaudithook`; Python code cannot remove it) that raises
    `PermissionError("blocked: ...")` on: non-AF_UNIX sockets, connect, bind,
    sendto and DNS look-ups; fork, exec, spawn, system and Popen (plus what
    CPython does not audit, replaced in the child: `_posixsubprocess.fork_exec`,
@@ -47,20 +56,23 @@ What is NOT protected:
   `/root/.ssh`, and it can signal root's processes by uid match.
 - Process count: RLIMIT_NPROC never binds uid 0 and is set only after the drop
   to nobody; for a non-root trainer it would count all the user's threads (a
-  JAX trainer has many). Otherwise only the hook stops forks, and a process
-  that escaped it and called `setsid` would also escape the timeout's kill.
+  JAX trainer has many). Otherwise the hook and, on x86_64, the seccomp filter
+  stop forks; a process that escaped both and called `setsid` would also escape
+  the timeout's kill.
 - The audit hook is a tripwire against mistakes, not a security boundary (PEP
   578 says so): its checks are Python code that deliberate code can subvert
   (walking frames to the child program's globals, rebinding a closure cell of
   its checks, monkeypatching the stdlib functions `os.path.realpath` relies
   on), and CPython's `open` event does not
   report `dir_fd`, so `os.open(name, flags, dir_fd=fd)` evades its write check.
-  Against such code only layers 2 and 3 hold, and layer 3 is not available
-  everywhere. Filesystem Unix sockets (e.g. Docker's) are reachable across
+  Against such code only layers 2-4 hold, and layers 3 and 4 are not
+  available everywhere; the file checks (writes outside the working
+  directory, other processes' /proc entries) have no kernel layer but the
+  read-only mounts of layer 3. Filesystem Unix sockets (e.g. Docker's) are reachable across
   network namespaces and are refused only by the hook's `connect` check.
 - Total disk use (only each file's size is capped), memory in other forms than
-  the address space, and CPU/memory/time within the limits; no cgroup or
-  seccomp filter. For hostile code use a VM, gVisor or nsjail instead.
+  the address space, and CPU/memory/time within the limits; no cgroup or PID
+  namespace. For hostile code use a VM, gVisor or nsjail instead.
 """
 
 from __future__ import annotations

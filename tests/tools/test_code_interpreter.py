@@ -2,7 +2,9 @@
 
 import asyncio
 import functools
+import importlib.util
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -19,6 +21,7 @@ from orchestra.tools.code_interpreter import CodeInterpreter
 KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts, no network, ...
 HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
 FORK_GUARD = "refuse_unaudited_calls()"           # fork_exec, pidfd, memfd replaced
+SYSCALL_FILTER = "install_syscall_filter()"       # seccomp: the kernel refuses the calls
 
 
 def run(code, **options):
@@ -123,8 +126,9 @@ def test_busy_loop_hits_the_cpu_time_limit():
 
 
 def test_timeout_kills_the_whole_process_group(monkeypatch):
-  """A child the code forked (here past the hook, which would refuse the fork) dies with it."""
-  without(monkeypatch, HOOK_LAYER, FORK_GUARD)
+  """A child the code forked (here past the hook and the syscall filter, which would refuse
+  the fork) dies with it."""
+  without(monkeypatch, HOOK_LAYER, FORK_GUARD, SYSCALL_FILTER)
   code = ("import os, time\npid = os.fork()\nif pid == 0:\n  time.sleep(600)\n  os._exit(0)\n"
           "print('child', pid, flush=True)\ntime.sleep(600)")
   result = run(code, timeout_s=2)
@@ -473,3 +477,60 @@ def test_a_deeply_nested_working_directory_is_removed_and_the_output_kept():
   assert result.error is None and result.text.endswith("deep\n"), result.text
   workdir = result.text.split("stdout:\n")[1].splitlines()[0]
   assert workdir.startswith(tempfile.gettempdir()) and not os.path.exists(workdir)
+
+
+def x86_64_only():
+  if os.uname().machine != "x86_64":
+    pytest.skip("the seccomp filter's table is x86_64's; elsewhere the layer is skipped")
+
+
+def test_the_syscall_filters_numbers_are_the_kernels():
+  """Every syscall number the filter names, against the kernel's own header."""
+  header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
+  if not os.path.exists(header):
+    pytest.skip(f"no {header} to check against")
+  with open(header) as f:
+    kernel = {name: int(nr) for name, nr in re.findall(r"#define __NR_(\w+) (\d+)", f.read())}
+  spec = importlib.util.spec_from_file_location("sandbox_child", code_interpreter.CHILD_PROGRAM)
+  child = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(child)
+  named = {**child.SYSCALLS, **child.REFUSED_SYSCALLS}
+  assert {name: kernel.get(name) for name in named} == named
+
+
+def test_the_syscall_filter_is_on_and_threads_and_own_signals_still_work():
+  x86_64_only()
+  code = ("import os, signal, threading\n"
+          "print(open('/proc/self/status').read().split('Seccomp:')[1].split()[0])\n"
+          "out = []\nt = threading.Thread(target=lambda: out.append(7))\nt.start(); t.join()\n"
+          "signal.signal(signal.SIGUSR1, lambda *a: out.append('usr1'))\n"
+          "signal.raise_signal(signal.SIGUSR1)\nos.kill(os.getpid(), signal.SIGUSR1)\nprint(out)")
+  result = run(code)
+  assert result.error is None and stdout(result) == "2\n[7, 'usr1', 'usr1']\n", result.text
+
+
+KERNEL_REFUSED = {
+    "fork": "import os\nprint(os.fork())",
+    "exec": "import os\nos.execv('/bin/true', ['true'])",
+    "subprocess": "import subprocess\nprint(subprocess.run(['true']).returncode)",
+    "socket": "import socket\nprint(socket.socket(socket.AF_INET, socket.SOCK_STREAM))",
+    "memfd": "import os\nprint(os.memfd_create('m'))",
+    "pidfd": "import os\nprint(os.pidfd_open(1))",
+    "kill_other": "import os\nos.kill({bystander}, 0)\nprint('signalled')",
+}
+
+
+@pytest.mark.parametrize("call", sorted(KERNEL_REFUSED))
+@pytest.mark.parametrize("filtered", [True, False])
+def test_the_syscall_filter_alone_refuses_what_the_hook_refuses(monkeypatch, bystander, call,
+                                                                filtered):
+  """With the audit hook and the unaudited-call guard left out (as deliberate code that got
+  past them would have it), the kernel still refuses; without the filter too, the same code
+  succeeds (the control: these calls are possible here)."""
+  x86_64_only()
+  without(monkeypatch, HOOK_LAYER, FORK_GUARD, *([] if filtered else [SYSCALL_FILTER]))
+  result = run(KERNEL_REFUSED[call].format(bystander=bystander))
+  if filtered:
+    assert result.error and "Operation not permitted" in result.text, result.text
+  else:
+    assert result.error is None and stdout(result).strip(), result.text
