@@ -57,14 +57,14 @@ def prepare_run(config, workdir: str):
   the same setup from it. An error in process 0 is raised in every process.
   """
   from orchestra.sharding.multihost import broadcast_object, is_main
-  from orchestra.train.run_record import RunRecordError, check_config, record_config
+  from orchestra.train.run_record import RunRecordError, check_against_record, record_config
   from orchestra.train.setup import build_setup
   from orchestra.train.setup_base import ConfigValueError
   changes, setup, error = {}, None, None
   if is_main():
     try:
       prepare_workdir(workdir)
-      check_config(config, workdir)        # a different model or data: refused first
+      check_against_record(config, workdir)   # a different model or data: refused first
       setup = build_setup(config, workdir)
       changes = record_config(config, workdir)   # only a launch that got this far
     except (ConfigValueError, RunRecordError, NotADirectoryError, PermissionError) as e:

@@ -61,7 +61,7 @@ def _frozen(field: str) -> bool:
   return field.startswith(FROZEN_PREFIXES) and field not in MUTABLE_IN_FROZEN
 
 
-def check_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
+def check_against_record(config: ConfigDict, workdir: str) -> dict[str, tuple]:
   """The changes from the folder's recorded config ({} on a new run), writing nothing;
   raises `RunRecordError` for changes to the model shape or the data."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -81,13 +81,13 @@ def check_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
 
 def record_config(config: ConfigDict, workdir: str) -> dict[str, tuple]:
   """Writes `config.json` on a new run; on a relaunch checks and logs the changes
-  (`check_config`).
+  (`check_against_record`).
 
   Call once the config is validated and the run's setup built: a launch that fails
   before that records nothing. Returns the accepted changes ({} on a new run).
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  changes = check_config(config, workdir)
+  changes = check_against_record(config, workdir)
   if not os.path.exists(path):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
