@@ -14,7 +14,9 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    written file (`max_file_mb`), no core dumps, 256 open files.
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only, a network namespace with no interface up; then the
+   remounted read-only and /dev/shm is a 16 MB tmpfs of its own (POSIX
+   semaphores for thread pools; the host's is hidden), a network namespace
+   with no interface up; then the
    child becomes uid/gid 65534 (nobody; the working directory is handed to it,
    RLIMIT_NPROC 64), and enters a user namespace, which drops all capabilities
    over the host (the mounts cannot be undone; other processes'
@@ -30,7 +32,10 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
 4. A seccomp filter (kernel; x86_64, after no_new_privs; skipped elsewhere or
    where the kernel refuses it): fork, vfork, exec and non-thread `clone` fail
    with EPERM, as do non-AF_UNIX sockets, signals (`kill`, `tgkill`) to other
-   processes, `ptrace`, `process_vm_*`, the pidfd calls, `memfd_create`,
+   processes, fd signal owners (`fcntl` F_SETOWN/F_SETSIG/F_SETOWN_EX, `ioctl`
+   FIOSETOWN/SIOCSPGRP: the kernel would signal the owner, any process of the
+   uid), `prlimit64`, `setpriority` and `sched_set*` on other processes,
+   `ptrace`, `process_vm_*`, the pidfd calls, `memfd_create`,
    `userfaultfd`, io_uring, bpf, perf events, mounts and namespaces
    (`unshare`, `setns`), file handles (`open_by_handle_at`), device nodes,
    keyrings, modules, reboot and clock setting (`sandbox_child.REFUSED_SYSCALLS`).
@@ -48,7 +53,10 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    through a symlink or a magic link such as `/proc/<pid>/fd/N`; ctypes
    library loading (except libraries inside the Python installation, which
    torch needs), symbol look-up, foreign calls and raw memory access; `gc`
-   object enumeration; and signals to other processes.
+   object enumeration; signals to other processes, also through an fd's
+   signal owner; and `resource.prlimit` of other processes (`os.setpriority`
+   and `os.sched_set*`, not audited, are replaced by versions that refuse other
+   processes).
 
 What is NOT protected:
 - Reads: the code can read any file its process can; where the child keeps

@@ -11,6 +11,8 @@ import ctypes, linecache, os, re, resource, signal, subprocess, sys, traceback, 
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+SHM_OPTIONS = b"size=16m,nr_inodes=256,mode=1777"
 KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
                     | os.ST_NODIRATIME | os.ST_RELATIME)
 MAX_OPEN_FILES = 256
@@ -28,10 +30,13 @@ HARMLESS_CTYPES_EVENTS = frozenset({"ctypes.addressof", "ctypes.create_string_bu
 UNAUDITED_MODULES = ("_posixsubprocess", "posix", "_signal")
 TAMPER_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
 # seccomp (x86_64 numbers, checked against the kernel headers in the tests).
-SYSCALLS = {"clone": 56, "socket": 41, "kill": 62, "tgkill": 234, "clone3": 435}
+SYSCALLS = {"clone": 56, "clone3": 435, "socket": 41, "kill": 62, "tgkill": 234, "fcntl": 72,
+            "ioctl": 16, "setpriority": 141, "prlimit64": 302, "sched_setaffinity": 203,
+            "sched_setparam": 142, "sched_setscheduler": 144, "sched_setattr": 314}
 REFUSED_SYSCALLS = {   # processes, other processes, namespaces/mounts, kernel state
     "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "ptrace": 101,
     "process_vm_readv": 310, "process_vm_writev": 311, "process_madvise": 440, "kcmp": 312,
+    "process_mrelease": 448, "migrate_pages": 256, "move_pages": 279, "ioprio_set": 251,
     "tkill": 200, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434,
     "pidfd_send_signal": 424, "pidfd_getfd": 438, "memfd_create": 319, "memfd_secret": 447,
     "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
@@ -46,11 +51,14 @@ REFUSED_SYSCALLS = {   # processes, other processes, namespaces/mounts, kernel s
     "clock_adjtime": 305, "sethostname": 170, "setdomainname": 171, "iopl": 172,
     "ioperm": 173, "vhangup": 153, "lookup_dcookie": 212, "fanotify_init": 300,
 }
+# Commands that make the kernel signal an fd's "owner", any process the uid may signal:
+# fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX; ioctl FIOSETOWN, SIOCSPGRP.
+SIGNAL_OWNER_FCNTLS, SIGNAL_OWNER_IOCTLS = (8, 10, 15), (0x8901, 0x8902)
 AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, CLONE_THREAD, AF_UNIX = 0xC000003E, 0x40000000, 0x10000, 1
-EPERM, ENOSYS = 1, 38
+EPERM, ENOSYS, PRIO_PROCESS = 1, 38, 0
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-SECCOMP_RET_KILL, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
-BPF_LD_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06   # 32-bit loads
+SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x50000, 0x7FFF0000
+BPF_LD_ABS, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
 # event -> (index of a path argument, index of the dir_fd it is relative to, or None), ...
 PATH_EVENTS = {
     "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),),
@@ -128,6 +136,9 @@ def read_only_except(libc, workdir):
       except OSError:
         continue
       mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+  if os.path.isdir("/dev/shm"):   # POSIX semaphores (multiprocessing's locks, ThreadPool):
+    libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               SHM_OPTIONS)       # a small tmpfs of the namespace's own, gone with it
   os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
 
 
@@ -142,17 +153,31 @@ def mount_points():
 def refuse_unaudited_calls():
   """Replaces what CPython does not audit: `_posixsubprocess.fork_exec` (its re-import, under
   any name, is refused by the hook), the pidfd calls that signal any process the uid may
-  signal, and `memfd_create`, whose unmapped pages escape RLIMIT_AS."""
+  signal, `memfd_create`, whose unmapped pages escape RLIMIT_AS, and the priority and
+  scheduling calls, which reach any process of the uid (kept for this process)."""
   import _posixsubprocess, _signal, posix
+  own_pid = os.getpid()
   def refusing(what):
     def refuse(*args, **kwargs):
       raise PermissionError(f"blocked: {what} is not allowed")
     return refuse
+  def own_process_only(call, pid_index, which_index=None):
+    def guarded(*args):
+      if args[pid_index] not in (0, own_pid) or (which_index is not None
+                                                 and args[which_index] != os.PRIO_PROCESS):
+        raise PermissionError("blocked: changing other processes is not allowed")
+      return call(*args)
+    return guarded
   _posixsubprocess.fork_exec = subprocess._fork_exec = refusing("creating processes")
   for module in (os, posix):
     for name in ("pidfd_open", "memfd_create"):
       if hasattr(module, name):
         setattr(module, name, refusing(f"os.{name}"))
+    for name, pid_index, which_index in (("setpriority", 1, 0), ("sched_setaffinity", 0, None),
+                                         ("sched_setparam", 0, None),
+                                         ("sched_setscheduler", 0, None)):
+      if hasattr(module, name):
+        setattr(module, name, own_process_only(getattr(module, name), pid_index, which_index))
   for module in (signal, _signal):
     if hasattr(module, "pidfd_send_signal"):
       module.pidfd_send_signal = refusing("signalling other processes")
@@ -160,24 +185,51 @@ def refuse_unaudited_calls():
 
 def syscall_filter(own_pid):
   """The seccomp-BPF program (x86_64): `(code, jt, jf, k)` instructions over `seccomp_data`
-  (nr at offset 0, arch at 4, the first argument's low word at 16).
+  (nr at offset 0, arch at 4, argument i's low 32 bits at 16 + 8 i; every argument tested
+  is an int or has its high bits ignored by the kernel).
 
-  Another architecture's or the x32 ABI's calls kill / are refused; `REFUSED_SYSCALLS` fail
-  with EPERM; `clone3` fails with ENOSYS (its flags are behind a pointer; glibc falls back
-  to `clone`); `clone` is a thread (CLONE_THREAD) or refused, `socket` AF_UNIX or refused,
-  `kill` and `tgkill` aimed at this process or refused; everything else is allowed.
+  Another architecture's calls kill the process, the x32 ABI's fail; `REFUSED_SYSCALLS` fail
+  with EPERM; `clone3` with ENOSYS (its flags are behind a pointer; glibc falls back to
+  `clone`). Calls that reach other processes by pid are allowed only on this process:
+  `clone` only for a thread, `socket` only AF_UNIX, `kill`/`tgkill` only to itself,
+  `prlimit64` and the `sched_set*` calls only on pid 0 or itself, `setpriority` only
+  PRIO_PROCESS of those; `fcntl`/`ioctl` commands that set an fd's signal owner fail.
+  Everything else is allowed.
   """
   deny, allow = (BPF_RET, 0, 0, SECCOMP_RET_ERRNO | EPERM), (BPF_RET, 0, 0, SECCOMP_RET_ALLOW)
-  load_nr, load_arch, load_arg0 = ((BPF_LD_ABS, 0, 0, offset) for offset in (0, 4, 16))
-  program = [load_arch, (BPF_JEQ, 1, 0, AUDIT_ARCH_X86_64), (BPF_RET, 0, 0, SECCOMP_RET_KILL),
-             load_nr, (BPF_JGE, 0, 1, X32_SYSCALL_BIT), deny]
+  program = [(BPF_LD_ABS, 0, 0, 4), (BPF_JEQ, 1, 0, AUDIT_ARCH_X86_64),
+             (BPF_RET, 0, 0, SECCOMP_RET_KILL_PROCESS),
+             (BPF_LD_ABS, 0, 0, 0), (BPF_JGE, 0, 1, X32_SYSCALL_BIT), deny]
   for nr in sorted(REFUSED_SYSCALLS.values()):
     program += [(BPF_JEQ, 0, 1, nr), deny]
   program += [(BPF_JEQ, 0, 1, SYSCALLS["clone3"]), (BPF_RET, 0, 0, SECCOMP_RET_ERRNO | ENOSYS)]
-  for name, (test, value) in {"clone": (BPF_JSET, CLONE_THREAD), "socket": (BPF_JEQ, AF_UNIX),
-                              "kill": (BPF_JEQ, own_pid), "tgkill": (BPF_JEQ, own_pid)}.items():
-    program += [(BPF_JEQ, 0, 4, SYSCALLS[name]), load_arg0, (test, 0, 1, value), allow, deny]
+  program += _decide("clone", [(0, BPF_JSET, (CLONE_THREAD,))], allow, deny)
+  program += _decide("socket", [(0, BPF_JEQ, (AF_UNIX,))], allow, deny)
+  for name in ("kill", "tgkill"):
+    program += _decide(name, [(0, BPF_JEQ, (own_pid,))], allow, deny)
+  for name in ("prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler",
+               "sched_setattr"):
+    program += _decide(name, [(0, BPF_JEQ, (0, own_pid))], allow, deny)
+  program += _decide("setpriority", [(0, BPF_JEQ, (PRIO_PROCESS,)), (1, BPF_JEQ, (0, own_pid))],
+                     allow, deny)
+  program += _decide("fcntl", [(1, BPF_JEQ, SIGNAL_OWNER_FCNTLS)], deny, allow)
+  program += _decide("ioctl", [(1, BPF_JEQ, SIGNAL_OWNER_IOCTLS)], deny, allow)
   return program + [allow]
+
+
+def _decide(name, conditions, when_all_hold, otherwise):
+  """Instructions that, for syscall `name` only, return `when_all_hold` if every condition
+  (argument index, test, values: the test passes for one of the values) holds, else
+  `otherwise`; other syscalls fall through with the syscall number still loaded."""
+  body = []
+  for argument, test, values in conditions:
+    body.append((BPF_LD_ABS, 0, 0, 16 + 8 * argument))
+    body += [(test, len(values) - j, 0, value) for j, value in enumerate(values)]
+    body.append((BPF_JA, 0, 0, None))               # no value passed: to `otherwise`
+  body += [when_all_hold, otherwise]
+  body = [(code, jt, jf, len(body) - 1 - i - 1 if k is None else k)
+          for i, (code, jt, jf, k) in enumerate(body)]
+  return [(BPF_JEQ, 0, len(body), SYSCALLS[name])] + body
 
 
 def install_syscall_filter():
@@ -309,8 +361,12 @@ def install_audit_hook(workdir):
       return "ctypes is not allowed"
     if event in TAMPER_EVENTS:
       return "gc object enumeration is not allowed"
-    if (event == "os.kill" and args[0] != own_pid) or event == "os.killpg":
+    if ((event == "os.kill" and args[0] != own_pid) or event == "os.killpg"
+        or (event == "fcntl.fcntl" and args[1] in SIGNAL_OWNER_FCNTLS)
+        or (event == "fcntl.ioctl" and args[1] in SIGNAL_OWNER_IOCTLS)):
       return "signalling other processes is not allowed"
+    if event == "resource.prlimit" and args[0] not in (0, own_pid):
+      return "changing other processes is not allowed"
     return None
 
   def hook(event, args):

@@ -5,6 +5,7 @@ import functools
 import importlib.util
 import os
 import re
+import struct
 import signal
 import socket
 import tempfile
@@ -484,6 +485,15 @@ def x86_64_only():
     pytest.skip("the seccomp filter's table is x86_64's; elsewhere the layer is skipped")
 
 
+@functools.cache
+def child_program():
+  """sandbox_child.py as a module (its functions and tables; `main` is not run)."""
+  spec = importlib.util.spec_from_file_location("sandbox_child", code_interpreter.CHILD_PROGRAM)
+  child = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(child)
+  return child
+
+
 def test_the_syscall_filters_numbers_are_the_kernels():
   """Every syscall number the filter names, against the kernel's own header."""
   header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
@@ -491,11 +501,59 @@ def test_the_syscall_filters_numbers_are_the_kernels():
     pytest.skip(f"no {header} to check against")
   with open(header) as f:
     kernel = {name: int(nr) for name, nr in re.findall(r"#define __NR_(\w+) (\d+)", f.read())}
-  spec = importlib.util.spec_from_file_location("sandbox_child", code_interpreter.CHILD_PROGRAM)
-  child = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(child)
+  child = child_program()
   named = {**child.SYSCALLS, **child.REFUSED_SYSCALLS}
   assert {name: kernel.get(name) for name in named} == named
+
+
+def run_bpf(program, nr, args=(), arch=0xC000003E):
+  """What classic BPF `program` returns for one syscall: an interpreter of the five
+  instructions the filter uses, over the kernel's `struct seccomp_data` layout."""
+  data = struct.pack("<iIQ6Q", nr, arch, 0, *(list(args) + [0] * 6)[:6])
+  pc, accumulator = 0, 0
+  while True:
+    code, jt, jf, k = program[pc]
+    if code == 0x20:                                     # ld [k] (32 bits)
+      accumulator, pc = struct.unpack_from("<I", data, k)[0], pc + 1
+    elif code == 0x06:                                   # ret k
+      return k
+    elif code == 0x05:                                   # ja k
+      pc += 1 + k
+    else:                                                # jeq / jge / jset k, jt, jf
+      holds = {0x15: accumulator == k, 0x35: accumulator >= k, 0x45: bool(accumulator & k)}[code]
+      pc += 1 + (jt if holds else jf)
+
+
+OWN, OTHER = 4242, 1
+ALLOW, EPERM, ENOSYS, KILL = 0x7FFF0000, 0x50001, 0x50026, 0x80000000
+FILTER_CASES = [          # (syscall, arguments, decision)
+    ("read", (0,), ALLOW), ("fork", (), EPERM), ("execve", (), EPERM), ("clone3", (), ENOSYS),
+    ("clone", (0x3D0F00,), ALLOW),                       # glibc's pthread_create flags
+    ("clone", (17,), EPERM), ("clone", (17 | 0x10000 << 32,), EPERM),   # fork; thread bit high
+    ("socket", (1,), ALLOW), ("socket", (2,), EPERM), ("socket", (1 | 2 << 32,), ALLOW),
+    ("kill", (OWN, 10), ALLOW), ("kill", (OTHER, 9), EPERM), ("kill", (0, 9), EPERM),
+    ("tgkill", (OWN, OWN + 1, 10), ALLOW), ("tgkill", (OTHER, OTHER, 9), EPERM),
+    ("prlimit64", (0, 7), ALLOW), ("prlimit64", (OWN, 7), ALLOW),
+    ("prlimit64", (OTHER, 0), EPERM), ("sched_setaffinity", (OTHER,), EPERM),
+    ("sched_setaffinity", (0,), ALLOW), ("sched_setscheduler", (OTHER,), EPERM),
+    ("sched_setparam", (OTHER,), EPERM), ("sched_setattr", (OTHER,), EPERM),
+    ("setpriority", (0, 0, 5), ALLOW), ("setpriority", (0, OWN, 5), ALLOW),
+    ("setpriority", (0, OTHER, 5), EPERM), ("setpriority", (2, 0, 5), EPERM),   # PRIO_USER
+    ("fcntl", (3, 8, OTHER), EPERM), ("fcntl", (3, 10, 9), EPERM), ("fcntl", (3, 15, 0), EPERM),
+    ("fcntl", (3, 3), ALLOW), ("fcntl", (3, 4, 0o4000), ALLOW),     # F_GETFL, F_SETFL
+    ("ioctl", (3, 0x8901, 0), EPERM), ("ioctl", (3, 0x8902, 0), EPERM),
+    ("ioctl", (3, 0x5401, 0), ALLOW),                                 # TCGETS
+]
+
+
+@pytest.mark.parametrize("name, args, decision", FILTER_CASES)
+def test_the_syscall_filter_decides_as_documented(name, args, decision):
+  child = child_program()
+  numbers = {**child.SYSCALLS, **child.REFUSED_SYSCALLS, "read": 0}
+  program = child.syscall_filter(OWN)
+  assert run_bpf(program, numbers[name], args) == decision
+  assert run_bpf(program, numbers[name] | 0x40000000, args) == EPERM            # x32 ABI
+  assert run_bpf(program, numbers[name], args, arch=0x40000003) == KILL          # i386
 
 
 def test_the_syscall_filter_is_on_and_threads_and_own_signals_still_work():
@@ -517,6 +575,15 @@ KERNEL_REFUSED = {
     "memfd": "import os\nprint(os.memfd_create('m'))",
     "pidfd": "import os\nprint(os.pidfd_open(1))",
     "kill_other": "import os\nos.kill({bystander}, 0)\nprint('signalled')",
+    "signal_owner": ("import fcntl, socket\na, b = socket.socketpair()\n"
+                     "print(fcntl.fcntl(a.fileno(), fcntl.F_SETOWN, {bystander}))"),
+    "ioctl_owner": ("import fcntl, socket, struct\na, b = socket.socketpair()\n"
+                    "print(fcntl.ioctl(a.fileno(), 0x8901, struct.pack('i', {bystander})))"),
+    "prlimit_other": ("import resource\n"
+                      "print(resource.prlimit({bystander}, resource.RLIMIT_CORE, (0, 0)))"),
+    "renice_other": "import os\nos.setpriority(os.PRIO_PROCESS, {bystander}, 1)\nprint('ok')",
+    "affinity_other": ("import os\nos.sched_setaffinity({bystander}, os.sched_getaffinity(0))\n"
+                       "print('ok')"),
 }
 
 
@@ -534,3 +601,45 @@ def test_the_syscall_filter_alone_refuses_what_the_hook_refuses(monkeypatch, bys
     assert result.error and "Operation not permitted" in result.text, result.text
   else:
     assert result.error is None and stdout(result).strip(), result.text
+
+
+@pytest.mark.parametrize("call, reason", [
+    ("signal_owner", "signalling other processes"), ("ioctl_owner", "signalling other processes"),
+    ("prlimit_other", "changing other processes"), ("renice_other", "changing other processes"),
+    ("affinity_other", "changing other processes"),
+])
+def test_the_hook_refuses_signal_owners_and_changes_to_other_processes(bystander, call, reason):
+  """A review's finding: an fd's signal owner (F_SETOWN, FIOSETOWN) lets the kernel send
+  SIGIO, or any F_SETSIG signal, to any process of the uid, and prlimit killed a busy root
+  process (RLIMIT_CPU 0); priorities and affinities changed too. The full sandbox."""
+  result = run(KERNEL_REFUSED[call].format(bystander=bystander))
+  assert result.error == f"blocked: {reason} is not allowed", result.text
+  assert alive(bystander)
+
+
+def test_the_same_calls_on_the_sandbox_itself_still_work():
+  code = ("import fcntl, os, resource, socket\na, b = socket.socketpair()\n"
+          "fcntl.fcntl(a.fileno(), fcntl.F_SETFL, os.O_NONBLOCK)\n"
+          "print(resource.prlimit(0, resource.RLIMIT_CORE)[0])\n"
+          "os.setpriority(os.PRIO_PROCESS, 0, 1)\nprint(os.getpriority(os.PRIO_PROCESS, 0))\n"
+          "os.sched_setaffinity(os.getpid(), os.sched_getaffinity(0))\nos.nice(1)\nprint('ok')")
+  result = run(code)
+  assert result.error is None and stdout(result) == "0\n1\nok\n", result.text
+
+
+def test_thread_pools_get_a_private_dev_shm(tmp_path):
+  """multiprocessing's locks need POSIX semaphores in /dev/shm, read-only under the mounts:
+  the child gets a small tmpfs of its own there, which hides the host's."""
+  if not kernel_layer()[0] or not os.path.isdir("/dev/shm"):
+    pytest.skip("no mount namespace on this machine: /dev/shm is the host's")
+  marker = f"/dev/shm/orchestra-test-{uuid.uuid4().hex}"
+  with open(marker, "w"):
+    pass
+  try:
+    code = ("import os\nfrom multiprocessing.pool import ThreadPool\n"
+            "with ThreadPool(3) as pool:\n  print(pool.map(abs, [-1, -2, -3]))\n"
+            f"print(os.path.exists({marker!r}))")
+    result = run(code)
+  finally:
+    os.remove(marker)
+  assert result.error is None and stdout(result) == "[1, 2, 3]\nFalse\n", result.text
