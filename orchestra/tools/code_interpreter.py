@@ -14,9 +14,13 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    written file (`max_file_mb`), no core dumps, 256 open files.
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only and /dev/shm is a 16 MB tmpfs of its own (POSIX
-   semaphores for thread pools; the host's is hidden), a network namespace
-   with no interface up; then the
+   remounted read-only and /dev is a read-only tmpfs with only null, zero,
+   full, random, urandom, the /proc/self/fd links and a 16 MB /dev/shm of its
+   own (POSIX semaphores for thread pools): a device node opens for writing
+   under a read-only mount, and the host's /dev has the kernel log, loop
+   devices, terminals and disks; an IPC namespace (SysV IPC and POSIX message
+   queues of its own, gone with it); a network namespace with no interface
+   up; then the
    child becomes uid/gid 65534 (nobody; the working directory is handed to it,
    RLIMIT_NPROC 64), and enters a user namespace, which drops all capabilities
    over the host (the mounts cannot be undone; other processes'
@@ -25,16 +29,20 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    uid 0, and `pidfd_send_signal` is not audited), writes to device nodes and
    reads of root's files; it is skipped where nobody could not read the
    standard library (a Python installed under /root, as on the development
-   machine) or reach the working directory. As non-root: a user plus network
-   namespace (file permissions already stop writes). A step that fails (e.g. a
+   machine) or reach the working directory. As non-root: a user, network and
+   IPC namespace (file permissions already stop writes). A step that fails (e.g. a
    container without CAP_SYS_ADMIN, or user namespaces disabled) is skipped
    silently.
 4. A seccomp filter (kernel; x86_64, after no_new_privs; skipped elsewhere or
-   where the kernel refuses it): fork, vfork, exec and non-thread `clone` fail
-   with EPERM, as do non-AF_UNIX sockets, signals (`kill`, `tgkill`) to other
+   where the kernel refuses it): fork, vfork, exec and `clone` other than a
+   thread in the same namespaces fail with EPERM, as do `socket` (all
+   families: filesystem Unix sockets cross namespaces; `socketpair` AF_UNIX
+   streams, which asyncio uses, remain), signals (`kill`, `tgkill`) to other
    processes, fd signal owners (`fcntl` F_SETOWN/F_SETSIG/F_SETOWN_EX, `ioctl`
    FIOSETOWN/SIOCSPGRP: the kernel would signal the owner, any process of the
-   uid), `prlimit64`, `setpriority` and `sched_set*` on other processes,
+   uid), file leases (F_SETLEASE stalls others' opens), terminal input
+   (TIOCSTI, TIOCLINUX), loop-device setup, `prlimit64`, `setpriority` and
+   `sched_set*` on other processes, SysV IPC and POSIX message queues,
    `ptrace`, `process_vm_*`, the pidfd calls, `memfd_create`,
    `userfaultfd`, io_uring, bpf, perf events, mounts and namespaces
    (`unshare`, `setns`), file handles (`open_by_handle_at`), device nodes,
@@ -46,8 +54,10 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    sendto and DNS look-ups; fork, exec, spawn, system and Popen (plus what
    CPython does not audit, replaced in the child: `_posixsubprocess.fork_exec`,
    `os.pidfd_open`, `signal.pidfd_send_signal` and `os.memfd_create`, with any
-   new import of their modules, under any name, refused); setting a function's
-   `__code__`; writes, deletes, renames, links,
+   new import of their modules, under any name, refused); setting the
+   `__code__` of the child program's functions or of the path functions its
+   checks use (other code may: `types.coroutine` does, on importing asyncio);
+   the `fcntl`/`ioctl` commands the filter refuses; writes, deletes, renames, links,
    chmods etc. whose real path (symlinks and `dir_fd`s resolved) is outside
    the working directory; opening another process's `/proc/<pid>/...`, also
    through a symlink or a magic link such as `/proc/<pid>/fd/N`; ctypes
@@ -61,7 +71,11 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
 What is NOT protected:
 - Reads: the code can read any file its process can; where the child keeps
   uid 0 (no drop to nobody, see layer 3) that includes secrets such as
-  `/root/.ssh`, and it can signal root's processes by uid match.
+  `/root/.ssh`, and where the seccomp filter is missing (not x86_64) it can
+  signal root's processes by uid match. It can also take `flock`/`fcntl`
+  locks on files it can open, which stalls other processes waiting for them
+  until the run ends (sqlite needs locks in the working directory). Without
+  a mount namespace (no CAP_SYS_ADMIN) /dev is the host's.
 - Process count: RLIMIT_NPROC never binds uid 0 and is set only after the drop
   to nobody; for a non-root trainer it would count all the user's threads (a
   JAX trainer has many). Otherwise the hook and, on x86_64, the seccomp filter

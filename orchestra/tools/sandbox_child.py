@@ -7,12 +7,14 @@ namespaces need privileges and ctypes, which the audit hook (installed last) the
 This file is never imported by the package; it is only ever the child's `__main__`.
 """
 
-import ctypes, linecache, os, re, resource, signal, subprocess, sys, traceback, types
+import ctypes, linecache, os, re, resource, signal, stat, subprocess, sys, traceback, types
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 SHM_OPTIONS = b"size=16m,nr_inodes=256,mode=1777"
+SAFE_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                "urandom": (1, 9)}   # name: (major, minor) of the char device
 KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
                     | os.ST_NODIRATIME | os.ST_RELATIME)
 MAX_OPEN_FILES = 256
@@ -30,7 +32,7 @@ HARMLESS_CTYPES_EVENTS = frozenset({"ctypes.addressof", "ctypes.create_string_bu
 UNAUDITED_MODULES = ("_posixsubprocess", "posix", "_signal")
 TAMPER_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents"})
 # seccomp (x86_64 numbers, checked against the kernel headers in the tests).
-SYSCALLS = {"clone": 56, "clone3": 435, "socket": 41, "kill": 62, "tgkill": 234, "fcntl": 72,
+SYSCALLS = {"clone": 56, "clone3": 435, "socketpair": 53, "kill": 62, "tgkill": 234, "fcntl": 72,
             "ioctl": 16, "setpriority": 141, "prlimit64": 302, "sched_setaffinity": 203,
             "sched_setparam": 142, "sched_setscheduler": 144, "sched_setattr": 314}
 REFUSED_SYSCALLS = {   # processes, other processes, namespaces/mounts, kernel state
@@ -50,10 +52,23 @@ REFUSED_SYSCALLS = {   # processes, other processes, namespaces/mounts, kernel s
     "syslog": 103, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
     "clock_adjtime": 305, "sethostname": 170, "setdomainname": 171, "iopl": 172,
     "ioperm": 173, "vhangup": 153, "lookup_dcookie": 212, "fanotify_init": 300,
+    "socket": 41,   # AF_UNIX too: filesystem sockets (Docker's, syslog's) cross namespaces
+    # SysV IPC and POSIX message queues: the host's where there is no IPC namespace
+    "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+    "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+    "mq_notify": 244, "mq_getsetattr": 245,
 }
-# Commands that make the kernel signal an fd's "owner", any process the uid may signal:
-# fcntl F_SETOWN, F_SETSIG, F_SETOWN_EX; ioctl FIOSETOWN, SIOCSPGRP.
-SIGNAL_OWNER_FCNTLS, SIGNAL_OWNER_IOCTLS = (8, 10, 15), (0x8901, 0x8902)
+# fcntl commands that make the kernel signal an fd's "owner", any process the uid may
+# signal (F_SETOWN, F_SETSIG, F_SETOWN_EX), and F_SETLEASE, which stalls the host's opens of
+# a file; ioctl FIOSETOWN, SIOCSPGRP (owners), TIOCSTI, TIOCLINUX (terminal input), the
+# loop device's and loop-control's setters and /dev/userfaultfd's USERFAULTFD_IOC_NEW.
+SIGNAL_OWNER_FCNTLS, REFUSED_FCNTLS = (8, 10, 15), (8, 10, 15, 1024)
+SIGNAL_OWNER_IOCTLS = (0x8901, 0x8902)
+REFUSED_IOCTLS = (*SIGNAL_OWNER_IOCTLS, 0x5412, 0x541C, 0xAA00, 0x4C00, 0x4C01, 0x4C02, 0x4C04,
+                  0x4C06, 0x4C07, 0x4C08, 0x4C09, 0x4C0A, 0x4C80, 0x4C81, 0x4C82)
+SOCK_STREAM_TYPES = (1, 1 | 0x800, 1 | 0x80000, 1 | 0x800 | 0x80000)   # NONBLOCK, CLOEXEC
+NAMESPACE_CLONE_FLAGS = 0x7E020000
 AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, CLONE_THREAD, AF_UNIX = 0xC000003E, 0x40000000, 0x10000, 1
 EPERM, ENOSYS, PRIO_PROCESS = 1, 38, 0
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
@@ -83,13 +98,13 @@ def set_limits(cpu_s, memory_bytes, file_bytes):
 def isolate(workdir):
   """Enters new namespaces where the kernel allows; each failure just skips that layer."""
   libc = ctypes.CDLL(None, use_errno=True)
-  if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) == 0:   # needs CAP_SYS_ADMIN, i.e. root
+  if libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC) == 0:   # needs CAP_SYS_ADMIN
     read_only_except(libc, workdir)
     drop_root(workdir)
     libc.unshare(CLONE_NEWUSER)   # no capabilities over the host from here on
   else:
     drop_root(workdir)
-    libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)
 
 
 def drop_root(workdir):
@@ -136,10 +151,28 @@ def read_only_except(libc, workdir):
       except OSError:
         continue
       mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
-  if os.path.isdir("/dev/shm"):   # POSIX semaphores (multiprocessing's locks, ThreadPool):
-    libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               SHM_OPTIONS)       # a small tmpfs of the namespace's own, gone with it
+  if not (workdir + "/").startswith("/dev/"):
+    private_dev(libc)
   os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
+
+
+def private_dev(libc):
+  """Replaces /dev by a read-only tmpfs holding only the harmless devices (`SAFE_DEVICES`),
+  the /proc/self/fd links and a 16 MB /dev/shm of its own (POSIX semaphores: thread pools).
+  A device node opens for writing under a read-only mount, and the host's /dev has the
+  kernel log, loop devices, terminals (TIOCSTI) and disks, root-only but for uid 0."""
+  flags = MS_NOSUID | MS_NOEXEC
+  if libc.mount(b"tmpfs", b"/dev", b"tmpfs", flags, b"size=64k,nr_inodes=64,mode=755") != 0:
+    return
+  for name, (major, minor) in SAFE_DEVICES.items():
+    os.mknod(f"/dev/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+    os.chmod(f"/dev/{name}", 0o666)                # mknod's mode passes through the umask
+  for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                       ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    os.symlink(target, f"/dev/{name}")
+  os.mkdir("/dev/shm")
+  libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags | MS_NODEV, SHM_OPTIONS)
+  libc.mount(None, b"/dev", None, MS_REMOUNT | MS_RDONLY | flags, None)
 
 
 def mount_points():
@@ -190,11 +223,11 @@ def syscall_filter(own_pid):
 
   Another architecture's calls kill the process, the x32 ABI's fail; `REFUSED_SYSCALLS` fail
   with EPERM; `clone3` with ENOSYS (its flags are behind a pointer; glibc falls back to
-  `clone`). Calls that reach other processes by pid are allowed only on this process:
-  `clone` only for a thread, `socket` only AF_UNIX, `kill`/`tgkill` only to itself,
-  `prlimit64` and the `sched_set*` calls only on pid 0 or itself, `setpriority` only
-  PRIO_PROCESS of those; `fcntl`/`ioctl` commands that set an fd's signal owner fail.
-  Everything else is allowed.
+  `clone`). `clone` only makes a thread (CLONE_THREAD, no new namespace); `socketpair` only
+  AF_UNIX streams; calls that reach other processes by pid only reach this one: `kill`
+  and `tgkill`, `prlimit64` and the `sched_set*` calls (pid 0 or its own), `setpriority`
+  (PRIO_PROCESS of those); `REFUSED_FCNTLS` and `REFUSED_IOCTLS` fail. Everything else
+  is allowed.
   """
   deny, allow = (BPF_RET, 0, 0, SECCOMP_RET_ERRNO | EPERM), (BPF_RET, 0, 0, SECCOMP_RET_ALLOW)
   program = [(BPF_LD_ABS, 0, 0, 4), (BPF_JEQ, 1, 0, AUDIT_ARCH_X86_64),
@@ -203,8 +236,10 @@ def syscall_filter(own_pid):
   for nr in sorted(REFUSED_SYSCALLS.values()):
     program += [(BPF_JEQ, 0, 1, nr), deny]
   program += [(BPF_JEQ, 0, 1, SYSCALLS["clone3"]), (BPF_RET, 0, 0, SECCOMP_RET_ERRNO | ENOSYS)]
+  program += _decide("clone", [(0, BPF_JSET, (NAMESPACE_CLONE_FLAGS,))], deny, None)
   program += _decide("clone", [(0, BPF_JSET, (CLONE_THREAD,))], allow, deny)
-  program += _decide("socket", [(0, BPF_JEQ, (AF_UNIX,))], allow, deny)
+  program += _decide("socketpair", [(0, BPF_JEQ, (AF_UNIX,)), (1, BPF_JEQ, SOCK_STREAM_TYPES)],
+                     allow, deny)
   for name in ("kill", "tgkill"):
     program += _decide(name, [(0, BPF_JEQ, (own_pid,))], allow, deny)
   for name in ("prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler",
@@ -212,15 +247,17 @@ def syscall_filter(own_pid):
     program += _decide(name, [(0, BPF_JEQ, (0, own_pid))], allow, deny)
   program += _decide("setpriority", [(0, BPF_JEQ, (PRIO_PROCESS,)), (1, BPF_JEQ, (0, own_pid))],
                      allow, deny)
-  program += _decide("fcntl", [(1, BPF_JEQ, SIGNAL_OWNER_FCNTLS)], deny, allow)
-  program += _decide("ioctl", [(1, BPF_JEQ, SIGNAL_OWNER_IOCTLS)], deny, allow)
+  program += _decide("fcntl", [(1, BPF_JEQ, REFUSED_FCNTLS)], deny, allow)
+  program += _decide("ioctl", [(1, BPF_JEQ, REFUSED_IOCTLS)], deny, allow)
   return program + [allow]
 
 
 def _decide(name, conditions, when_all_hold, otherwise):
   """Instructions that, for syscall `name` only, return `when_all_hold` if every condition
   (argument index, test, values: the test passes for one of the values) holds, else
-  `otherwise`; other syscalls fall through with the syscall number still loaded."""
+  `otherwise` (None: go on to the next rule); other syscalls go on to the next rule, with
+  the syscall number loaded."""
+  otherwise = otherwise or (BPF_LD_ABS, 0, 0, 0)
   body = []
   for argument, test, values in conditions:
     body.append((BPF_LD_ABS, 0, 0, 16 + 8 * argument))
@@ -263,6 +300,16 @@ def install_audit_hook(workdir):
   dirname, getcwd = os.path.dirname, os.getcwd
   own_proc, own_pid = f"/proc/{os.getpid()}", os.getpid()
   python_dirs = tuple(realpath(p) + "/" for p in {sys.prefix, sys.base_prefix})
+  # Code the checks run: this program's and the path modules' (os, posixpath, genericpath;
+  # frozen modules' code says "<frozen posixpath>", not their __file__).
+  guarded_files = frozenset(f.__code__.co_filename for f in (
+      install_audit_hook, os.walk, os.path.realpath, os.path.exists))
+
+  def swaps_guarded_code(target):
+    """Whether setting `target.__code__` would change code the hook's checks run (other
+    code may: `types.coroutine`, which asyncio uses, swaps it)."""
+    code = getattr(target, "__code__", None)
+    return code is None or code.co_filename in guarded_files
 
   def resolve(path, dir_fd=None):
     """The real path `path` names (an int is an open fd); None if it is no file (a pipe...)."""
@@ -354,7 +401,7 @@ def install_audit_hook(workdir):
       return "network access is not allowed"
     if event in PROCESS_EVENTS or (event == "import" and unaudited_module(*args[:2])):
       return "creating processes is not allowed"
-    if event == "object.__setattr__" and args[1] == "__code__":
+    if event == "object.__setattr__" and args[1] == "__code__" and swaps_guarded_code(args[0]):
       return "replacing a function's code is not allowed"
     if (event.startswith("ctypes.") and event not in HARMLESS_CTYPES_EVENTS
         and not (event == "ctypes.dlopen" and python_library(args[0]))):
@@ -365,6 +412,9 @@ def install_audit_hook(workdir):
         or (event == "fcntl.fcntl" and args[1] in SIGNAL_OWNER_FCNTLS)
         or (event == "fcntl.ioctl" and args[1] in SIGNAL_OWNER_IOCTLS)):
       return "signalling other processes is not allowed"
+    if ((event == "fcntl.fcntl" and args[1] in REFUSED_FCNTLS)
+        or (event == "fcntl.ioctl" and args[1] in REFUSED_IOCTLS)):
+      return f"{event} command {args[1]:#x} is not allowed"
     if event == "resource.prlimit" and args[0] not in (0, own_pid):
       return "changing other processes is not allowed"
     return None

@@ -406,14 +406,17 @@ def test_another_process_secrets_cannot_be_read_via_proc_links(parent_secret, mo
 
 @pytest.mark.parametrize("where", ["path", "abstract"])
 def test_unix_socket_connect_is_refused(tmp_path, where):
-  """A Unix socket (e.g. Docker's) crosses network namespaces; the hook refuses `connect`."""
+  """A Unix socket (e.g. Docker's) crosses network namespaces: the kernel refuses `socket`
+  (the seccomp filter; only `socketpair` streams are allowed), the hook `connect`."""
   address = str(tmp_path / "s.sock") if where == "path" else f"\0orchestra-{uuid.uuid4().hex}"
   with socket.socket(socket.AF_UNIX) as listener:
     listener.bind(address)
     listener.listen(1)
     result = run(f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({address!r})\n"
                  "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')")
-    assert result.error == "blocked: network access is not allowed"
+    assert (result.error == "blocked: network access is not allowed"
+            or result.error.endswith("PermissionError: [Errno 1] Operation not permitted")
+            ), result.text
     listener.setblocking(False)
     with pytest.raises(BlockingIOError):
       listener.accept()
@@ -447,11 +450,25 @@ def test_unaudited_calls_are_refused(bystander):
   assert run(alias).error == "blocked: creating processes is not allowed"
 
 
-def test_swapping_a_functions_code_is_refused():
+def test_swapping_the_code_the_hook_runs_is_refused():
   """The hook's own frame shows in a refused call's traceback; rewriting its checker's
-  `__code__` switched the whole hook off."""
-  result = run("def f():\n  return 1\nf.__code__ = (lambda: 2).__code__")
-  assert result.error == "blocked: replacing a function's code is not allowed"
+  `__code__` switched the whole hook off. Its checks' path functions are guarded too."""
+  reach_the_checker = (
+      "try:\n  open('/etc/orchestra-test', 'w')\nexcept PermissionError as e:\n"
+      "  tb = e.__traceback__\nwhile tb.tb_next:\n  tb = tb.tb_next\n"
+      "checker = tb.tb_frame.f_locals['why_blocked']\n"
+      "checker.__code__ = (lambda event, args: None).__code__")
+  assert run(reach_the_checker).error == "blocked: replacing a function's code is not allowed"
+  path_function = "import os\nos.path.realpath.__code__ = (lambda p, strict=False: p).__code__"
+  assert run(path_function).error == "blocked: replacing a function's code is not allowed"
+
+
+def test_other_code_swaps_work_so_asyncio_imports():
+  """`types.coroutine`, run when asyncio is imported, sets a function's `__code__`."""
+  code = ("import asyncio\nasync def answer():\n  return 42\nprint(asyncio.run(answer()))\n"
+          "def f():\n  return 1\nf.__code__ = (lambda: 2).__code__\nprint(f())")
+  result = run(code)
+  assert result.error is None and stdout(result) == "42\n2\n", result.text
 
 
 def test_a_root_started_child_runs_as_nobody(tmp_path):
@@ -530,7 +547,11 @@ FILTER_CASES = [          # (syscall, arguments, decision)
     ("read", (0,), ALLOW), ("fork", (), EPERM), ("execve", (), EPERM), ("clone3", (), ENOSYS),
     ("clone", (0x3D0F00,), ALLOW),                       # glibc's pthread_create flags
     ("clone", (17,), EPERM), ("clone", (17 | 0x10000 << 32,), EPERM),   # fork; thread bit high
-    ("socket", (1,), ALLOW), ("socket", (2,), EPERM), ("socket", (1 | 2 << 32,), ALLOW),
+    ("clone", (0x3D0F00 | 0x40000000,), EPERM),          # a thread in a new namespace
+    ("socket", (1,), EPERM), ("socket", (2,), EPERM),
+    ("socketpair", (1, 1), ALLOW), ("socketpair", (1, 1 | 0x80000), ALLOW),
+    ("socketpair", (1, 2), EPERM), ("socketpair", (2, 1), EPERM),       # datagrams; AF_INET
+    ("socketpair", (1 | 1 << 32, 1), ALLOW),
     ("kill", (OWN, 10), ALLOW), ("kill", (OTHER, 9), EPERM), ("kill", (0, 9), EPERM),
     ("tgkill", (OWN, OWN + 1, 10), ALLOW), ("tgkill", (OTHER, OTHER, 9), EPERM),
     ("prlimit64", (0, 7), ALLOW), ("prlimit64", (OWN, 7), ALLOW),
@@ -541,6 +562,9 @@ FILTER_CASES = [          # (syscall, arguments, decision)
     ("setpriority", (0, OTHER, 5), EPERM), ("setpriority", (2, 0, 5), EPERM),   # PRIO_USER
     ("fcntl", (3, 8, OTHER), EPERM), ("fcntl", (3, 10, 9), EPERM), ("fcntl", (3, 15, 0), EPERM),
     ("fcntl", (3, 3), ALLOW), ("fcntl", (3, 4, 0o4000), ALLOW),     # F_GETFL, F_SETFL
+    ("fcntl", (3, 1024, 1), EPERM), ("fcntl", (3, 6, 0), ALLOW),     # F_SETLEASE, F_SETLK
+    ("ioctl", (3, 0x5412, 0), EPERM), ("ioctl", (3, 0x4C00, 4), EPERM),   # TIOCSTI, loop
+    ("shmget", (0, 4096, 0o1600), EPERM), ("mq_open", (0, 0o100), EPERM),
     ("ioctl", (3, 0x8901, 0), EPERM), ("ioctl", (3, 0x8902, 0), EPERM),
     ("ioctl", (3, 0x5401, 0), ALLOW),                                 # TCGETS
 ]
@@ -643,3 +667,33 @@ def test_thread_pools_get_a_private_dev_shm(tmp_path):
   finally:
     os.remove(marker)
   assert result.error is None and stdout(result) == "[1, 2, 3]\nFalse\n", result.text
+
+
+def test_dev_holds_only_harmless_devices():
+  """A device node opens for writing under a read-only mount: the host's /dev gave the
+  kernel log, loop devices and terminals (TIOCSTI) to a child with kernel uid 0."""
+  if not kernel_layer()[0]:
+    pytest.skip("no mount namespace on this machine: /dev is the host's")
+  code = ("import os\nprint(sorted(os.listdir('/dev')))\nopen('/dev/null', 'w').write('x')\n"
+          "print(len(open('/dev/urandom', 'rb').read(4)), os.path.exists('/dev/kmsg'))")
+  result = run(code)
+  assert result.error is None, result.text
+  assert stdout(result) == ("['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', "
+                            "'stdout', 'urandom', 'zero']\n4 False\n")
+
+
+def test_sysv_shared_memory_stays_in_the_sandboxs_ipc_namespace(monkeypatch):
+  """With the hook and the syscall filter left out, a segment the code creates lives in an
+  IPC namespace of its own: the host never lists it, and it goes with the sandbox (on the
+  host's, it would outlive the run, outside every memory limit)."""
+  if not kernel_layer()[0] and not kernel_layer()[1]:
+    pytest.skip("no namespaces on this machine")
+  without(monkeypatch, HOOK_LAYER, FORK_GUARD, SYSCALL_FILTER)
+  key = int(uuid.uuid4().hex[:7], 16)
+  code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+          f"print(libc.shmget({key}, 4096, 0o1600) >= 0)\n"
+          "print(open('/proc/sysvipc/shm').read().count(' %d ' % " + str(key) + "))")
+  result = run(code)
+  assert result.error is None and stdout(result) == "True\n1\n", result.text
+  with open("/proc/sysvipc/shm") as f:
+    assert f" {key} " not in f.read()
