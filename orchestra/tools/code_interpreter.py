@@ -11,10 +11,11 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    cancellation and after every run, and stdout/stderr read incrementally and
    kept to `max_output_chars` (head and tail), so floods cannot exhaust memory.
 2. rlimits (kernel): CPU seconds, address space (`memory_mb`), size of each
-   written file (`max_file_mb`), no core dumps, 256 open files.
+   written file (`max_file_mb`), no core dumps, 256 open files, 64 queued
+   signals (the queue is counted per user: uid 0's is every root process's).
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only and /dev is a read-only tmpfs with only null, zero,
+   remounted read-only and without devices, /dev is a read-only tmpfs with only null, zero,
    full, random, urandom, the /proc/self/fd links and a 16 MB /dev/shm of its
    own (POSIX semaphores for thread pools): a device node opens for writing
    under a read-only mount, and the host's /dev has the kernel log, loop
@@ -33,7 +34,13 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    IPC namespace (file permissions already stop writes). A step that fails (e.g. a
    container without CAP_SYS_ADMIN, or user namespaces disabled) is skipped
    silently.
-4. A seccomp filter (kernel; x86_64, after no_new_privs; skipped elsewhere or
+4. Landlock (kernel >= 5.13, where enabled): every write, create, remove,
+   rename, link and truncation outside the working directory and /dev/shm is
+   refused, and every write open of another file than null, zero, full,
+   random and urandom: FIFOs and device nodes on any mount, paths given
+   through `dir_fd` (which the audit hook does not see). It also keeps the
+   child out of other processes' /proc entries (Landlock's ptrace scoping).
+   Then a seccomp filter (x86_64, after no_new_privs; skipped elsewhere or
    where the kernel refuses it): fork, vfork, exec and `clone` other than a
    thread in the same namespaces fail with EPERM, as do `socket` (all
    families: filesystem Unix sockets cross namespaces; `socketpair` AF_UNIX
@@ -43,11 +50,12 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    uid), file leases (F_SETLEASE stalls others' opens), terminal input
    (TIOCSTI, TIOCLINUX), loop-device setup, `prlimit64`, `setpriority` and
    `sched_set*` on other processes, SysV IPC and POSIX message queues,
+   inotify (its instances and watches are counted per user),
    `ptrace`, `process_vm_*`, the pidfd calls, `memfd_create`,
    `userfaultfd`, io_uring, bpf, perf events, mounts and namespaces
    (`unshare`, `setns`), file handles (`open_by_handle_at`), device nodes,
    keyrings, modules, reboot and clock setting (`sandbox_child.REFUSED_SYSCALLS`).
-   Python code cannot lift it, so what the hook below refuses of these holds
+   Python code can lift neither, so what the hook below refuses of these holds
    even against code that subverts the hook.
 5. An audit hook (`sys.addaudithook`; Python code cannot remove it) that raises
    `PermissionError("blocked: ...")` on: non-AF_UNIX sockets, connect, bind,
@@ -75,7 +83,8 @@ What is NOT protected:
   signal root's processes by uid match. It can also take `flock`/`fcntl`
   locks on files it can open, which stalls other processes waiting for them
   until the run ends (sqlite needs locks in the working directory). Without
-  a mount namespace (no CAP_SYS_ADMIN) /dev is the host's.
+  a mount namespace (no CAP_SYS_ADMIN) /dev is the host's (Landlock still
+  refuses writes to it).
 - Process count: RLIMIT_NPROC never binds uid 0 and is set only after the drop
   to nobody; for a non-root trainer it would count all the user's threads (a
   JAX trainer has many). Otherwise the hook and, on x86_64, the seccomp filter
@@ -88,10 +97,13 @@ What is NOT protected:
   on), and CPython's `open` event does not
   report `dir_fd`, so `os.open(name, flags, dir_fd=fd)` evades its write check.
   Against such code only layers 2-4 hold, and layers 3 and 4 are not
-  available everywhere; the file checks (writes outside the working
-  directory, other processes' /proc entries) have no kernel layer but the
-  read-only mounts of layer 3. Filesystem Unix sockets (e.g. Docker's) are reachable across
-  network namespaces and are refused only by the hook's `connect` check.
+  available everywhere (without Landlock, writes outside the working
+  directory have no kernel guard but the read-only mounts; without seccomp,
+  filesystem Unix sockets such as Docker's are refused only by the hook's
+  `connect` check).
+- Threads: a child that keeps uid 0 is exempt from RLIMIT_NPROC, so only its
+  address space bounds its threads (~300 at the default 1 GB); a pids cgroup
+  would be the cap.
 - Total disk use (only each file's size is capped), memory in other forms than
   the address space, and CPU/memory/time within the limits; no cgroup or PID
   namespace. For hostile code use a VM, gVisor or nsjail instead.

@@ -23,6 +23,7 @@ KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts
 HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
 FORK_GUARD = "refuse_unaudited_calls()"           # fork_exec, pidfd, memfd replaced
 SYSCALL_FILTER = "install_syscall_filter()"       # seccomp: the kernel refuses the calls
+LANDLOCK = "restrict_writes(workdir)"            # Landlock: writes only in the working directory
 
 
 def run(code, **options):
@@ -61,7 +62,7 @@ def only(layer, monkeypatch, guards="files"):
   """Sets up `layer` ("both", "hook" or "kernel") for this test, or skips if the kernel layer
   cannot guard `guards` ("files": read-only mounts; "proc": a user namespace) here."""
   if layer == "hook":
-    without(monkeypatch, KERNEL_LAYER)
+    without(monkeypatch, KERNEL_LAYER, LANDLOCK, SYSCALL_FILTER)
   elif layer == "kernel":
     read_only_mounts, user_namespace = kernel_layer()
     if guards == "files" and not read_only_mounts:
@@ -520,7 +521,10 @@ def test_the_syscall_filters_numbers_are_the_kernels():
     kernel = {name: int(nr) for name, nr in re.findall(r"#define __NR_(\w+) (\d+)", f.read())}
   child = child_program()
   named = {**child.SYSCALLS, **child.REFUSED_SYSCALLS}
-  assert {name: kernel.get(name) for name in named} == named
+  known = {name: nr for name, nr in named.items() if name in kernel}
+  assert {name: kernel[name] for name in known} == known
+  newer = {name: nr for name, nr in named.items() if name not in kernel}   # than the header
+  assert all(nr > max(kernel.values()) for nr in newer.values()), newer
 
 
 def run_bpf(program, nr, args=(), arch=0xC000003E):
@@ -697,3 +701,64 @@ def test_sysv_shared_memory_stays_in_the_sandboxs_ipc_namespace(monkeypatch):
   assert result.error is None and stdout(result) == "True\n1\n", result.text
   with open("/proc/sysvipc/shm") as f:
     assert f" {key} " not in f.read()
+
+
+
+def landlock_abi():
+  import ctypes
+  return ctypes.CDLL(None, use_errno=True).syscall(444, None, ctypes.c_long(0), ctypes.c_long(1))
+
+
+@pytest.mark.parametrize("landlocked", [True, False])
+def test_landlock_alone_keeps_writes_in_the_working_directory(tmp_path, monkeypatch,
+                                                              landlocked):
+  """With the hook and the namespaces left out, the kernel still refuses a write outside
+  the working directory; without Landlock too, the write lands (the control)."""
+  if landlock_abi() < 1:
+    pytest.skip("no Landlock on this kernel")
+  os.chmod(tmp_path, 0o777)
+  without(monkeypatch, HOOK_LAYER, KERNEL_LAYER, *([] if landlocked else [LANDLOCK]))
+  target = tmp_path / "escaped.txt"
+  result = run(f"open({str(target)!r}, 'w').write('x')\nprint('written')")
+  if landlocked:
+    assert "Permission denied" in result.text and not target.exists(), result.text
+  else:
+    assert result.error is None and target.read_text() == "x", result.text
+
+
+@pytest.mark.parametrize("landlocked", [True, False])
+def test_a_fifo_outside_is_not_writable_even_through_dir_fd(tmp_path, monkeypatch, landlocked):
+  """A FIFO (or device node) opens for writing under a read-only mount, and `dir_fd` hides
+  the path from the hook's write check: Landlock refuses it. The full sandbox otherwise."""
+  if landlock_abi() < 1:
+    pytest.skip("no Landlock on this kernel")
+  if not landlocked:
+    without(monkeypatch, LANDLOCK)
+  fifo = tmp_path / "fifo"
+  os.mkfifo(fifo, 0o600)
+  reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    code = (f"import os\nfolder = os.open({str(tmp_path)!r}, os.O_RDONLY)\n"
+            "os.write(os.open('fifo', os.O_WRONLY | os.O_NONBLOCK, dir_fd=folder), b'hi')\n"
+            "print('written')")
+    result = run(code)
+    received = os.read(reader, 10) if not landlocked else b""
+  finally:
+    os.close(reader)
+  if landlocked:
+    assert "Permission denied" in result.text, result.text
+  else:
+    assert result.error is None and received == b"hi", result.text
+
+
+def test_queued_signals_are_capped_per_sandbox():
+  """Pending signals count per user: uid 0's queue is every root process's (a review
+  filled it, and root's sigqueue/timer_create failed). kill() never fails for lack of
+  queue room; the count stops at the limit (without it, 1000 here)."""
+  code = ("import os, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})\n"
+          "for _ in range(1000):\n  os.kill(os.getpid(), signal.SIGRTMIN)\n"
+          "print(open('/proc/self/status').read().split('SigQ:')[1].split()[0])")
+  result = run(code)
+  assert result.error is None, result.text
+  queued, limit = map(int, stdout(result).split("/"))
+  assert limit == 64 and queued <= 64, result.text
