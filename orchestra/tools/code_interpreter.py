@@ -15,7 +15,9 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    signals (the queue is counted per user: uid 0's is every root process's).
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only and without devices, /dev is a read-only tmpfs with only null, zero,
+   remounted read-only and without devices, the working directory alone in
+   its folder (`sandbox_root`: concurrent calls' directories are hidden under
+   an empty tmpfs), /dev is a read-only tmpfs with only null, zero,
    full, random, urandom, the /proc/self/fd links and a 16 MB /dev/shm of its
    own (POSIX semaphores for thread pools): a device node opens for writing
    under a read-only mount, and the host's /dev has the kernel log, loop
@@ -117,6 +119,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -141,6 +144,24 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
   except RecursionError:
     subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False)
+
+
+def sandbox_root() -> str:
+  """The folder each call's working directory is made in: one per user under the system's
+  temporary folder, mode 0711 (others may enter, not list). The child hides its other
+  entries, concurrent calls' working directories, under an empty tmpfs. A folder of that
+  name that is not this user's own, or that others may write to, is not used: the
+  temporary folder itself is, then."""
+  root = os.path.join(tempfile.gettempdir(), f"orchestra_sandboxes_{os.getuid()}")
+  try:
+    os.mkdir(root, 0o700)
+    os.chmod(root, 0o711)
+  except FileExistsError:
+    pass
+  info = os.lstat(root)
+  if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+    return tempfile.gettempdir()
+  return root
 
 
 def _sandbox_env(workdir: str) -> dict[str, str]:
@@ -267,7 +288,7 @@ class CodeInterpreter(Tool):
 
   async def run(self, args: dict[str, Any]) -> ToolResult:
     """Runs `args["code"]` in a fresh temporary directory and reports how it went."""
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix="orchestra_code_"))
+    workdir = os.path.realpath(tempfile.mkdtemp(prefix="orchestra_code_", dir=sandbox_root()))
     try:
       outcome = await self._execute(args["code"], workdir)
     finally:

@@ -150,13 +150,27 @@ def others_can_enter(folder):
 
 
 def read_only_except(libc, workdir):
-  """Remounts every mount read-only in this (now private) mount namespace, except `workdir`."""
+  """Remounts every mount read-only in this (now private) mount namespace, except `workdir`
+  (no devices, setuid or exec there), which is alone in its folder: concurrent sandboxes'
+  working directories beside it (readable, lockable: one stalled another's sqlite) are
+  hidden under an empty tmpfs."""
   libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                          ctypes.c_void_p]
-  def mount(source, target, flags):
-    return libc.mount(source and os.fsencode(source), os.fsencode(target), None, flags, None) == 0
-  if not (mount(None, "/", MS_REC | MS_PRIVATE) and mount(workdir, workdir, MS_BIND)):
+  def mount(source, target, flags, fstype=None, options=None):
+    return libc.mount(source and os.fsencode(source), os.fsencode(target), fstype, flags,
+                      options) == 0
+  if not mount(None, "/", MS_REC | MS_PRIVATE):
     return   # without private propagation, changes could leak to the host: touch nothing
+  parent = os.path.dirname(workdir)
+  held = os.open(workdir, os.O_PATH | os.O_CLOEXEC)
+  if parent != "/" and mount("tmpfs", parent, MS_NOSUID | MS_NODEV | MS_NOEXEC, b"tmpfs",
+                             b"size=64k,nr_inodes=16,mode=755"):
+    os.mkdir(workdir)
+  bound = mount(f"/proc/self/fd/{held}", workdir, MS_BIND)
+  os.close(held)
+  if not bound:
+    return
+  mount(None, workdir, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC)
   for target in mount_points():
     if target != workdir:
       try:

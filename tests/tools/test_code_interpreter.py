@@ -762,3 +762,33 @@ def test_queued_signals_are_capped_per_sandbox():
   assert result.error is None, result.text
   queued, limit = map(int, stdout(result).split("/"))
   assert limit == 64 and queued <= 64, result.text
+
+
+def test_the_working_directory_is_alone_in_its_folder():
+  """Concurrent calls' working directories sit side by side (`sandbox_root`): one read
+  another's files and held a lock on its sqlite database. Each child sees only its own
+  (and devices, setuid and exec are off in it)."""
+  if not kernel_layer()[0]:
+    pytest.skip("no mount namespace on this machine: the working folder's neighbours show")
+  neighbour = os.path.join(code_interpreter.sandbox_root(), f"orchestra-test-{uuid.uuid4().hex}")
+  with open(neighbour, "w") as f:
+    f.write("another call's file")
+  try:
+    code = ("import os\nhere = os.getcwd()\n"
+            "print(os.listdir(os.path.dirname(here)) == [os.path.basename(here)])\n"
+            f"print(os.path.exists({neighbour!r}))\n"
+            "flags = os.statvfs('.').f_flag\n"
+            "print(bool(flags & os.ST_NOEXEC), bool(flags & os.ST_NODEV))")
+    result = run(code)
+  finally:
+    os.remove(neighbour)
+  assert result.error is None and stdout(result) == "True\nFalse\nTrue True\n", result.text
+
+
+def test_sandbox_root_is_private_and_a_loose_one_is_not_used(tmp_path, monkeypatch):
+  monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+  root = code_interpreter.sandbox_root()
+  assert root == str(tmp_path / f"orchestra_sandboxes_{os.getuid()}")
+  assert os.stat(root).st_mode & 0o777 == 0o711
+  os.chmod(root, 0o777)                         # others could plant or swap working folders
+  assert code_interpreter.sandbox_root() == str(tmp_path)
