@@ -5,8 +5,9 @@ token ids, `return_token_ids`, `logprobs: 0` and `stop_token_ids` with `ignore_e
 (a turn stops at exactly the caller's stop ids, as in process: vLLM would otherwise add
 the model's eos ids from its tokenizer and generation config), and every sampling field
 explicit, penalties and min-p off (vLLM fills a field left out from the model's
-generation config, e.g. a repetition penalty); the choice's `token_ids` and `logprobs.token_logprobs` are used as-is (start vLLM
-with `--logprobs-mode processed_logprobs` so they include temperature/top-p).
+generation config, e.g. a repetition penalty); the choice's `token_ids` and
+`logprobs.token_logprobs` are used as-is (start vLLM with `--logprobs-mode
+processed_logprobs` so they include temperature/top-p).
 Requests go to the least-busy of several servers. Weight sync uses the disk
 path: export HF safetensors, then on every server `/pause?mode=wait` ->
 `/collective_rpc reload_weights(weights_path)` -> `/reset_prefix_cache` ->

@@ -168,14 +168,13 @@ def _check_chat(body: dict[str, Any]) -> None:
   _check_template_options(body)
 
 
-_TEMPLATE_ARGUMENTS = ("conversation", "tools", "documents", "chat_template",
-                       "add_generation_prompt", "continue_final_message", "tokenize")
+_REFUSED_TEMPLATE_KWARGS = ("chat_template", "conversation", "tokenize")
 
 
 def _check_template_options(body: dict[str, Any]) -> None:
   """400s for the chat template's options, as vLLM validates them."""
   for name in ("add_generation_prompt", "continue_final_message"):
-    if not isinstance(body.get(name, False), (bool, type(None))):
+    if not isinstance(body.get(name, False), bool):
       raise HTTPException(400, f"{name} must be true or false, got {body[name]!r}")
   if body.get("continue_final_message") and body.get("add_generation_prompt", True) is True:
     raise HTTPException(400, "Cannot set both continue_final_message and "
@@ -183,9 +182,10 @@ def _check_template_options(body: dict[str, Any]) -> None:
   options = body.get("chat_template_kwargs")
   if options is not None and not isinstance(options, dict):
     raise HTTPException(400, f"chat_template_kwargs must be an object, got {options!r}")
-  if "chat_template" in (options or {}):
-    raise HTTPException(400, "chat_template_kwargs.chat_template is not supported by this "
-                             "server (vLLM refuses it too without --trust-request-chat-template)")
+  refused = sorted(set(options or ()) & set(_REFUSED_TEMPLATE_KWARGS))
+  if refused:
+    raise HTTPException(400, f"chat_template_kwargs {refused} are not allowed (vLLM refuses "
+                             "them too; chat_template without --trust-request-chat-template)")
   documents = body.get("documents")
   if documents is not None and not (isinstance(documents, list)
                                     and all(isinstance(d, dict) for d in documents)):
@@ -194,17 +194,14 @@ def _check_template_options(body: dict[str, Any]) -> None:
 
 def _chat_prompt_ids(tokenizer, body: dict[str, Any], tools) -> list[int]:
   """The chat template's rendering of `messages`, with the request's template options
-  (`add_generation_prompt`, default true; `continue_final_message`; `documents`;
-  `chat_template_kwargs`, e.g. Qwen3's `enable_thinking`, where the request's own fields
-  win, as in vLLM), tokenised (`add_special_tokens`, default false)."""
-  add_generation_prompt = body.get("add_generation_prompt")
-  options = {k: v for k, v in (body.get("chat_template_kwargs") or {}).items()
-             if k not in _TEMPLATE_ARGUMENTS}
-  prompt = tokenizer.apply_chat_template(
-      body["messages"], tools=tools, documents=body.get("documents"),
-      add_generation_prompt=True if add_generation_prompt is None else add_generation_prompt,
-      continue_final_message=bool(body.get("continue_final_message")), tokenize=False,
-      **options)
+  (`add_generation_prompt`, default true; `continue_final_message`; `documents`) and
+  `chat_template_kwargs` (e.g. Qwen3's `enable_thinking`) over them, as vLLM merges them,
+  tokenised (`add_special_tokens`, default false)."""
+  options = {"tools": tools, "documents": body.get("documents"),
+             "add_generation_prompt": body.get("add_generation_prompt", True),
+             "continue_final_message": body.get("continue_final_message", False),
+             **(body.get("chat_template_kwargs") or {})}
+  prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, **options)
   return list(tokenizer(prompt, add_special_tokens=bool(body.get("add_special_tokens")))[
       "input_ids"])
 
@@ -248,7 +245,7 @@ class ServerState:
 
 def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, *,
                tool_call_parser: Callable[[str, set[str]], Any], end_of_turn: str,
-               eos_token_ids: tuple[int, ...] = (), dev_mode: bool = True,
+               eos_token_ids: tuple[int, ...], dev_mode: bool = True,
                api_key: str | None = None, strict: bool = False) -> FastAPI:
   """The FastAPI app serving `engine` (a `JaxEngine` or anything with its methods).
 
@@ -256,8 +253,9 @@ def create_app(engine, tokenizer, model_name: str, max_model_len: int = 32_768, 
   turn (e.g. "<|im_end|>"), and `tool_call_parser(text, tool_names)` returns an object
   with `.content` (text outside the calls) and `.calls` (each with `.name`, `.arguments`),
   e.g. `orchestra.agent.parser.parse_turn`. The engine layer parses nothing itself.
-  `eos_token_ids` are the model's generation-config eos ids: generation stops at them
-  and at the tokenizer's eos (a Qwen3 chat model lists both <|im_end|> and <|endoftext|>).
+  `eos_token_ids` are the model's generation-config eos ids (`generation_eos_ids` of its
+  folder): generation stops at them and at the tokenizer's eos (a Qwen3 chat model lists
+  both <|im_end|> and <|endoftext|>; `()` stops at the tokenizer's alone).
   `dev_mode` adds the weight-control routes, `api_key` guards /v1, `strict` refuses
   fields vLLM does not know (module docstring). Each route is a function of
   (`ServerState`, request body) below.
@@ -435,14 +433,15 @@ def _chat_message(state: ServerState, body: dict, tools, c: Completion) -> dict:
   finish = c.finish_reason
   if tools and body.get("tool_choice", "auto") == "auto":
     parsed = state.tool_call_parser(text, {t["function"]["name"] for t in tools})
+    calls = list(parsed.calls)
     if body.get("parallel_tool_calls") is False:     # vLLM keeps the first call
-      parsed.calls[1:] = []
-    if parsed.calls:
+      calls = calls[:1]
+    if calls:
       message["content"] = parsed.content or None
       message["tool_calls"] = [
           {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
            "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
-          for call in parsed.calls]
+          for call in calls]
       finish = "tool_calls"
   return {"message": message, "finish_reason": finish}
 

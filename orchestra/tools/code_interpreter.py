@@ -40,8 +40,9 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    rename, link and truncation outside the working directory and /dev/shm is
    refused, and every write open of another file than null, zero, full,
    random and urandom: FIFOs and device nodes on any mount, paths given
-   through `dir_fd` (which the audit hook does not see). It also keeps the
-   child out of other processes' /proc entries (Landlock's ptrace scoping).
+   through `dir_fd` (which the audit hook does not see). Its ptrace scoping
+   also closes other processes' ptrace-checked /proc entries (environ, mem,
+   maps, fd, cwd, root; not cmdline or status).
    Then a seccomp filter (x86_64, after no_new_privs; skipped elsewhere or
    where the kernel refuses it): fork, vfork, exec and `clone` other than a
    thread in the same namespaces fail with EPERM, as do `socket` (all

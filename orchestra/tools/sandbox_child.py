@@ -7,11 +7,12 @@ namespaces need privileges and ctypes, which the audit hook (installed last) the
 This file is never imported by the package; it is only ever the child's `__main__`.
 """
 
-import ctypes, linecache, os, re, resource, signal, stat, subprocess, sys, traceback, types
+import ctypes, linecache, os, re, resource, signal, struct, subprocess, sys, traceback, types
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MNT_DETACH = 2, 4, 8, 2
+SANDBOX_ROOT_PREFIX = "orchestra_sandboxes_"   # code_interpreter.sandbox_root's folder
 SHM_OPTIONS = b"size=16m,nr_inodes=256,mode=1777"
 SAFE_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
                 "urandom": (1, 9)}   # name: (major, minor) of the char device
@@ -149,58 +150,87 @@ def others_can_enter(folder):
     folder = os.path.dirname(folder)
 
 
-def read_only_except(libc, workdir):
-  """Remounts every mount read-only in this (now private) mount namespace, except `workdir`
-  (no devices, setuid or exec there), which is alone in its folder: concurrent sandboxes'
-  working directories beside it (readable, lockable: one stalled another's sqlite) are
-  hidden under an empty tmpfs."""
+def mount(libc, source, target, flags, fstype=None, options=None):
+  """mount(2); whether it succeeded."""
   libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                          ctypes.c_void_p]
-  def mount(source, target, flags, fstype=None, options=None):
-    return libc.mount(source and os.fsencode(source), os.fsencode(target), fstype, flags,
-                      options) == 0
-  if not mount(None, "/", MS_REC | MS_PRIVATE):
+  return libc.mount(source and os.fsencode(source), os.fsencode(target), fstype, flags,
+                    options) == 0
+
+
+def read_only_except(libc, workdir):
+  """Remounts every mount read-only and without devices in this (now private) mount
+  namespace, except `workdir` (`own_working_folder`) and a replaced /dev (`private_dev`)."""
+  if not mount(libc, None, "/", MS_REC | MS_PRIVATE):
     return   # without private propagation, changes could leak to the host: touch nothing
-  parent = os.path.dirname(workdir)
-  held = os.open(workdir, os.O_PATH | os.O_CLOEXEC)
-  if parent != "/" and mount("tmpfs", parent, MS_NOSUID | MS_NODEV | MS_NOEXEC, b"tmpfs",
-                             b"size=64k,nr_inodes=16,mode=755"):
-    os.mkdir(workdir)
-  bound = mount(f"/proc/self/fd/{held}", workdir, MS_BIND)
-  os.close(held)
-  if not bound:
+  if not own_working_folder(libc, workdir):
     return
-  mount(None, workdir, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+  replaced_dev = not (workdir + "/").startswith("/dev/") and private_dev(libc)
   for target in mount_points():
-    if target != workdir:
-      try:
-        kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
-      except OSError:
-        continue
-      no_devices = MS_NODEV if target != "/dev" else 0   # (/dev is replaced below)
-      mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | no_devices | kept)
-  if not (workdir + "/").startswith("/dev/"):
-    private_dev(libc)
+    if target == workdir or (replaced_dev and (target + "/").startswith("/dev/")):
+      continue
+    try:
+      kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
+    except OSError:
+      continue
+    mount(libc, None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV | kept)
   os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
 
 
+def own_working_folder(libc, workdir):
+  """Makes `workdir` a mount of its own (no devices, setuid or exec), alone in its folder
+  when that folder is the tool's `orchestra_sandboxes_<uid>`: concurrent calls' working
+  directories beside it (readable, lockable: one stalled another's sqlite) are hidden under
+  an empty tmpfs. Whether it worked (a failure undoes the tmpfs)."""
+  parent = os.path.dirname(workdir)
+  held = os.open(workdir, os.O_PATH | os.O_CLOEXEC)
+  try:
+    hidden = (os.path.basename(parent).startswith(SANDBOX_ROOT_PREFIX)
+              and mount(libc, "tmpfs", parent, MS_NOSUID | MS_NODEV | MS_NOEXEC, b"tmpfs",
+                        b"size=64k,nr_inodes=16,mode=755"))
+    if hidden:
+      os.mkdir(workdir)
+    if not mount(libc, f"/proc/self/fd/{held}", workdir, MS_BIND):
+      if hidden:
+        libc.umount2(os.fsencode(parent), MNT_DETACH)
+      return False
+  finally:
+    os.close(held)
+  return mount(libc, None, workdir, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def private_dev(libc):
-  """Replaces /dev by a read-only tmpfs holding only the harmless devices (`SAFE_DEVICES`),
-  the /proc/self/fd links and a 16 MB /dev/shm of its own (POSIX semaphores: thread pools).
-  A device node opens for writing under a read-only mount, and the host's /dev has the
-  kernel log, loop devices, terminals (TIOCSTI) and disks, root-only but for uid 0."""
+  """Replaces /dev by a read-only tmpfs holding only the harmless devices (`SAFE_DEVICES`,
+  bound from the host's: a node made inside a user namespace would not open), the
+  /proc/self/fd links and a 16 MB /dev/shm of its own (POSIX semaphores: thread pools). A
+  device node opens for writing under a read-only mount, and the host's /dev has the kernel
+  log, loop devices, terminals (TIOCSTI) and disks, root-only but for uid 0. Whether /dev
+  was replaced (a failure leaves the host's, to be remounted without devices)."""
+  held = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
+          for name in SAFE_DEVICES if os.path.exists(f"/dev/{name}")}
   flags = MS_NOSUID | MS_NOEXEC
-  if libc.mount(b"tmpfs", b"/dev", b"tmpfs", flags, b"size=64k,nr_inodes=64,mode=755") != 0:
-    return
-  for name, (major, minor) in SAFE_DEVICES.items():
-    os.mknod(f"/dev/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-    os.chmod(f"/dev/{name}", 0o666)                # mknod's mode passes through the umask
-  for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                       ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-    os.symlink(target, f"/dev/{name}")
-  os.mkdir("/dev/shm")
-  libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags | MS_NODEV, SHM_OPTIONS)
-  libc.mount(None, b"/dev", None, MS_REMOUNT | MS_RDONLY | flags, None)
+  try:
+    if not mount(libc, "tmpfs", "/dev", flags, b"tmpfs", b"size=64k,nr_inodes=64,mode=755"):
+      return False
+    try:
+      for name, fd in held.items():
+        os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        if not mount(libc, f"/proc/self/fd/{fd}", f"/dev/{name}", MS_BIND):
+          raise OSError(f"cannot bind /dev/{name}")
+      for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                           ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{name}")
+      os.mkdir("/dev/shm")
+      if not (mount(libc, "tmpfs", "/dev/shm", flags | MS_NODEV, b"tmpfs", SHM_OPTIONS)
+              and mount(libc, None, "/dev", MS_REMOUNT | MS_RDONLY | flags)):
+        raise OSError("cannot mount /dev/shm or remount /dev")
+    except OSError:
+      libc.umount2(b"/dev", MNT_DETACH)
+      return False
+    return True
+  finally:
+    for fd in held.values():
+      os.close(fd)
 
 
 def mount_points():
@@ -297,6 +327,12 @@ def _decide(name, conditions, when_all_hold, otherwise):
   return [(BPF_JEQ, 0, len(body), SYSCALLS[name])] + body
 
 
+def no_new_privileges(libc):
+  """prctl(PR_SET_NO_NEW_PRIVS): what Landlock and seccomp need; whether it was set."""
+  libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+  return libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+
+
 class _PathBeneath(ctypes.Structure):
   """Landlock's `struct landlock_path_beneath_attr` (packed)."""
   _pack_ = 1
@@ -330,7 +366,7 @@ def restrict_writes(workdir):
       syscall(LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
               ctypes.byref(_PathBeneath(rights, fd)), 0)
       os.close(fd)
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+    if no_new_privileges(libc):
       syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0)
   finally:
     os.close(ruleset)
@@ -340,7 +376,7 @@ def install_syscall_filter():
   """Installs `syscall_filter` (after no_new_privs), kernel-enforced under all Python code:
   what the audit hook refuses but deliberate code could get past it to, the kernel refuses
   too. Skipped, as the namespaces are, where the kernel or architecture does not allow it."""
-  if os.uname().machine != "x86_64":
+  if os.uname().machine != "x86_64" or struct.calcsize("P") != 8:   # (not i386/x32 builds)
     return
   program = syscall_filter(os.getpid())
 
@@ -354,8 +390,7 @@ def install_syscall_filter():
   instructions = (SockFilter * len(program))(*program)
   fprog = SockFprog(len(program), instructions)
   libc = ctypes.CDLL(None, use_errno=True)
-  libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-  if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+  if no_new_privileges(libc):
     libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
 
 

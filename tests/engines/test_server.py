@@ -237,7 +237,7 @@ def app_client(engine, tokenizer, **options):
   """An httpx client calling the app over `engine` in this event loop (no socket);
   `options` go to `create_app` (dev_mode, api_key, strict)."""
   app = create_app(engine, tokenizer, "stub", max_model_len=4096, tool_call_parser=parse_turn,
-                   end_of_turn=IM_END, **options)
+                   end_of_turn=IM_END, eos_token_ids=(), **options)
   return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
 
 

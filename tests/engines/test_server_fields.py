@@ -186,6 +186,8 @@ def test_continue_final_message_renders_the_open_assistant_turn(tokenizer):
     ({"add_generation_prompt": "yes"}, "add_generation_prompt"),
     ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
     ({"chat_template_kwargs": {"chat_template": "{{ messages }}"}}, "chat_template"),
+    ({"chat_template_kwargs": {"tokenize": True}}, "tokenize"),
+    ({"add_generation_prompt": None}, "add_generation_prompt"),
     ({"documents": "a text"}, "documents"),
 ])
 def test_bad_chat_template_options_are_400s(tokenizer, options, field):
@@ -257,8 +259,11 @@ def test_add_special_tokens_defaults_as_vllms(bos_tokenizer, route, body, defaul
   assert prompts[None] == prompts[default_has_bos]
 
 
-def test_request_fields_win_over_chat_template_kwargs(tokenizer):
+def test_chat_template_kwargs_win_over_request_fields_as_in_vllm(tokenizer):
+  """vLLM builds the template's arguments from the request's fields, then updates them
+  with `chat_template_kwargs`."""
   response, _ = post(tokenizer, CHAT[0], {**CHAT[1], "return_token_ids": True,
                                           "chat_template_kwargs": {"add_generation_prompt": False}})
   assert response.status_code == 200, response.text
-  assert response.json()["prompt_token_ids"] == rendered(tokenizer, USER, add_generation_prompt=True)
+  assert response.json()["prompt_token_ids"] == rendered(tokenizer, USER,
+                                                         add_generation_prompt=False)

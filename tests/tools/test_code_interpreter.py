@@ -2,9 +2,12 @@
 
 import asyncio
 import functools
+import sys
 import importlib.util
 import os
+import pathlib
 import re
+import shutil
 import struct
 import signal
 import socket
@@ -24,6 +27,7 @@ HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
 FORK_GUARD = "refuse_unaudited_calls()"           # fork_exec, pidfd, memfd replaced
 SYSCALL_FILTER = "install_syscall_filter()"       # seccomp: the kernel refuses the calls
 LANDLOCK = "restrict_writes(workdir)"            # Landlock: writes only in the working directory
+NOBODY = 65534
 
 
 def run(code, **options):
@@ -425,9 +429,14 @@ def test_unix_socket_connect_is_refused(tmp_path, where):
 
 @pytest.fixture
 def bystander():
-  """A process outside the sandbox, with the trainer's uid (a rollout server, say)."""
+  """A process outside the sandbox (a rollout server, say) with the child's kernel uid, so
+  that only the sandbox's layers stop it signalling it: the trainer's, or nobody's where a
+  root-started child drops to nobody (`drop_root`'s conditions)."""
   import subprocess
-  proc = subprocess.Popen(["sleep", "60"])
+  child = child_program()
+  drops = (os.geteuid() == 0 and child.others_can_enter(os.path.dirname(os.__file__))
+           and child.others_can_enter(code_interpreter.sandbox_root()))
+  proc = subprocess.Popen(["sleep", "60"], user=NOBODY if drops else None)
   yield proc.pid
   proc.kill()
   proc.wait()
@@ -584,15 +593,23 @@ def test_the_syscall_filter_decides_as_documented(name, args, decision):
   assert run_bpf(program, numbers[name], args, arch=0x40000003) == KILL          # i386
 
 
+def seccomp_filters(status_text):
+  return int(status_text.split("Seccomp_filters:")[1].split()[0])
+
+
 def test_the_syscall_filter_is_on_and_threads_and_own_signals_still_work():
+  """One filter more than this process has (a container may have its own)."""
   x86_64_only()
+  with open("/proc/self/status") as f:
+    expected = seccomp_filters(f.read()) + 1
   code = ("import os, signal, threading\n"
-          "print(open('/proc/self/status').read().split('Seccomp:')[1].split()[0])\n"
+          "print(open('/proc/self/status').read().split('Seccomp_filters:')[1].split()[0])\n"
           "out = []\nt = threading.Thread(target=lambda: out.append(7))\nt.start(); t.join()\n"
           "signal.signal(signal.SIGUSR1, lambda *a: out.append('usr1'))\n"
           "signal.raise_signal(signal.SIGUSR1)\nos.kill(os.getpid(), signal.SIGUSR1)\nprint(out)")
   result = run(code)
-  assert result.error is None and stdout(result) == "2\n[7, 'usr1', 'usr1']\n", result.text
+  assert result.error is None, result.text
+  assert stdout(result) == f"{expected}\n[7, 'usr1', 'usr1']\n", result.text
 
 
 KERNEL_REFUSED = {
@@ -727,15 +744,19 @@ def test_landlock_alone_keeps_writes_in_the_working_directory(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("landlocked", [True, False])
-def test_a_fifo_outside_is_not_writable_even_through_dir_fd(tmp_path, monkeypatch, landlocked):
+def test_a_fifo_outside_is_not_writable_even_through_dir_fd(monkeypatch, landlocked):
   """A FIFO (or device node) opens for writing under a read-only mount, and `dir_fd` hides
-  the path from the hook's write check: Landlock refuses it. The full sandbox otherwise."""
+  the path from the hook's write check: Landlock refuses it. The full sandbox otherwise
+  (the FIFO open to all, in a folder all may enter: a child dropped to nobody reaches it)."""
   if landlock_abi() < 1:
     pytest.skip("no Landlock on this kernel")
   if not landlocked:
     without(monkeypatch, LANDLOCK)
+  tmp_path = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
+  os.chmod(tmp_path, 0o755)
   fifo = tmp_path / "fifo"
-  os.mkfifo(fifo, 0o600)
+  os.mkfifo(fifo)
+  os.chmod(fifo, 0o666)
   reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
   try:
     code = (f"import os\nfolder = os.open({str(tmp_path)!r}, os.O_RDONLY)\n"
@@ -745,6 +766,7 @@ def test_a_fifo_outside_is_not_writable_even_through_dir_fd(tmp_path, monkeypatc
     received = os.read(reader, 10) if not landlocked else b""
   finally:
     os.close(reader)
+    shutil.rmtree(tmp_path)
   if landlocked:
     assert "Permission denied" in result.text, result.text
   else:
@@ -792,3 +814,20 @@ def test_sandbox_root_is_private_and_a_loose_one_is_not_used(tmp_path, monkeypat
   assert os.stat(root).st_mode & 0o777 == 0o711
   os.chmod(root, 0o777)                         # others could plant or swap working folders
   assert code_interpreter.sandbox_root() == str(tmp_path)
+
+
+def test_the_sandbox_works_inside_a_user_namespace(tmp_path):
+  """As in a rootless container: the namespaces' root may mount, but a device node made
+  there would not open; /dev's devices are bound from the host's."""
+  import shutil as shell_tools
+  import subprocess
+  unshare = shell_tools.which("unshare")
+  if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "true"]).returncode:
+    pytest.skip("no unshare(1), or user namespaces are off")
+  wrapper = tmp_path / "python_in_a_user_namespace"
+  wrapper.write_text(f'#!/bin/sh\nexec {unshare} --user --map-root-user {sys.executable} "$@"\n')
+  wrapper.chmod(0o755)
+  code = ("import os\nopen('/dev/null', 'w').write('x')\nprint(len(os.urandom(3)), "
+          "os.path.exists('/dev/kmsg'))\nopen('f', 'w').write('kept')\nprint(open('f').read())")
+  result = run(code, python=str(wrapper))
+  assert result.error is None and stdout(result) == "3 False\nkept\n", result.text
