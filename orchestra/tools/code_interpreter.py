@@ -15,10 +15,13 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    signals (the queue is counted per user: uid 0's is every root process's).
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
-   remounted read-only and without devices, the working directory alone in
-   its folder (`sandbox_root`: concurrent calls' directories are hidden under
-   an empty tmpfs), /dev is a read-only tmpfs with only null, zero,
-   full, random, urandom, the /proc/self/fd links and a 16 MB /dev/shm of its
+   remounted read-only and without devices; the working directory is a tmpfs
+   of its own (twice `max_file_mb`, 4096 inodes, no setuid, devices or exec:
+   the code's files never reach the host's disk) alone in its folder
+   (`sandbox_root`: concurrent calls' directories are hidden under an empty
+   tmpfs); /dev is a read-only tmpfs with only null, zero, full, random and
+   urandom (bound read-only from the host's: their mode and times are the
+   host's), the /proc/self/fd links and a 16 MB /dev/shm of its
    own (POSIX semaphores for thread pools): a device node opens for writing
    under a read-only mount, and the host's /dev has the kernel log, loop
    devices, terminals and disks; an IPC namespace (SysV IPC and POSIX message
@@ -105,11 +108,13 @@ What is NOT protected:
   filesystem Unix sockets such as Docker's are refused only by the hook's
   `connect` check).
 - Threads: a child that keeps uid 0 is exempt from RLIMIT_NPROC, so only its
-  address space bounds its threads (~300 at the default 1 GB); a pids cgroup
-  would be the cap.
-- Total disk use (only each file's size is capped), memory in other forms than
-  the address space, and CPU/memory/time within the limits; no cgroup or PID
-  namespace. For hostile code use a VM, gVisor or nsjail instead.
+  address space bounds its threads: a review started ~23,000 in one run at the
+  default 1 GB (small stacks, memory juggled), and two such runs would exhaust
+  a pid_max of 32768 for the whole machine. A pids cgroup would be the cap.
+- Memory in other forms than the address space (the working directory's
+  tmpfs, up to twice `max_file_mb`; pipe and socket buffers), total disk use
+  where there is no mount namespace (only each file's size is capped), and
+  CPU/memory/time within the limits; no cgroup or PID namespace. For hostile code use a VM, gVisor or nsjail instead.
 """
 
 from __future__ import annotations

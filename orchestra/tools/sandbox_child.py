@@ -20,6 +20,7 @@ KEPT_MOUNT_FLAGS = (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME
                     | os.ST_NODIRATIME | os.ST_RELATIME)
 MAX_OPEN_FILES = 256
 MAX_PENDING_SIGNALS = 64
+WORKDIR_FILES = 2               # the working directory's tmpfs holds this many largest files
 NOBODY = 65534                  # the unprivileged uid/gid a root-started child runs as
 MAX_TASKS = 64                  # RLIMIT_NPROC once unprivileged (counts the uid's threads)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -60,7 +61,9 @@ REFUSED_SYSCALLS = {   # processes, other processes, namespaces/mounts, kernel s
     "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
     "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
     "mq_notify": 244, "mq_getsetattr": 245,
-    # per-user inotify instances and watches are uid 0's, shared with the host
+    # machine-wide AIO contexts (fs.aio-max-nr); per-user inotify instances and watches
+    "io_setup": 206, "io_destroy": 207, "io_getevents": 208, "io_submit": 209,
+    "io_cancel": 210, "io_pgetevents": 333,
     "inotify_init": 253, "inotify_init1": 294, "quotactl_fd": 443, "open_tree_attr": 467,
 }
 # fcntl commands that make the kernel signal an fd's "owner", any process the uid may
@@ -109,11 +112,12 @@ def set_limits(cpu_s, memory_bytes, file_bytes):
   signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # an oversized write raises OSError instead
 
 
-def isolate(workdir):
-  """Enters new namespaces where the kernel allows; each failure just skips that layer."""
+def isolate(workdir, workdir_bytes):
+  """Enters new namespaces where the kernel allows; each failure just skips that layer.
+  `workdir_bytes` caps the working directory's tmpfs (`own_working_folder`)."""
   libc = ctypes.CDLL(None, use_errno=True)
   if libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC) == 0:   # needs CAP_SYS_ADMIN
-    read_only_except(libc, workdir)
+    read_only_except(libc, workdir, workdir_bytes)
     drop_root(workdir)
     libc.unshare(CLONE_NEWUSER)   # no capabilities over the host from here on
   else:
@@ -158,12 +162,12 @@ def mount(libc, source, target, flags, fstype=None, options=None):
                     options) == 0
 
 
-def read_only_except(libc, workdir):
+def read_only_except(libc, workdir, workdir_bytes):
   """Remounts every mount read-only and without devices in this (now private) mount
   namespace, except `workdir` (`own_working_folder`) and a replaced /dev (`private_dev`)."""
   if not mount(libc, None, "/", MS_REC | MS_PRIVATE):
     return   # without private propagation, changes could leak to the host: touch nothing
-  if not own_working_folder(libc, workdir):
+  if not own_working_folder(libc, workdir, workdir_bytes):
     return
   replaced_dev = not (workdir + "/").startswith("/dev/") and private_dev(libc)
   for target in mount_points():
@@ -177,26 +181,26 @@ def read_only_except(libc, workdir):
   os.chdir(workdir)   # the old cwd still points into the underlying, now read-only, mount
 
 
-def own_working_folder(libc, workdir):
-  """Makes `workdir` a mount of its own (no devices, setuid or exec), alone in its folder
-  when that folder is the tool's `orchestra_sandboxes_<uid>`: concurrent calls' working
-  directories beside it (readable, lockable: one stalled another's sqlite) are hidden under
-  an empty tmpfs. Whether it worked (a failure undoes the tmpfs)."""
+def own_working_folder(libc, workdir, size_bytes):
+  """Mounts a tmpfs of its own at `workdir` (`size_bytes`, 4096 inodes; no devices, setuid
+  or exec): the code's files never reach the host's disk (no setuid file for the host's
+  users to run, no disk to fill, no deep tree for the parent to remove) and go with the
+  namespace. When `workdir`'s folder is the tool's `orchestra_sandboxes_<uid>`, an empty
+  tmpfs hides that folder first: concurrent calls' working directories beside it
+  (readable, lockable: one stalled another's sqlite). Whether it worked (a failure undoes
+  the hiding tmpfs)."""
   parent = os.path.dirname(workdir)
-  held = os.open(workdir, os.O_PATH | os.O_CLOEXEC)
-  try:
-    hidden = (os.path.basename(parent).startswith(SANDBOX_ROOT_PREFIX)
-              and mount(libc, "tmpfs", parent, MS_NOSUID | MS_NODEV | MS_NOEXEC, b"tmpfs",
-                        b"size=64k,nr_inodes=16,mode=755"))
-    if hidden:
-      os.mkdir(workdir)
-    if not mount(libc, f"/proc/self/fd/{held}", workdir, MS_BIND):
-      if hidden:
-        libc.umount2(os.fsencode(parent), MNT_DETACH)
-      return False
-  finally:
-    os.close(held)
-  return mount(libc, None, workdir, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+  flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+  hidden = (os.path.basename(parent).startswith(SANDBOX_ROOT_PREFIX)
+            and mount(libc, "tmpfs", parent, flags, b"tmpfs", b"size=64k,nr_inodes=16,mode=755"))
+  if hidden:
+    os.mkdir(workdir)
+  options = f"size={size_bytes},nr_inodes=4096,mode=700".encode()
+  if mount(libc, "tmpfs", workdir, flags, b"tmpfs", options):
+    return True
+  if hidden:
+    libc.umount2(os.fsencode(parent), MNT_DETACH)
+  return False
 
 
 def private_dev(libc):
@@ -215,8 +219,9 @@ def private_dev(libc):
     try:
       for name, fd in held.items():
         os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        if not mount(libc, f"/proc/self/fd/{fd}", f"/dev/{name}", MS_BIND):
-          raise OSError(f"cannot bind /dev/{name}")
+        if not (mount(libc, f"/proc/self/fd/{fd}", f"/dev/{name}", MS_BIND)
+                and mount(libc, None, f"/dev/{name}", MS_BIND | MS_REMOUNT | MS_RDONLY | flags)):
+          raise OSError(f"cannot bind /dev/{name}")   # read-only: no chmod of the host's
       for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                            ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"/dev/{name}")
@@ -425,8 +430,9 @@ def install_audit_hook(workdir):
     return realpath(path)
 
   def writable(real):
-    """Whether a write to real path `real` stays inside the working directory (or is no file)."""
-    return real is None or real in (workdir, "/dev/null") or real.startswith(workdir + "/")
+    """Whether a change to real path `real` stays inside the working directory (or is no
+    file). Not /dev/null: its mode and times are the host's."""
+    return real is None or real == workdir or real.startswith(workdir + "/")
 
   def other_process(real):
     """Whether `real` lies under another process's /proc/<pid>/."""
@@ -470,7 +476,7 @@ def install_audit_hook(workdir):
     if other_process(real) or through_other_process(path):
       return "reading other processes' /proc entries is not allowed"
     writes = (flags & WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
-    if writes and not writable(real):
+    if writes and not (writable(real) or real == "/dev/null"):
       return f"writing outside the working directory is not allowed: {path}"
     return None
 
@@ -554,7 +560,7 @@ def main():
   workdir, cpu_s, memory_bytes, file_bytes = sys.argv[1], *map(int, sys.argv[2:5])
   source = sys.stdin.buffer.read().decode()
   set_limits(cpu_s, memory_bytes, file_bytes)
-  isolate(workdir)
+  isolate(workdir, WORKDIR_FILES * file_bytes)
   refuse_unaudited_calls()
   restrict_writes(workdir)
   install_syscall_filter()

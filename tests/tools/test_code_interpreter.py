@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import shutil
+import stat
 import struct
 import signal
 import socket
@@ -22,7 +23,7 @@ from orchestra.tools import ToolConfigError, build_tool
 from orchestra.tools.code_interpreter import CodeInterpreter
 
 # The child program's steps that set up one layer each (see the module docstring).
-KERNEL_LAYER = "isolate(workdir)"                 # namespaces: read-only mounts, no network, ...
+KERNEL_LAYER = "isolate(workdir, WORKDIR_FILES * file_bytes)"   # namespaces, mounts, ...
 HOOK_LAYER = "install_audit_hook(workdir)"        # the audit-hook tripwire
 FORK_GUARD = "refuse_unaudited_calls()"           # fork_exec, pidfd, memfd replaced
 SYSCALL_FILTER = "install_syscall_filter()"       # seccomp: the kernel refuses the calls
@@ -578,6 +579,7 @@ FILTER_CASES = [          # (syscall, arguments, decision)
     ("fcntl", (3, 1024, 1), EPERM), ("fcntl", (3, 6, 0), ALLOW),     # F_SETLEASE, F_SETLK
     ("ioctl", (3, 0x5412, 0), EPERM), ("ioctl", (3, 0x4C00, 4), EPERM),   # TIOCSTI, loop
     ("shmget", (0, 4096, 0o1600), EPERM), ("mq_open", (0, 0o100), EPERM),
+    ("io_setup", (1, 0), EPERM),                          # machine-wide AIO contexts
     ("ioctl", (3, 0x8901, 0), EPERM), ("ioctl", (3, 0x8902, 0), EPERM),
     ("ioctl", (3, 0x5401, 0), ALLOW),                                 # TCGETS
 ]
@@ -831,3 +833,27 @@ def test_the_sandbox_works_inside_a_user_namespace(tmp_path):
           "os.path.exists('/dev/kmsg'))\nopen('f', 'w').write('kept')\nprint(open('f').read())")
   result = run(code, python=str(wrapper))
   assert result.error is None and stdout(result) == "3 False\nkept\n", result.text
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_hosts_devices_keep_their_mode_and_times(monkeypatch, layer):
+  """The child (kernel uid 0 here) owns the host's /dev/null: a review made it mode 1666
+  and dated 1970, for good. The devices are bound read-only and the hook refuses it. (The
+  attempt sets the mode /dev/null already has, so nothing changes even if it succeeded.)"""
+  only(layer, monkeypatch)
+  mode = stat.S_IMODE(os.stat("/dev/null").st_mode)
+  result = run(f"import os\nos.chmod('/dev/null', {mode:#o})\nprint('changed')")
+  assert result.error and "changed" not in stdout(result), result.text
+
+
+def test_the_working_directory_is_a_tmpfs_of_its_own():
+  """Files the code writes never reach the host's disk: no setuid file for the host's users
+  (a review left a root-owned setuid copy of /bin/true there), no disk to fill."""
+  if not kernel_layer()[0]:
+    pytest.skip("no mount namespace on this machine: the working directory is on the host's disk")
+  code = ("import os\nhere = os.getcwd()\n"
+          "mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+          "fields = next(f for f in mounts if f[4] == here)\n"
+          "print(fields[fields.index('-') + 1], 'nosuid' in fields[5])")
+  result = run(code)
+  assert result.error is None and stdout(result) == "tmpfs True\n", result.text
