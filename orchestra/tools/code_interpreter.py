@@ -12,7 +12,10 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    kept to `max_output_chars` (head and tail), so floods cannot exhaust memory.
 2. rlimits (kernel): CPU seconds, address space (`memory_mb`), size of each
    written file (`max_file_mb`), no core dumps, 256 open files, 64 queued
-   signals (the queue is counted per user: uid 0's is every root process's).
+   signals (the queue is counted per user: uid 0's is every root process's);
+   and, where cgroup v1's pids hierarchy is writable, a pids cgroup of the
+   call's own capping its processes and threads at 64 (RLIMIT_NPROC never
+   binds uid 0).
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
    remounted read-only and without devices; the working directory is a tmpfs
@@ -107,10 +110,11 @@ What is NOT protected:
   directory have no kernel guard but the read-only mounts; without seccomp,
   filesystem Unix sockets such as Docker's are refused only by the hook's
   `connect` check).
-- Threads: a child that keeps uid 0 is exempt from RLIMIT_NPROC, so only its
-  address space bounds its threads: a review started ~23,000 in one run at the
-  default 1 GB (small stacks, memory juggled), and two such runs would exhaust
-  a pid_max of 32768 for the whole machine. A pids cgroup would be the cap.
+- Threads, where there is no writable cgroup-v1 pids hierarchy (cgroup v2
+  without a delegated subtree): a child that keeps uid 0 is exempt from
+  RLIMIT_NPROC, so only its address space bounds its threads: a review started
+  ~23,000 in one run at the default 1 GB (small stacks), and two such runs
+  would exhaust a pid_max of 32768 for the whole machine.
 - Memory in other forms than the address space (the working directory's
   tmpfs, up to twice `max_file_mb`; pipe and socket buffers), total disk use
   where there is no mount namespace (only each file's size is capped), and
@@ -130,9 +134,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any
 
 from orchestra.tools.base import Tool, ToolConfigError, ToolResult
+
+PIDS_CGROUP_ROOT = "/sys/fs/cgroup/pids"     # cgroup v1's pids hierarchy
+MAX_TASKS_PER_CALL = 64                      # processes and threads of one call
 
 PRICE_PER_SECOND = 0.0000083   # USD per second of code execution (ToolOrchestra paper)
 _DRAIN_S = 2.0                 # after a kill, how long to wait for the pipes to close
@@ -150,6 +158,38 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
   except RecursionError:
     subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False)
+
+
+def _pids_cgroup() -> str | None:
+  """A fresh cgroup-v1 pids group capping one call's tasks (threads included) at
+  `MAX_TASKS_PER_CALL`, which the child joins first: a child that keeps kernel uid 0 is
+  exempt from RLIMIT_NPROC, and a review started ~23,000 threads in one run (two such runs
+  exhaust a pid_max of 32768). None where there is no such hierarchy this process may
+  write (cgroup v2 needs a delegated subtree; not handled)."""
+  if not os.access(PIDS_CGROUP_ROOT, os.W_OK):
+    return None
+  path = os.path.join(PIDS_CGROUP_ROOT, f"orchestra_code_{uuid.uuid4().hex}")
+  try:
+    os.mkdir(path)
+    with open(os.path.join(path, "pids.max"), "w") as f:
+      f.write(str(MAX_TASKS_PER_CALL))
+  except OSError:
+    _remove_cgroup(path)
+    return None
+  return path
+
+
+def _remove_cgroup(path: str) -> None:
+  """Removes a finished call's cgroup once its last task has gone (a killed group's tasks
+  take a moment to leave)."""
+  for _ in range(200):
+    try:
+      os.rmdir(path)
+      return
+    except FileNotFoundError:
+      return
+    except OSError:
+      time.sleep(0.01)
 
 
 def sandbox_root() -> str:
@@ -295,10 +335,13 @@ class CodeInterpreter(Tool):
   async def run(self, args: dict[str, Any]) -> ToolResult:
     """Runs `args["code"]` in a fresh temporary directory and reports how it went."""
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="orchestra_code_", dir=sandbox_root()))
+    cgroup = _pids_cgroup()
     try:
-      outcome = await self._execute(args["code"], workdir)
+      outcome = await self._execute(args["code"], workdir, cgroup)
     finally:
       await asyncio.to_thread(_remove_tree, workdir)
+      if cgroup:
+        await asyncio.to_thread(_remove_cgroup, cgroup)
     status, error = self._diagnose(outcome)
     text = f"{status}\nstdout:\n{outcome.stdout or '(empty)'}"
     if outcome.stderr:
@@ -307,10 +350,11 @@ class CodeInterpreter(Tool):
                       latency_s=outcome.wall_s,
                       usage={"exit_code": outcome.returncode, "wall_s": outcome.wall_s})
 
-  async def _execute(self, code: str, workdir: str) -> _Outcome:
-    """Runs the child program on `code` in `workdir`; kills its process group when done."""
+  async def _execute(self, code: str, workdir: str, cgroup: str | None) -> _Outcome:
+    """Runs the child program on `code` in `workdir` (in `cgroup`, if any); kills its
+    process group when done."""
     limits = [str(self.cpu_time_s), str(int(self.memory_mb * 2**20)),
-              str(int(self.max_file_mb * 2**20))]
+              str(int(self.max_file_mb * 2**20)), cgroup or ""]
     stdout, stderr = _Capture(self.max_output_chars), _Capture(self.max_output_chars)
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(

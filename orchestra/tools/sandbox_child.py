@@ -1,6 +1,7 @@
 """The sandboxed interpreter's child program (see `orchestra.tools.code_interpreter`).
 
-Run by the tool as `python -I -B -u sandbox_child.py WORKDIR CPU_S MEMORY_BYTES FILE_BYTES`
+Run by the tool as `python -I -B -u sandbox_child.py WORKDIR CPU_S MEMORY_BYTES FILE_BYTES
+CGROUP` (CGROUP: a pids cgroup to join, or "")
 with the model's code on stdin; only the standard library is imported (`-I`: no site
 packages, no PYTHON* variables, no script folder on sys.path). Order matters: limits and
 namespaces need privileges and ctypes, which the audit hook (installed last) then forbids.
@@ -96,6 +97,17 @@ PATH_EVENTS = {
     "os.truncate": ((0, None),), "os.mkfifo": ((0, 2),), "os.mknod": ((0, 3),),
     "os.setxattr": ((0, None),), "os.removexattr": ((0, None),), "shutil.rmtree": ((0, 1),),
 }
+
+
+def join_cgroup(path):
+  """Moves this process into the pids cgroup `path` the tool made for the call (its cap on
+  tasks); nothing when there is none or it cannot."""
+  if path:
+    try:
+      with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    except OSError:
+      pass
 
 
 def set_limits(cpu_s, memory_bytes, file_bytes):
@@ -558,6 +570,7 @@ def run_user_code(source):
 def main():
   """Limits, isolates, filters syscalls, then runs the code from stdin in WORKDIR."""
   workdir, cpu_s, memory_bytes, file_bytes = sys.argv[1], *map(int, sys.argv[2:5])
+  join_cgroup(sys.argv[5] if len(sys.argv) > 5 else "")
   source = sys.stdin.buffer.read().decode()
   set_limits(cpu_s, memory_bytes, file_bytes)
   isolate(workdir, WORKDIR_FILES * file_bytes)

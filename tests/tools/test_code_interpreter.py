@@ -857,3 +857,35 @@ def test_the_working_directory_is_a_tmpfs_of_its_own():
           "print(fields[fields.index('-') + 1], 'nosuid' in fields[5])")
   result = run(code)
   assert result.error is None and stdout(result) == "tmpfs True\n", result.text
+
+
+THREADS = ("import threading, _thread\nthreading.stack_size(32768)\n"
+           "lock = threading.Lock()\nlock.acquire()\nstarted = 0\ntry:\n"
+           "  for _ in range(300):\n    _thread.start_new_thread(lock.acquire, ())\n"
+           "    started += 1\nexcept RuntimeError:\n  pass\nprint(started)")
+
+
+@pytest.mark.parametrize("capped", [True, False])
+def test_a_calls_threads_are_capped_by_its_pids_cgroup(monkeypatch, capped):
+  """A child that keeps kernel uid 0 is exempt from RLIMIT_NPROC: a review started ~23,000
+  threads in one run. Its own pids cgroup caps the call at 64 tasks; without it (the
+  control), 300 small-stack threads start."""
+  if not os.access(code_interpreter.PIDS_CGROUP_ROOT, os.W_OK):
+    pytest.skip("no writable cgroup-v1 pids hierarchy here")
+  if not capped:
+    monkeypatch.setattr(code_interpreter, "PIDS_CGROUP_ROOT", "/nonexistent")
+  result = run(THREADS)
+  assert result.error is None, result.text
+  started = int(stdout(result))
+  assert started < code_interpreter.MAX_TASKS_PER_CALL if capped else started == 300
+
+
+def test_a_calls_pids_cgroup_is_removed_after_it(monkeypatch):
+  if not os.access(code_interpreter.PIDS_CGROUP_ROOT, os.W_OK):
+    pytest.skip("no writable cgroup-v1 pids hierarchy here")
+  made = []
+  make = code_interpreter._pids_cgroup
+  monkeypatch.setattr(code_interpreter, "_pids_cgroup", lambda: made.append(make()) or made[-1])
+  result = run("import os\nprint(open('/proc/self/cgroup').read().count('orchestra_code_'))")
+  assert result.error is None and stdout(result) == "1\n", result.text
+  assert made and made[0] and not os.path.exists(made[0])
