@@ -11,11 +11,12 @@ small child program (`sandbox_child.py`) sets up layers 2-5 and then
    cancellation and after every run, and stdout/stderr read incrementally and
    kept to `max_output_chars` (head and tail), so floods cannot exhaust memory.
 2. rlimits (kernel): CPU seconds, address space (`memory_mb`), size of each
-   written file (`max_file_mb`), no core dumps, 256 open files, 64 queued
-   signals (the queue is counted per user: uid 0's is every root process's);
+   written file (`max_file_mb`), no core dumps (not dumpable), 256 open files,
+   64 queued signals (the queue is counted per user: uid 0's is every root
+   process's);
    and, where cgroup v1's pids hierarchy is writable, a pids cgroup of the
-   call's own capping its processes and threads at 64 (RLIMIT_NPROC never
-   binds uid 0).
+   call's own, inside the caller's, capping its processes and threads at 64
+   (RLIMIT_NPROC never binds uid 0).
 3. Linux namespaces (kernel), where the kernel allows them. As root: a private
    mount namespace in which every mount except the working directory is
    remounted read-only and without devices; the working directory is a tmpfs
@@ -118,7 +119,8 @@ What is NOT protected:
 - Memory in other forms than the address space (the working directory's
   tmpfs, up to twice `max_file_mb`; pipe and socket buffers), total disk use
   where there is no mount namespace (only each file's size is capped), and
-  CPU/memory/time within the limits; no cgroup or PID namespace. For hostile code use a VM, gVisor or nsjail instead.
+  CPU/memory/time within the limits; no memory cgroup or PID namespace. For
+  hostile code use a VM, gVisor or nsjail instead.
 """
 
 from __future__ import annotations
@@ -165,10 +167,12 @@ def _pids_cgroup() -> str | None:
   `MAX_TASKS_PER_CALL`, which the child joins first: a child that keeps kernel uid 0 is
   exempt from RLIMIT_NPROC, and a review started ~23,000 threads in one run (two such runs
   exhaust a pid_max of 32768). None where there is no such hierarchy this process may
-  write (cgroup v2 needs a delegated subtree; not handled)."""
-  if not os.access(PIDS_CGROUP_ROOT, os.W_OK):
+  write (cgroup v2 needs a delegated subtree; not handled). The group is made inside this
+  process's own pids group, so an outer cap (a systemd service's TasksMax) still binds."""
+  parent = _own_pids_cgroup()
+  if parent is None or not os.access(parent, os.W_OK):
     return None
-  path = os.path.join(PIDS_CGROUP_ROOT, f"orchestra_code_{uuid.uuid4().hex}")
+  path = os.path.join(parent, f"orchestra_code_{uuid.uuid4().hex}")
   try:
     os.mkdir(path)
     with open(os.path.join(path, "pids.max"), "w") as f:
@@ -177,6 +181,21 @@ def _pids_cgroup() -> str | None:
     _remove_cgroup(path)
     return None
   return path
+
+
+def _own_pids_cgroup(proc_cgroup: str = "/proc/self/cgroup") -> str | None:
+  """This process's folder in the cgroup-v1 pids hierarchy (`N:pids:/path` in
+  /proc/self/cgroup), or None without one."""
+  try:
+    with open(proc_cgroup) as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return None
+  for line in lines:
+    _, controllers, path = line.split(":", 2)
+    if "pids" in controllers.split(","):
+      return os.path.join(PIDS_CGROUP_ROOT, path.lstrip("/"))
+  return None
 
 
 def _remove_cgroup(path: str) -> None:

@@ -79,7 +79,7 @@ SOCK_STREAM_TYPES = (1, 1 | 0x800, 1 | 0x80000, 1 | 0x800 | 0x80000)   # NONBLOC
 NAMESPACE_CLONE_FLAGS = 0x7E020000
 AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, CLONE_THREAD, AF_UNIX = 0xC000003E, 0x40000000, 0x10000, 1
 EPERM, ENOSYS, PRIO_PROCESS = 1, 38, 0
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, PR_SET_DUMPABLE = 38, 22, 2, 4
 SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x50000, 0x7FFF0000
 BPF_LD_ABS, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
 # Landlock: its syscalls, and the write rights handled (right: the ABI version that has it):
@@ -111,8 +111,9 @@ def join_cgroup(path):
 
 
 def set_limits(cpu_s, memory_bytes, file_bytes):
-  """Kernel-enforced caps on CPU time, address space, file size, core dumps, open files and
-  queued signals (counted per user: uid 0's queue is every root process's)."""
+  """Kernel-enforced caps on CPU time, address space, file size, core dumps (none: not
+  dumpable), open files and queued signals (counted per user: uid 0's queue is every root
+  process's)."""
   for kind, soft, hard in [(resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
                            (resource.RLIMIT_AS, memory_bytes, memory_bytes),
                            (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
@@ -122,6 +123,9 @@ def set_limits(cpu_s, memory_bytes, file_bytes):
                             MAX_PENDING_SIGNALS)]:
     resource.setrlimit(kind, (soft, hard))
   signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # an oversized write raises OSError instead
+  # No core dump at all: a piped core_pattern (apport, systemd-coredump) ignores RLIMIT_CORE
+  # and would hand a crashed child's memory to a root helper.
+  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def isolate(workdir, workdir_bytes):

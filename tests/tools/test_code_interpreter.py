@@ -889,3 +889,22 @@ def test_a_calls_pids_cgroup_is_removed_after_it(monkeypatch):
   result = run("import os\nprint(open('/proc/self/cgroup').read().count('orchestra_code_'))")
   assert result.error is None and stdout(result) == "1\n", result.text
   assert made and made[0] and not os.path.exists(made[0])
+
+
+def test_the_pids_cgroup_goes_inside_the_callers_own(tmp_path):
+  """Made at the hierarchy's root, a call's group would leave an outer cap (a systemd
+  service's TasksMax) behind."""
+  proc = tmp_path / "cgroup"
+  proc.write_text("9:name=systemd:/\n8:pids:/system.slice/trainer.service\n4:memory:/x\n")
+  assert code_interpreter._own_pids_cgroup(str(proc)) == os.path.join(
+      code_interpreter.PIDS_CGROUP_ROOT, "system.slice/trainer.service")
+  proc.write_text("0::/user.slice\n")
+  assert code_interpreter._own_pids_cgroup(str(proc)) is None
+
+
+def test_the_child_is_not_dumpable(monkeypatch):
+  """A piped core_pattern ignores RLIMIT_CORE 0 and would hand a crashed child's memory to
+  a root helper. (Asked through ctypes, so with the hook left out.)"""
+  without(monkeypatch, HOOK_LAYER, FORK_GUARD)
+  result = run("import ctypes\nprint(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")   # GET_DUMPABLE
+  assert result.error is None and stdout(result) == "0\n", result.text
