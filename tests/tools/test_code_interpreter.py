@@ -2,16 +2,17 @@
 
 import asyncio
 import functools
-import sys
 import importlib.util
 import os
 import pathlib
 import re
 import shutil
-import stat
-import struct
 import signal
 import socket
+import stat
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -433,7 +434,6 @@ def bystander():
   """A process outside the sandbox (a rollout server, say) with the child's kernel uid, so
   that only the sandbox's layers stop it signalling it: the trainer's, or nobody's where a
   root-started child drops to nobody (`drop_root`'s conditions)."""
-  import subprocess
   child = child_program()
   drops = (os.geteuid() == 0 and child.others_can_enter(os.path.dirname(os.__file__))
            and child.others_can_enter(code_interpreter.sandbox_root()))
@@ -821,9 +821,7 @@ def test_sandbox_root_is_private_and_a_loose_one_is_not_used(tmp_path, monkeypat
 def test_the_sandbox_works_inside_a_user_namespace(tmp_path):
   """As in a rootless container: the namespaces' root may mount, but a device node made
   there would not open; /dev's devices are bound from the host's."""
-  import shutil as shell_tools
-  import subprocess
-  unshare = shell_tools.which("unshare")
+  unshare = shutil.which("unshare")
   if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "true"]).returncode:
     pytest.skip("no unshare(1), or user namespaces are off")
   wrapper = tmp_path / "python_in_a_user_namespace"
